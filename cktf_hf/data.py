@@ -1,0 +1,104 @@
+"""The data path of the memory bank: stable dataset indices and K other-class negatives per sample."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+
+class IndexedDataset(Dataset):
+    """Wraps a map-style dataset so each example also carries its position: ``{**dataset[i], "index": i}``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "index": i}
+
+
+def dataset_labels(dataset: Any, label_column: Optional[str] = None) -> Optional[list[int]]:
+    """The label of every example, read from the Arrow column when ``dataset`` is a ``datasets.Dataset`` (no image
+    decoding, no transform), else None. ``label_column`` defaults to "label" or "labels", whichever exists."""
+    dataset = getattr(dataset, "dataset", dataset)  # IndexedDataset
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        return None
+    names = [label_column] if label_column else ["label", "labels"]
+    for name in names:
+        if name in columns:
+            return list(dataset.with_format(None)[name])
+    return None
+
+
+class NegativeSampler:
+    """Draws K negative dataset indices per sample: from other classes when labels are known (CRD's "exact" mode),
+    else uniformly over the dataset.
+
+    Negatives are drawn with replacement, as i.i.d. noise samples (the NCE assumption); the reference draws without
+    replacement when the pool allows, which differs only by duplicates (≈ K/(2·pool) of the draws). Sampling uses the
+    torch global RNG, which the Trainer checkpoints, so resumed runs draw the same negatives.
+    """
+
+    def __init__(self, num_samples: int, nce_k: int, labels: Optional[Sequence[int]] = None) -> None:
+        self.num_samples, self.nce_k = num_samples, nce_k
+        if labels is None:
+            self.order = None
+            return
+        labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+        if labels_t.numel() != num_samples:
+            raise ValueError(f"Got {labels_t.numel()} labels for a dataset of {num_samples} examples.")
+        self.order = torch.argsort(labels_t, stable=True)  # dataset indices grouped by class
+        counts = torch.bincount(labels_t)
+        self.class_start = torch.cumsum(counts, 0) - counts
+        self.class_count = counts
+        self.labels = labels_t
+        if (num_samples - counts.max()) < 1:
+            raise ValueError("Other-class negatives need at least two classes in the training set.")
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        """``contrast_idx`` of shape ``[B, K+1]``: column 0 is ``index`` itself, columns 1..K the negatives."""
+        batch_size = index.shape[0]
+        uniform = torch.rand(batch_size, self.nce_k)
+        if self.order is None:
+            negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
+        else:
+            label = self.labels[index]
+            start, count = self.class_start[label, None], self.class_count[label, None]
+            # A position in the class-sorted order with the anchor's own class segment cut out.
+            position = (uniform * (self.num_samples - count)).long().clamp_(max=self.num_samples - count - 1)
+            position = position + (position >= start).long() * count
+            negatives = self.order[position]
+        return torch.cat([index[:, None], negatives], dim=1)
+
+
+class DistillationCollator:
+    """Stacks ``pixel_values`` and ``labels`` and, for the memory bank, adds ``index`` and ``contrast_idx``.
+
+    Examples must carry ``pixel_values`` (a ``[3, H, W]`` tensor) and optionally ``labels`` (or ``label``); those
+    with an ``index`` (from :class:`IndexedDataset`) also get negatives when a ``negative_sampler`` is given.
+    """
+
+    def __init__(self, negative_sampler: Optional[NegativeSampler] = None) -> None:
+        self.negative_sampler = negative_sampler
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        first = examples[0]
+        if "pixel_values" not in first:
+            raise ValueError(
+                f"Examples need a 'pixel_values' tensor, got keys {sorted(first)}; apply the image processor first "
+                "(e.g. dataset.with_transform(cktf_hf.transforms.ImageClassificationTransform(processor)))."
+            )
+        batch = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])}
+        label_key = "labels" if "labels" in first else "label" if "label" in first else None
+        if label_key is not None:
+            batch["labels"] = torch.tensor([int(e[label_key]) for e in examples], dtype=torch.long)
+        if self.negative_sampler is not None and "index" in first:  # training batches; evaluation has no index
+            index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
+            batch["index"] = index
+            batch["contrast_idx"] = self.negative_sampler(index)
+        return batch

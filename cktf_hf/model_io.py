@@ -1,0 +1,69 @@
+"""Running a Hugging Face image classifier for distillation: logits, hidden states and the classifier input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+CLASSIFIER_ATTRIBUTES = ("classifier", "head", "fc")
+
+
+@dataclass
+class ModelFeatures:
+    """What one forward pass gives the objective."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...]
+    final: torch.Tensor  # the classifier's input
+
+
+def find_classifier(model: nn.Module) -> nn.Module:
+    """The classification head whose input is the "final" feature (``model.classifier`` in transformers)."""
+    for name in CLASSIFIER_ATTRIBUTES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise ValueError(
+        f"{type(model).__name__} has no classification head named one of {CLASSIFIER_ATTRIBUTES}; use an "
+        "AutoModelForImageClassification model."
+    )
+
+
+class ClassifierInputCapture:
+    """A forward pre-hook on the classification head that keeps its input (the classifier-input features)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.value: Optional[torch.Tensor] = None
+        self.handle = find_classifier(model).register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: tuple) -> None:
+        self.value = args[0]
+
+    def pop(self) -> torch.Tensor:
+        value, self.value = self.value, None
+        if value is None:
+            raise RuntimeError("The classification head did not run in this forward pass.")
+        return value
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def select_hidden_states(outputs: object, model_name: str) -> tuple[torch.Tensor, ...]:
+    """Spatial hidden states when the model offers them (Swin's ``reshaped_hidden_states``), else ``hidden_states``."""
+    hidden_states = getattr(outputs, "reshaped_hidden_states", None) or getattr(outputs, "hidden_states", None)
+    if not hidden_states:
+        raise ValueError(
+            f"{model_name} returned no hidden states with output_hidden_states=True; cktf_hf needs a model that "
+            "exposes them (every AutoModelForImageClassification architecture in transformers does)."
+        )
+    return tuple(hidden_states)
+
+
+def run_model(model: nn.Module, capture: ClassifierInputCapture, pixel_values: torch.Tensor, name: str) -> ModelFeatures:
+    """One forward pass with hidden states; ``model`` may be wrapped (DDP) around the hooked module."""
+    outputs = model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+    return ModelFeatures(outputs.logits, select_hidden_states(outputs, name), capture.pop())

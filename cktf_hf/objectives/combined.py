@@ -1,0 +1,186 @@
+"""The framework's combined objective over every layer pair, with its projectors and memory banks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..projectors import Projector
+from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss
+from .presets import ObjectiveSettings
+from .registry import get_objective
+
+NEGATIVE_MODES = ("memory_bank", "in_batch")
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class PairShape:
+    """Per-sample shapes of one layer pair: pooled dims (for the projectors) and maps (for classic map losses)."""
+
+    name: str
+    student_dim: int
+    teacher_dim: int
+    student_map: Optional[tuple[int, int, int]] = None
+    teacher_map: Optional[tuple[int, int, int]] = None
+    is_stem: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.name == FINAL
+
+
+@dataclass
+class PairFeatures:
+    """One side's inputs: logits, pooled vectors per pair name, and spatial maps of the intermediate pairs."""
+
+    logits: torch.Tensor
+    pooled: dict[str, torch.Tensor]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor
+    components: dict[str, torch.Tensor]
+
+
+class CKTFObjective(nn.Module):
+    """``γ·CE + α·KD + β·C(final) + θ·Σ_m C(pair m) + Σ_X w_X·L_X`` (Zhao et al., ICASSP 2023).
+
+    ``C`` is :class:`MemoryBankNCELoss` (``negatives="memory_bank"``, the reference) or
+    :class:`InBatchInfoNCELoss` (``"in_batch"``) on the projected pair embeddings; each pair has its own student and
+    teacher projector (both trained) and, in bank mode, its own banks. Terms with zero weight are not built.
+    Classic terms read: ``logits`` (KD), ``final`` pooled features (CC, RKD, PKT), the middle stage map (FitNets),
+    the last stage map (SP) or every stage map but the stem (AT, VID, NST).
+    """
+
+    def __init__(
+        self,
+        settings: ObjectiveSettings,
+        pairs: Sequence[PairShape],
+        negatives: str = "memory_bank",
+        num_samples: Optional[int] = None,
+        nce_k: int = 16384,
+        momentum: float = 0.5,
+        feat_dim: int = 128,
+        projector: str = "linear",
+    ) -> None:
+        super().__init__()
+        if negatives not in NEGATIVE_MODES:
+            raise ValueError(f"Unknown negatives {negatives!r}; choose one of {NEGATIVE_MODES}.")
+        if not any(pair.is_final for pair in pairs):
+            raise ValueError("The pairs must include the 'final' pair (the classifier inputs).")
+        self.settings, self.negatives = settings, negatives
+        self.pairs = {pair.name: pair for pair in pairs}
+        self.pair_weights = {
+            pair.name: settings.final_weight if pair.is_final else settings.layer_weight for pair in pairs
+        }
+        contrastive = [name for name, weight in self.pair_weights.items() if weight > 0]
+        if contrastive and negatives == "memory_bank" and not num_samples:
+            raise ValueError(
+                "negatives='memory_bank' needs the training-set size (num_samples) and dataset indices in every "
+                "batch; pass num_samples, or use negatives='in_batch'."
+            )
+        self.student_projectors = nn.ModuleDict()
+        self.teacher_projectors = nn.ModuleDict()
+        self.contrastive = nn.ModuleDict()
+        for name in contrastive:
+            pair = self.pairs[name]
+            self.student_projectors[name] = Projector(pair.student_dim, feat_dim, projector)
+            self.teacher_projectors[name] = Projector(pair.teacher_dim, feat_dim, projector)
+            self.contrastive[name] = (
+                MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum)
+                if negatives == "memory_bank"
+                else InBatchInfoNCELoss(settings.temperature)
+            )
+        self.kd = get_objective("kd")(settings.kd_temperature) if settings.kd_weight > 0 else None
+        self.classic = nn.ModuleDict(
+            {name: self._build_classic(name) for name, weight in settings.classic.items() if weight > 0}
+        )
+
+    @property
+    def needs_indices(self) -> bool:
+        """Whether batches must carry ``index`` and ``contrast_idx`` (bank mode with a contrastive term)."""
+        return self.negatives == "memory_bank" and len(self.contrastive) > 0
+
+    @property
+    def stage_pairs(self) -> list[str]:
+        """Intermediate pairs other than the stem: what AT, VID, NST, FitNets and SP read."""
+        return [name for name, pair in self.pairs.items() if not pair.is_final and not pair.is_stem]
+
+    def _classic_inputs(self, name: str, inputs: str) -> list[str]:
+        if inputs in ("logits", "final"):
+            return [FINAL]
+        stages = self.stage_pairs
+        if not stages or any(self.pairs[s].student_map is None or self.pairs[s].teacher_map is None for s in stages):
+            raise ValueError(
+                f"Objective {name!r} needs spatial feature maps of intermediate layer pairs, but the pairing has "
+                f"{'none' if not stages else 'vector-only features'}; pair stage or token layers, or drop {name!r}."
+            )
+        if inputs == "hint":
+            return [stages[len(stages) // 2]]
+        if inputs == "last_stage":
+            return [stages[-1]]
+        return stages
+
+    def _build_classic(self, name: str) -> nn.Module:
+        cls = get_objective(name)
+        names = self._classic_inputs(name, cls.inputs)
+        if cls.inputs == "final":
+            student_shapes = [(self.pairs[FINAL].student_dim,)]
+            teacher_shapes = [(self.pairs[FINAL].teacher_dim,)]
+        else:
+            student_shapes = [self.pairs[n].student_map for n in names]
+            teacher_shapes = [self.pairs[n].teacher_map for n in names]
+        return cls.from_shapes(student_shapes, teacher_shapes)
+
+    def forward(
+        self,
+        student: PairFeatures,
+        teacher: PairFeatures,
+        labels: Optional[torch.Tensor] = None,
+        index: Optional[torch.Tensor] = None,
+        contrast_idx: Optional[torch.Tensor] = None,
+    ) -> ObjectiveOutput:
+        s = self.settings
+        weighted: list[torch.Tensor] = []
+        components: dict[str, torch.Tensor] = {}
+
+        def add(component: str, weight: float, value: torch.Tensor) -> None:
+            components[component] = value.detach()
+            weighted.append(weight * value.float())
+
+        if s.ce_weight > 0:
+            if labels is None:
+                raise ValueError("ce_weight > 0 needs labels; set ce_weight=0 (e.g. preset 'transfer') for unlabelled data.")
+            add("ce", s.ce_weight, F.cross_entropy(student.logits.float(), labels))
+        if self.kd is not None:
+            add("kd", s.kd_weight, self.kd(student.logits, teacher.logits.detach()))
+        if self.needs_indices and (index is None or contrast_idx is None):
+            raise ValueError("The memory bank needs 'index' and 'contrast_idx' in the batch (see DistillationCollator).")
+        for name, loss_fn in self.contrastive.items():
+            v_s = self.student_projectors[name](student.pooled[name])
+            v_t = self.teacher_projectors[name](teacher.pooled[name].detach())
+            value = loss_fn(v_s, v_t, index, contrast_idx) if self.negatives == "memory_bank" else loss_fn(v_s, v_t)
+            add(f"contrast_{name}", self.pair_weights[name], value)
+        for name, loss_fn in self.classic.items():
+            add(name, s.classic[name], self._run_classic(name, loss_fn, student, teacher))
+        if not weighted:
+            raise ValueError("Every objective weight is zero: nothing to train.")
+        return ObjectiveOutput(torch.stack(weighted).sum(), components)
+
+    def _run_classic(self, name: str, loss_fn: nn.Module, student: PairFeatures, teacher: PairFeatures) -> torch.Tensor:
+        kind = loss_fn.inputs
+        if kind == "logits":
+            return loss_fn(student.logits, teacher.logits.detach())
+        if kind == "final":
+            return loss_fn(student.pooled[FINAL], teacher.pooled[FINAL].detach())
+        names = self._classic_inputs(name, kind)
+        s_maps = [student.maps[n] for n in names]
+        t_maps = [teacher.maps[n].detach() for n in names]
+        return loss_fn(s_maps, t_maps) if kind == "stages" else loss_fn(s_maps[0], t_maps[0])

@@ -1,0 +1,175 @@
+"""Contrastive objectives: CRD's NCE with momentum memory banks, and in-batch InfoNCE.
+
+Both take the two L2-normalised embeddings of one layer pair (``v_s`` from the student's projector, ``v_t`` from
+the teacher's) and return a scalar. Scores and losses are computed in float32 with autocast disabled, because
+``exp(<v, w> / tau)`` reaches ``e^(1/0.07) ≈ 1.6e6``, beyond float16's range.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import register_objective
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0 (identity on a single process)."""
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Like :func:`all_gather_no_grad`, but gradients flow back to this rank's slice."""
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    parts[dist.get_rank()] = tensor
+    return torch.cat(parts)
+
+
+def nce_loss(probabilities: torch.Tensor, num_samples: int, eps: float = 1e-7) -> torch.Tensor:
+    """CRD's binary NCE loss (CRD paper eq. 18) on ``P = exp(s / tau) / Z`` of shape ``[B, K+1]``.
+
+    Column 0 holds the positive, columns ``1..K`` the noise samples; the noise prior is ``1/N``, so ``c = K/N``:
+    ``-(1/B) Σ_b [log(P_b0 / (P_b0 + c + eps)) + Σ_k log(c / (P_bk + c + eps))]``.
+    """
+    batch_size, num_negatives = probabilities.shape[0], probabilities.shape[1] - 1
+    c = num_negatives / num_samples
+    positive, negatives = probabilities[:, 0], probabilities[:, 1:]
+    log_d1 = torch.log(positive / (positive + c + eps))
+    log_d0 = torch.log(c / (negatives + c + eps))
+    return -(log_d1.sum() + log_d0.sum()) / batch_size
+
+
+@register_objective("crd")
+class MemoryBankNCELoss(nn.Module):
+    """CRD / CKTF contrastive loss with two momentum memory banks (Tian et al., "Contrastive Representation
+    Distillation", ICLR 2020; used per layer pair by Zhao et al., "A Contrastive Knowledge Transfer Framework for
+    Model Compression and Transfer Learning", ICASSP 2023).
+
+    With banks ``M_s, M_t ∈ R^{N×D}`` and ``idx = contrast_idx`` (``[B, K+1]``, column 0 the sample's own index):
+
+    - student-anchored scores ``e_s[b,k] = exp(<M_t[idx[b,k]], v_s[b]> / tau)``, teacher-anchored
+      ``e_t[b,k] = exp(<M_s[idx[b,k]], v_t[b]> / tau)``; the positive is read from the bank, like the reference;
+    - ``Z_s = N·mean(e_s)``, ``Z_t = N·mean(e_t)`` on the first call only, then frozen;
+    - ``loss = nce(e_s / Z_s) + nce(e_t / Z_t)`` (see :func:`nce_loss`), the two directions summed;
+    - afterwards, under no grad: ``M_s[index] ← normalize(m·M_s[index] + (1−m)·v_s)``, the same for ``M_t``.
+
+    Scores are computed as ``v_s @ M_tᵀ`` followed by a gather at ``contrast_idx`` when that is cheaper than
+    gathering the ``[B, K+1, D]`` bank rows (it nearly always is): the values are the same dot products, but
+    neither the ``[B, K+1, D]`` tensor nor its gradient is ever materialised. That product keeps the banks for the
+    backward pass, so the momentum update of a call is applied at the start of the next call (or by :meth:`flush`,
+    which ``state_dict()`` runs first): every call still sees every earlier update, as in the reference. Under
+    torch.distributed the update gathers ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int = 128,
+        nce_k: int = 16384,
+        temperature: float = 0.1,
+        momentum: float = 0.5,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if num_samples < 2:
+            raise ValueError(f"The memory bank needs the dataset size (num_samples >= 2), got {num_samples}.")
+        self.num_samples, self.feat_dim, self.nce_k = num_samples, feat_dim, nce_k
+        self.temperature, self.momentum, self.eps = temperature, momentum, eps
+        stdv = 1.0 / math.sqrt(feat_dim / 3)
+        self.register_buffer("memory_student", torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv))
+        self.register_buffer("memory_teacher", torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv))
+        # Normalising constants, -1 until the first call fixes them.
+        self.register_buffer("z_student", torch.tensor(-1.0, dtype=torch.float64))
+        self.register_buffer("z_teacher", torch.tensor(-1.0, dtype=torch.float64))
+        self._pending: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.flush())
+        self.register_load_state_dict_pre_hook(self._drop_pending)
+
+    def _scores(self, anchors: torch.Tensor, memory: torch.Tensor, contrast_idx: torch.Tensor) -> torch.Tensor:
+        """``<memory[contrast_idx[b, k]], anchors[b]>`` for every b, k, as ``[B, K+1]``."""
+        batch_size, width = contrast_idx.shape
+        if self.num_samples <= width * self.feat_dim:
+            return torch.gather(anchors @ memory.t(), 1, contrast_idx)
+        rows = memory[contrast_idx.reshape(-1)].view(batch_size, width, self.feat_dim)
+        return torch.bmm(rows, anchors.unsqueeze(2)).squeeze(2)
+
+    def forward(
+        self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor, contrast_idx: torch.Tensor
+    ) -> torch.Tensor:
+        self.flush()
+        with torch.autocast(device_type=v_s.device.type, enabled=False):
+            v_s, v_t = v_s.float(), v_t.float()
+            memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
+            e_s = torch.exp(self._scores(v_s, memory_t, contrast_idx) / self.temperature)
+            e_t = torch.exp(self._scores(v_t, memory_s, contrast_idx) / self.temperature)
+            if self.z_student < 0:
+                self._fix_normalisers(e_s, e_t)
+            loss = nce_loss(e_s / self.z_student.float(), self.num_samples, self.eps)
+            loss = loss + nce_loss(e_t / self.z_teacher.float(), self.num_samples, self.eps)
+        with torch.no_grad():
+            self._pending = (all_gather_no_grad(index), all_gather_no_grad(v_s.detach()), all_gather_no_grad(v_t.detach()))
+        return loss
+
+    @torch.no_grad()
+    def _fix_normalisers(self, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
+        means = torch.stack([e_s.mean(), e_t.mean()]).double()
+        if _distributed():  # every rank fixes the same Z: the mean over all ranks' first batches
+            dist.all_reduce(means)
+            means /= dist.get_world_size()
+        self.z_student.fill_(means[0].item() * self.num_samples)
+        self.z_teacher.fill_(means[1].item() * self.num_samples)
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Apply the pending momentum update: ``M[index] ← normalize(m·M[index] + (1−m)·v)`` for both banks."""
+        if self._pending is None:
+            return
+        index, v_s, v_t = self._pending
+        self._pending = None
+        for memory, v in ((self.memory_student, v_s), (self.memory_teacher, v_t)):
+            updated = F.normalize(memory[index] * self.momentum + v * (1 - self.momentum), dim=1)
+            memory.index_copy_(0, index, updated)
+
+    def _drop_pending(self, *args: object, **kwargs: object) -> None:
+        self._pending = None  # a loaded state replaces everything, updates included
+
+
+@register_objective("infonce")
+class InBatchInfoNCELoss(nn.Module):
+    """Symmetric in-batch InfoNCE (Oord et al. 2018; CLIP's form, Radford et al. 2021) on one layer pair.
+
+    ``S = v_s · v_tᵀ / tau`` over the batch (gathered from every rank when torch.distributed is running; gradients
+    flow to this rank's rows), ``loss = ½·[CE(S, diag) + CE(Sᵀ, diag)]``. No memory bank, indices or Z: a cheaper,
+    DDP-friendly deviation from the reference's bank NCE.
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=v_s.device.type, enabled=False):
+            v_s, v_t = v_s.float(), v_t.float()
+            offset = dist.get_rank() * v_s.shape[0] if _distributed() else 0
+            all_s, all_t = all_gather_with_grad(v_s), all_gather_with_grad(v_t)
+            targets = torch.arange(v_s.shape[0], device=v_s.device) + offset
+            # Rows anchored on this rank's samples, against every rank's candidates.
+            student_anchored = v_s @ all_t.t() / self.temperature
+            teacher_anchored = v_t @ all_s.t() / self.temperature
+            return 0.5 * (F.cross_entropy(student_anchored, targets) + F.cross_entropy(teacher_anchored, targets))

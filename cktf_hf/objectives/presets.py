@@ -1,0 +1,79 @@
+"""The framework's weights and the named presets for the paper's settings and the classic methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .registry import get_objective
+
+
+_WEIGHTED_BY_FIELD = {
+    "kd": "weight KD with kd_weight (α).",
+    "crd": "CRD is the contrastive term on the final pair: weight it with final_weight (β), layer_weight=0.",
+    "infonce": "choose in-batch negatives with negatives='in_batch' and weight the pairs with final/layer_weight.",
+}
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """Weights of ``γ·CE + α·KD + β·contrastive(final) + θ·Σ contrastive(intermediate) + Σ_X w_X·L_X``.
+
+    ``temperature`` is the contrastive τ, ``kd_temperature`` the KD T, ``classic`` maps a registered classic
+    objective name to its weight w_X, and ``feature_batch_norm`` turns on CKTF's batch-dimension L2 normalisation
+    of the intermediate features before pooling.
+    """
+
+    ce_weight: float = 1.0
+    kd_weight: float = 0.0
+    final_weight: float = 0.8
+    layer_weight: float = 0.1
+    temperature: float = 0.1
+    kd_temperature: float = 4.0
+    classic: dict[str, float] = field(default_factory=dict)
+    feature_batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.temperature <= 0 or self.kd_temperature <= 0:
+            raise ValueError("temperature and kd_temperature must be > 0.")
+        for name, weight in self.classic.items():
+            get_objective(name)  # unknown names fail here, listing the known ones
+            if name in _WEIGHTED_BY_FIELD:
+                raise ValueError(f"{name!r} is not a classic term here: {_WEIGHTED_BY_FIELD[name]}")
+            if weight < 0:
+                raise ValueError(f"The weight of classic objective {name!r} must be >= 0, got {weight}.")
+
+    def with_overrides(self, **overrides: object) -> "ObjectiveSettings":
+        """A copy with every override that is not None applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_CKTF = ObjectiveSettings()
+# RepDistiller's recommended weights for the classic feature losses (scripts/run_cifar_distill.sh).
+CLASSIC_WEIGHTS = {"fitnets": 100.0, "at": 1000.0, "sp": 3000.0, "cc": 0.02, "vid": 1.0, "rkd": 1.0, "pkt": 30000.0,
+                   "nst": 50.0}
+_ONLY_CE = dict(ce_weight=1.0, kd_weight=0.0, final_weight=0.0, layer_weight=0.0, feature_batch_norm=False)
+
+PRESETS: dict[str, ObjectiveSettings] = {
+    "cktf": _CKTF,
+    "cktf+kd": replace(_CKTF, kd_weight=1.0),
+    "crd": replace(_CKTF, layer_weight=0.0, feature_batch_norm=False),
+    "crd+kd": replace(_CKTF, kd_weight=1.0, layer_weight=0.0, feature_batch_norm=False),
+    "kd": ObjectiveSettings(ce_weight=0.1, kd_weight=0.9, final_weight=0.0, layer_weight=0.0, feature_batch_norm=False),
+    "transfer": replace(_CKTF, ce_weight=0.0, final_weight=1.0, layer_weight=0.04, temperature=0.07),
+    "scratch": ObjectiveSettings(**_ONLY_CE),
+}
+for _name, _weight in CLASSIC_WEIGHTS.items():
+    PRESETS[_name] = ObjectiveSettings(**_ONLY_CE, classic={_name: _weight})
+    # "X + CKTF" (the paper's Table 2): X plus the contrastive terms, weight 0.8 on every pair.
+    PRESETS[f"{_name}+cktf"] = replace(_CKTF, final_weight=0.8, layer_weight=0.8, classic={_name: _weight})
+
+
+def get_preset(name: str) -> ObjectiveSettings:
+    """The settings of a named preset; an unknown name lists the known ones."""
+    key = name.lower()
+    if key not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
+    return PRESETS[key]

@@ -1,0 +1,274 @@
+"""``ContrastiveDistillationTrainer``: a thin ``transformers.Trainer`` that distils a frozen teacher into the model."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any, Optional, Union
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, Trainer, set_seed
+from transformers.utils import logging
+
+from .config import ContrastiveDistillationConfig
+from .data import DistillationCollator, IndexedDataset, NegativeSampler, dataset_labels
+from .features import FeatureLayout
+from .metrics import make_compute_metrics
+from .model_io import ClassifierInputCapture, run_model
+from .objectives import CKTFObjective, PairFeatures, PairShape
+from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
+from .teacher import check_label_spaces, load_teacher
+
+logger = logging.get_logger(__name__)
+
+OBJECTIVE_ATTRIBUTE = "cktf_objective"
+STATE_NAME = "_cktf_distillation_state.safetensors"  # "_" keeps it out of every Hub push
+
+
+class ContrastiveDistillationTrainer(Trainer):
+    """Trains ``model`` (the student) on CKTF's objective against a frozen teacher.
+
+    The teacher comes from ``args.teacher`` (Hub id or folder) or ``teacher_model``. Layer pairs, projectors and
+    memory banks are built from one probe batch of ``train_dataset`` before training; they live in an
+    ``nn.Module`` attached to the student (so DDP synchronises their gradients) and are left out of
+    ``save_pretrained``; checkpoints keep them in ``_cktf_distillation_state.safetensors``. Datasets yield
+    ``pixel_values`` and ``labels`` per example (see :class:`~cktf_hf.transforms.ImageClassificationTransform`).
+    """
+
+    _tag_names = ["knowledge-distillation", "cktf", "image-classification"]
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        args: ContrastiveDistillationConfig,
+        teacher_model: Optional[Union[PreTrainedModel, str]] = None,
+        train_dataset: Optional[Any] = None,
+        eval_dataset: Optional[Any] = None,
+        data_collator: Optional[Any] = None,
+        compute_metrics: Optional[Any] = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, ContrastiveDistillationConfig):
+            raise TypeError("args must be a ContrastiveDistillationConfig.")
+        if train_dataset is None:
+            raise ValueError("ContrastiveDistillationTrainer needs a train_dataset (the probe batch comes from it).")
+        set_seed(args.seed)
+        settings = args.objective_settings
+        self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
+        check_label_spaces(model, self.teacher, uses_teacher_labels=settings.kd_weight > 0 or settings.ce_weight > 0)
+
+        uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
+        if uses_bank:
+            if not hasattr(train_dataset, "__getitem__") or not hasattr(train_dataset, "__len__"):
+                raise ValueError(
+                    "negatives='memory_bank' needs a map-style train_dataset with stable indices (not an iterable or "
+                    "streaming dataset); use negatives='in_batch' for those."
+                )
+            if not isinstance(train_dataset, IndexedDataset):
+                train_dataset = IndexedDataset(train_dataset)
+            labels = dataset_labels(train_dataset, args.label_column)
+            if labels is None:
+                logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
+            sampler = NegativeSampler(len(train_dataset), args.nce_k, labels)
+            data_collator = data_collator or DistillationCollator(sampler)
+        data_collator = data_collator or DistillationCollator()
+
+        self.objective, self.pairs, self.layouts, self.pairing_rows = self._build_objective(
+            model, train_dataset, data_collator, args, len(train_dataset) if uses_bank else None
+        )
+        model.add_module(OBJECTIVE_ATTRIBUTE, self.objective)
+        model._keys_to_ignore_on_save = [k for k in model.state_dict() if k.startswith(OBJECTIVE_ATTRIBUTE + ".")]
+        self._student_capture = ClassifierInputCapture(model)
+        self._teacher_capture = ClassifierInputCapture(self.teacher)
+        self._components: dict[str, torch.Tensor] = defaultdict(float)
+        self._component_steps = 0
+
+        if compute_metrics is None:
+            compute_metrics = make_compute_metrics(model.config.num_labels)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=data_collator,
+            compute_metrics=compute_metrics,
+            **kwargs,
+        )
+        self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
+        logger.info("CKTF layer pairing:\n%s", pairing_table(self.pairing_rows))
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _build_objective(
+        self,
+        student: PreTrainedModel,
+        train_dataset: Any,
+        collator: Any,
+        args: ContrastiveDistillationConfig,
+        num_samples: Optional[int],
+    ) -> tuple[CKTFObjective, list[LayerPair], dict[str, list[FeatureLayout]], list[tuple]]:
+        """Probe both models on two training examples; pair their layers and build the objective from real shapes."""
+        batch = collator([train_dataset[i] for i in range(min(2, len(train_dataset)))])
+        if num_samples is not None and "index" not in batch:
+            raise ValueError(
+                "negatives='memory_bank' needs 'index' and 'contrast_idx' in every batch, but the data collator "
+                "does not add them; use cktf_hf.DistillationCollator (the default) or negatives='in_batch'."
+            )
+        student_out = _probe(student, batch["pixel_values"], "student")
+        teacher_out = _probe(self.teacher, batch["pixel_values"], "teacher")
+        layouts = {
+            "student": [FeatureLayout.infer(h) for h in student_out.hidden_states],
+            "teacher": [FeatureLayout.infer(h) for h in teacher_out.hidden_states],
+        }
+        pairs = build_pairs(args.layer_pairs, layouts["student"], layouts["teacher"])
+        settings = args.objective_settings
+        shapes, rows = [], []
+        for pair in pairs:
+            s_feat = read_pair_features("student", student_out.hidden_states, student_out.final, student_out.logits,
+                                        [pair], layouts["student"], args.token_pooling, args.grid_size,
+                                        map_pairs=[pair.name] if _has_map(pair, layouts) else [])
+            t_feat = read_pair_features("teacher", teacher_out.hidden_states, teacher_out.final, teacher_out.logits,
+                                        [pair], layouts["teacher"], args.token_pooling, args.grid_size,
+                                        map_pairs=[pair.name] if _has_map(pair, layouts) else [])
+            s_map, t_map = s_feat.maps.get(pair.name), t_feat.maps.get(pair.name)
+            shapes.append(PairShape(
+                pair.name,
+                s_feat.pooled[pair.name].shape[1],
+                t_feat.pooled[pair.name].shape[1],
+                tuple(s_map.shape[1:]) if s_map is not None else None,
+                tuple(t_map.shape[1:]) if t_map is not None else None,
+                is_stem=pair.is_stem,
+            ))
+            weight = settings.final_weight if pair.is_final else settings.layer_weight
+            rows.append(_pairing_row(pair, student_out, teacher_out, layouts, weight))
+        objective = CKTFObjective(
+            settings, shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
+            momentum=args.nce_momentum, feat_dim=args.feat_dim, projector=args.projector,
+        ).to(next(student.parameters()).device)
+        return objective, pairs, layouts, rows
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, "index", "labels", "label"]))
+
+    # ------------------------------------------------------------------------------------------------ loss
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
+    ) -> Union[torch.Tensor, tuple[torch.Tensor, Any]]:
+        index, contrast_idx = inputs.pop("index", None), inputs.pop("contrast_idx", None)
+        labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
+        if not model.training:  # evaluation: the student alone, plain cross-entropy
+            outputs = model(pixel_values=pixel_values, labels=labels)
+            self._student_capture.value = None
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        with torch.no_grad():
+            teacher_out = run_model(self.teacher, self._teacher_capture, pixel_values.to(self._teacher_dtype), "teacher")
+        student_out = run_model(model, self._student_capture, pixel_values, "student")
+        result = self.objective(
+            self._pair_features("student", student_out),
+            self._pair_features("teacher", teacher_out),
+            labels=labels, index=index, contrast_idx=contrast_idx,
+        )
+        for name, value in result.components.items():
+            self._components[name] = self._components[name] + value
+        self._component_steps += 1
+        return (result.loss, student_out) if return_outputs else result.loss
+
+    @property
+    def _teacher_dtype(self) -> torch.dtype:
+        return next(self.teacher.parameters()).dtype
+
+    def _pair_features(self, side: str, out: Any) -> PairFeatures:
+        args, objective = self.args, self.objective
+        map_pairs = [name for name in objective.stage_pairs if objective.pairs[name].student_map is not None]
+        return read_pair_features(
+            side, out.hidden_states, out.final, out.logits, self.pairs, self.layouts[side], args.token_pooling,
+            args.grid_size, batch_norm=objective.settings.feature_batch_norm,
+            map_pairs=map_pairs if objective.classic else (),
+        )
+
+    def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
+        """Add the mean of every loss component since the last log (training logs only)."""
+        if "loss" in logs and self._component_steps:
+            for name, total in self._components.items():
+                value = torch.as_tensor(total, dtype=torch.float32, device=self.args.device) / self._component_steps
+                logs[name] = round(self.accelerator.reduce(value, reduction="mean").item(), 6)
+            self._components.clear()
+            self._component_steps = 0
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.objective.state_dict().items()}
+            save_file(state, os.path.join(folder, STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {STATE_NAME} (projectors, memory banks, Z): it was not written by "
+                "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
+            )
+        self.objective.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        self.args.save_distillation_config(output_dir, layer_pairing=[
+            {"pair": r[0], "student_layer": r[1], "student_shape": list(r[2]), "teacher_layer": r[3],
+             "teacher_shape": list(r[4]), "weight": r[5]} for r in self.pairing_rows
+        ])
+
+
+def _probe(model: PreTrainedModel, pixel_values: torch.Tensor, side: str) -> Any:
+    """One no-grad eval-mode forward on the probe batch, with a clear error when the images do not fit."""
+    param = next(model.parameters())
+    expected = getattr(model.config, "num_channels", None)
+    if expected is not None and pixel_values.shape[1] != expected:
+        raise ValueError(
+            f"The {side} expects {expected}-channel images but the batch has pixel_values of shape "
+            f"{tuple(pixel_values.shape)}; convert images to RGB in the transform (ImageClassificationTransform does)."
+        )
+    capture = ClassifierInputCapture(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return run_model(model, capture, pixel_values.to(param.device, param.dtype), side)
+    except ValueError as error:
+        if "hidden states" in str(error):
+            raise
+        raise ValueError(
+            f"The {side} ({type(model).__name__}) cannot take the training images (pixel_values "
+            f"{tuple(pixel_values.shape)}): {error}. Resize them to the size its config expects "
+            f"(image_size={getattr(model.config, 'image_size', '?')}) with the image processor."
+        ) from error
+    finally:
+        capture.remove()
+        model.train(was_training)
+
+
+def _has_map(pair: LayerPair, layouts: dict[str, list[FeatureLayout]]) -> bool:
+    if pair.is_final:
+        return False
+    return (layouts["student"][pair.student_index].kind != "vector"
+            and layouts["teacher"][pair.teacher_index].kind != "vector")
+
+
+def _pairing_row(pair: LayerPair, student_out: Any, teacher_out: Any, layouts: dict, weight: float) -> tuple:
+    if pair.is_final:
+        return ("final", "classifier input", tuple(student_out.final.shape[1:]), "classifier input",
+                tuple(teacher_out.final.shape[1:]), weight)
+    s, t = pair.student_index, pair.teacher_index
+    return (pair.name, layer_name(s, layouts["student"][s]), tuple(student_out.hidden_states[s].shape[1:]),
+            layer_name(t, layouts["teacher"][t]), tuple(teacher_out.hidden_states[t].shape[1:]), weight)
