@@ -13,3 +13,5 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+from fake_hub import fake_hub  # noqa: E402,F401
