@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Optional, Sequence
 
 import torch
@@ -40,12 +41,15 @@ class NegativeSampler:
     else uniformly over the dataset.
 
     Negatives are drawn with replacement, as i.i.d. noise samples (the NCE assumption); the reference draws without
-    replacement when the pool allows, which differs only by duplicates (≈ K/(2·pool) of the draws). Sampling uses the
-    torch global RNG, which the Trainer checkpoints, so resumed runs draw the same negatives.
+    replacement when the pool allows, which differs only by duplicates (≈ K/(2·pool) of the draws). The draws of a
+    batch are seeded by ``seed`` and the batch's indices, so they need no RNG state: a resumed run, which sees the
+    same batches, draws the same negatives whatever the data loader prefetched before the interruption.
     """
 
-    def __init__(self, num_samples: int, nce_k: int, labels: Optional[Sequence[int]] = None) -> None:
-        self.num_samples, self.nce_k = num_samples, nce_k
+    def __init__(
+        self, num_samples: int, nce_k: int, labels: Optional[Sequence[int]] = None, seed: int = 0
+    ) -> None:
+        self.num_samples, self.nce_k, self.seed = num_samples, nce_k, seed
         if labels is None:
             self.order = None
             return
@@ -63,7 +67,9 @@ class NegativeSampler:
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """``contrast_idx`` of shape ``[B, K+1]``: column 0 is ``index`` itself, columns 1..K the negatives."""
         batch_size = index.shape[0]
-        uniform = torch.rand(batch_size, self.nce_k)
+        digest = hashlib.blake2b(index.numpy().tobytes(), digest_size=8, key=str(self.seed).encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        uniform = torch.rand(batch_size, self.nce_k, generator=generator)
         if self.order is None:
             negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
         else:

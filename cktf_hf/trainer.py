@@ -72,7 +72,7 @@ class ContrastiveDistillationTrainer(Trainer):
             labels = dataset_labels(train_dataset, args.label_column)
             if labels is None:
                 logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
-            sampler = NegativeSampler(len(train_dataset), args.nce_k, labels)
+            sampler = NegativeSampler(len(train_dataset), args.nce_k, labels, seed=args.seed)
             data_collator = data_collator or DistillationCollator(sampler)
         data_collator = data_collator or DistillationCollator()
 
@@ -212,14 +212,35 @@ class ContrastiveDistillationTrainer(Trainer):
             save_file(state, os.path.join(folder, STATE_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, STATE_NAME)
-        if not os.path.isfile(path):
+        """Restore the student and the distillation state (projectors, memory banks, Z) from a checkpoint.
+
+        The student is read back through ``from_pretrained``: transformers 5 renames some weights on save (ViT's
+        ``encoder.layer.N.attention.attention.query`` ↔ ``layers.N.attention.q_proj``), and the Trainer's plain
+        ``load_state_dict`` misses those keys, silently resuming with fresh encoder weights.
+        """
+        state_path = os.path.join(resume_from_checkpoint, STATE_NAME)
+        if not os.path.isfile(state_path):
             raise FileNotFoundError(
                 f"{resume_from_checkpoint} has no {STATE_NAME} (projectors, memory banks, Z): it was not written by "
                 "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
             )
-        self.objective.load_state_dict(load_file(path, device=str(self.args.device)))
+        self._reload_student(resume_from_checkpoint, model)
+        self.objective.load_state_dict(load_file(state_path, device=str(self.args.device)))
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: the best student weights, read as in :meth:`_load_from_checkpoint`."""
+        logger.info("Loading best student from %s (score: %s).", self.state.best_model_checkpoint,
+                    self.state.best_metric)
+        self._reload_student(self.state.best_model_checkpoint)
+
+    def _reload_student(self, checkpoint: str, model: Optional[nn.Module] = None) -> None:
+        student = self.accelerator.unwrap_model(model if model is not None else self.model)
+        reloaded = type(student).from_pretrained(checkpoint, dtype=student.dtype)
+        result = student.load_state_dict(reloaded.state_dict(), strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(OBJECTIVE_ATTRIBUTE + ".")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"Checkpoint {checkpoint} does not fit the student: missing {missing}, "
+                               f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
         super()._save(output_dir, state_dict)

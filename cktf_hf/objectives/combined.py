@@ -42,6 +42,14 @@ class PairFeatures:
     pooled: dict[str, torch.Tensor]
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def float(self) -> "PairFeatures":
+        """A float32 copy (a no-op for float32 tensors)."""
+        return PairFeatures(
+            self.logits.float(),
+            {k: v.float() for k, v in self.pooled.items()},
+            {k: v.float() for k, v in self.maps.items()},
+        )
+
 
 @dataclass
 class ObjectiveOutput:
@@ -148,6 +156,7 @@ class CKTFObjective(nn.Module):
         contrast_idx: Optional[torch.Tensor] = None,
     ) -> ObjectiveOutput:
         s = self.settings
+        student, teacher = student.float(), teacher.float()  # bf16/fp16 model outputs meet float32 heads
         weighted: list[torch.Tensor] = []
         components: dict[str, torch.Tensor] = {}
 
