@@ -163,9 +163,9 @@ class ContrastiveDistillationTrainer(Trainer):
     ) -> Union[torch.Tensor, tuple[torch.Tensor, Any]]:
         index, contrast_idx = inputs.pop("index", None), inputs.pop("contrast_idx", None)
         labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
-        if not model.training:  # evaluation: the student alone, plain cross-entropy
-            outputs = model(pixel_values=pixel_values, labels=labels)
-            self._student_capture.value = None
+        if not model.training:  # evaluation of the student (or, in evaluate_teacher, the teacher) alone
+            outputs = model(pixel_values=pixel_values.to(next(model.parameters()).dtype), labels=labels)
+            self._student_capture.value = self._teacher_capture.value = None
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         with torch.no_grad():
             teacher_out = run_model(self.teacher, self._teacher_capture, pixel_values.to(self._teacher_dtype), "teacher")
@@ -179,6 +179,15 @@ class ContrastiveDistillationTrainer(Trainer):
             self._components[name] = self._components[name] + value
         self._component_steps += 1
         return (result.loss, student_out) if return_outputs else result.loss
+
+    def evaluate_teacher(self, eval_dataset: Optional[Any] = None, metric_key_prefix: str = "teacher") -> dict[str, float]:
+        """Evaluate the teacher on the evaluation set with the student's metrics (keys ``teacher_accuracy``, ...)."""
+        student, student_wrapped = self.model, self.model_wrapped
+        self.model = self.model_wrapped = self.teacher
+        try:
+            return self.evaluate(eval_dataset, metric_key_prefix=metric_key_prefix)
+        finally:
+            self.model, self.model_wrapped = student, student_wrapped
 
     @property
     def _teacher_dtype(self) -> torch.dtype:

@@ -75,6 +75,12 @@ def test_student_learns_from_a_trained_teacher(tmp_path, trained_teacher):
     trainer.train()
     assert trainer.evaluate()["eval_accuracy"] > 0.4  # chance is 0.1
 
+    test = tiny.digits("test")[:]
+    with torch.no_grad():
+        expected = (trained_teacher(pixel_values=test["pixel_values"]).logits.argmax(-1) == test["labels"]).float()
+    assert trainer.evaluate_teacher()["teacher_accuracy"] == pytest.approx(expected.mean().item())
+    assert trainer.model is not trainer.teacher  # the student is back in place
+
 
 def test_pairing_follows_model_families(tmp_path):
     trainer = ContrastiveDistillationTrainer(
