@@ -1,18 +1,43 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: venv test demo bench clean
+.PHONY: install test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip
 
-venv: $(PY)
-	$(PY) -m pip install -e ".[test]"
+# The package (stamp files re-run pip only when setup.cfg changes).
+$(VENV)/.installed: setup.cfg | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
-test: venv
+$(VENV)/.installed-test: setup.cfg | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+# Real Fashion-MNIST from Debian's package dataset-fashion-mnist, where apt is available (else the Hub is tried).
+$(FASHION_MNIST):
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist) || \
+	  echo "warning: could not install dataset-fashion-mnist; the demo will try the Hub dataset instead"; \
+	fi
+
+test: $(VENV)/.installed-test
 	$(PY) -m pytest tests
+
+demo: $(VENV)/.installed $(FASHION_MNIST)
+	HF_HUB_OFFLINE=1 $(PY) examples/distill_vit.py
+
+bench: $(VENV)/.installed-test
+	$(PY) benchmarks/accuracy.py --quick
+	$(PY) benchmarks/speed.py --quick
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

@@ -1,0 +1,150 @@
+"""Distil an image classifier into a small ViT with CKTF.
+
+With no arguments it runs the offline demo: the Fashion-MNIST ResNet teacher shipped in
+``examples/teachers/fashion-mnist-resnet`` → a ``vit-tiny`` student on the real Fashion-MNIST, evaluated on the
+full 10,000-image test split, written to ``outputs/distill_vit``.
+
+Usage:
+
+    # one process (CPU or one GPU)
+    python examples/distill_vit.py
+    accelerate launch examples/distill_vit.py
+
+    # a Hub teacher and a Hub dataset on 8 GPUs, bf16
+    accelerate launch --multi_gpu --num_processes 8 examples/distill_vit.py \\
+        --teacher nateraw/vit-base-patch16-224-cifar10 --dataset uoft-cs/cifar10 --eval_split test \\
+        --student vit-small --bf16 --per_device_train_batch_size 64 --num_train_epochs 30 --output_dir outputs/cifar10
+
+    # the same with torchrun, then publish the student with its model card
+    torchrun --nproc_per_node 2 examples/distill_vit.py --push_to_hub --hub_model_id <user>/vit-tiny-fashion-mnist
+
+Every field of ``ContrastiveDistillationConfig`` (``--preset``, ``--layer_weight``, ``--negatives in_batch``, ...)
+and of ``TrainingArguments`` is a flag; ``--help`` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser
+from transformers.utils import logging
+
+from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+from cktf_hf.builtin_datasets import load_image_dataset
+from cktf_hf.model_card import measure_model
+from cktf_hf.students import load_or_build_student
+from cktf_hf.transforms import ImageClassificationTransform
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_TEACHER = os.path.join(HERE, "teachers", "fashion-mnist-resnet")
+SCRATCH_RESULTS = os.path.join(HERE, "..", "benchmarks", "results", "accuracy.json")
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="fashion_mnist", metadata={"help": "Built-in name, image folder or Hub dataset id."})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "Folder with the dataset's files (IDX for "
+                                                                     "fashion_mnist)."})
+    train_split: str = field(default="train", metadata={"help": "Training split."})
+    eval_split: str = field(default="test", metadata={"help": "Evaluation split."})
+    augment: bool = field(default=False, metadata={"help": "Random crop (4 px padding) and horizontal flip."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N training images."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N evaluation images."})
+
+
+@dataclass
+class StudentArguments:
+    student: str = field(default="vit-tiny", metadata={"help": "Named size (vit-nano, vit-tiny, vit-small, vit-base), "
+                                                              "Hub id or folder."})
+
+
+def parse_args() -> tuple[StudentArguments, DataArguments, ContrastiveDistillationConfig]:
+    parser = HfArgumentParser((StudentArguments, DataArguments, ContrastiveDistillationConfig))
+    argv = sys.argv[1:]
+    defaults = {"--teacher": DEFAULT_TEACHER, "--output_dir": "outputs/distill_vit", "--eval_strategy": "epoch",
+                "--save_strategy": "epoch", "--save_total_limit": "1", "--num_train_epochs": "2",
+                "--per_device_train_batch_size": "64", "--per_device_eval_batch_size": "256", "--learning_rate": "2e-3",
+                "--weight_decay": "0.05", "--warmup_ratio": "0.05", "--lr_scheduler_type": "cosine",
+                "--logging_steps": "50", "--dataloader_num_workers": "0"}
+    for flag, value in defaults.items():
+        if not any(arg == flag or arg.startswith(flag + "=") for arg in argv):
+            argv += [flag, value]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main() -> None:
+    student_args, data_args, args = parse_args()
+    logging.set_verbosity_info() if args.should_log else logging.set_verbosity_warning()
+
+    processor = AutoImageProcessor.from_pretrained(args.teacher, revision=args.teacher_revision)
+    teacher_config = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision)
+    image_size = _processor_image_size(processor)
+    student = load_or_build_student(student_args.student, teacher_config, image_size)
+
+    dataset = load_image_dataset(data_args.dataset, data_args.data_dir)
+    train, evaluation = dataset[data_args.train_split], dataset[data_args.eval_split]
+    if data_args.max_train_samples:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+    train = train.with_transform(ImageClassificationTransform(processor, augment=data_args.augment))
+    evaluation = evaluation.with_transform(ImageClassificationTransform(processor))
+
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train, eval_dataset=evaluation,
+                                             processing_class=processor)
+    trainer.train()
+    student_metrics = trainer.evaluate()
+    teacher_metrics = trainer.evaluate_teacher()
+    trainer.save_model()
+    card_kwargs = {"dataset": data_args.dataset, "dataset_split": data_args.eval_split}
+    if args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    elif trainer.is_world_process_zero():
+        trainer.create_model_card(**card_kwargs)
+    if trainer.is_world_process_zero():
+        print(summary(trainer, student_metrics, teacher_metrics, (3, image_size, image_size), student_args.student,
+                      data_args.dataset))
+
+
+def _processor_image_size(processor) -> int:
+    size = getattr(processor, "size", None) or {}
+    return int(size.get("height") or size.get("shortest_edge") or 224)
+
+
+def summary(trainer, student_metrics: dict, teacher_metrics: dict, pixel_shape: tuple[int, int, int],
+            student_name: str, dataset: str) -> str:
+    """Teacher vs student: accuracy, parameters, size and CPU latency, plus the from-scratch baseline if measured."""
+    teacher_stats = measure_model(trainer.teacher, pixel_shape)
+    student_stats = measure_model(trainer.model, pixel_shape)
+    rows = [("accuracy (top-1)", f"{teacher_metrics['teacher_accuracy']:.2%}", f"{student_metrics['eval_accuracy']:.2%}"),
+            ("parameters", f"{teacher_stats.parameters:,}", f"{student_stats.parameters:,}"),
+            ("size on disk", f"{teacher_stats.size_bytes / 1e6:.2f} MB", f"{student_stats.size_bytes / 1e6:.2f} MB")]
+    for batch in sorted(student_stats.latency_ms):
+        rows.append((f"CPU latency, batch {batch}", f"{teacher_stats.latency_ms[batch]:.2f} ms",
+                     f"{student_stats.latency_ms[batch]:.2f} ms"))
+    lines = ["", f"{'':<22}{'teacher':>16}{'student':>16}"] + [f"{a:<22}{b:>16}{c:>16}" for a, b, c in rows]
+    lines.append(f"compression {teacher_stats.parameters / student_stats.parameters:.1f}x fewer parameters; "
+                 f"latency measured as: {student_stats.latency_setup}")
+    scratch = _scratch_accuracy(student_name, dataset)
+    if scratch is not None:
+        lines.append(f"the same student trained from scratch (benchmarks/accuracy.py): {scratch:.2%}")
+    lines.append(f"student, model card and distillation_config.json written to {trainer.args.output_dir}")
+    return "\n".join(lines)
+
+
+def _scratch_accuracy(student_name: str, dataset: str) -> Optional[float]:
+    """From-scratch accuracy of this student recorded by the compression benchmark, if it has been run."""
+    if not os.path.isfile(SCRATCH_RESULTS):
+        return None
+    with open(SCRATCH_RESULTS) as f:
+        results = json.load(f)
+    entry = results.get("scratch_baselines", {}).get(f"{dataset}/{student_name}")
+    return entry.get("mean") if entry else None
+
+
+if __name__ == "__main__":
+    main()
