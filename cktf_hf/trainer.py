@@ -7,15 +7,25 @@ from collections import defaultdict
 from typing import Any, Optional, Union
 
 import torch
+import httpx2
+from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, set_seed
-from transformers.utils import logging
+from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler, dataset_labels
 from .features import FeatureLayout
 from .metrics import make_compute_metrics
+from .model_card import (
+    DistillationCardInfo,
+    build_model_card,
+    checkpoint_from_args,
+    hyperparameters_from_args,
+    measure_model,
+    objective_from_args,
+)
 from .model_io import ClassifierInputCapture, run_model
 from .objectives import CKTFObjective, PairFeatures, PairShape
 from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
@@ -116,6 +126,7 @@ class ContrastiveDistillationTrainer(Trainer):
                 "negatives='memory_bank' needs 'index' and 'contrast_idx' in every batch, but the data collator "
                 "does not add them; use cktf_hf.DistillationCollator (the default) or negatives='in_batch'."
             )
+        self._pixel_shape = tuple(batch["pixel_values"].shape[1:])
         student_out = _probe(student, batch["pixel_values"], "student")
         teacher_out = _probe(self.teacher, batch["pixel_values"], "teacher")
         layouts = {
@@ -214,7 +225,11 @@ class ContrastiveDistillationTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Also save the distillation state (projectors, memory banks, Z) into the checkpoint folder."""
         super()._save_checkpoint(model, trial)
+        if self.args.push_to_hub and self.args.hub_strategy in ("checkpoint", "all_checkpoints") and self.push_in_progress:
+            # The checkpoint folder is uploaded as it is: let that upload finish before the state joins the folder.
+            self.push_in_progress.wait_until_done()
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             state = {k: v.detach().cpu().contiguous() for k, v in self.objective.state_dict().items()}
@@ -252,13 +267,105 @@ class ContrastiveDistillationTrainer(Trainer):
                                f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        self.args.save_distillation_config(output_dir, layer_pairing=[
-            {"pair": r[0], "student_layer": r[1], "student_shape": list(r[2]), "teacher_layer": r[3],
-             "teacher_shape": list(r[4]), "weight": r[5]} for r in self.pairing_rows
-        ])
+        hub_token, self.args.hub_token = self.args.hub_token, None  # never written into training_args.bin
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.args.hub_token = hub_token
+        self.args.save_distillation_config(
+            output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing_dicts
+        )
 
+    @property
+    def pairing_dicts(self) -> list[dict[str, Any]]:
+        """The layer-pairing table as dicts (pair, student/teacher layer and shape, weight)."""
+        keys = ("pair", "student_layer", "student_shape", "teacher_layer", "teacher_shape", "weight")
+        return [dict(zip(keys, (r[0], r[1], list(r[2]), r[3], list(r[4]), r[5]))) for r in self.pairing_rows]
+
+    # ------------------------------------------------------------------------------------------- the Hub
+    def create_model_card(
+        self,
+        model_name: Optional[str] = None,
+        dataset: Optional[Union[str, list[str]]] = None,
+        dataset_split: Optional[str] = None,
+        license: Optional[str] = None,
+        baselines: Optional[dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write ``README.md`` in ``output_dir``: the CKTF model card (see ``model_cards/cktf_model_card.md``).
+
+        Accuracy comes from the latest ``evaluate()`` / ``evaluate_teacher()`` of this run (call them first to have it
+        in the card); parameters, size and CPU latency are measured now. ``baselines`` adds rows such as
+        ``{"from scratch": 0.84}``. Other keyword arguments of ``Trainer.create_model_card`` are accepted and ignored.
+        """
+        if not self.is_world_process_zero():
+            return
+        args = self.args
+        dataset_id = dataset[0] if isinstance(dataset, (list, tuple)) else dataset
+        student = self.accelerator.unwrap_model(self.model)
+        info = DistillationCardInfo(
+            teacher=args.teacher or getattr(self.teacher.config, "_name_or_path", None) or type(self.teacher).__name__,
+            teacher_architecture=type(self.accelerator.unwrap_model(self.teacher)).__name__,
+            student_architecture=type(student).__name__,
+            repo_id=args.hub_model_id or self.hub_model_id,
+            model_name=model_name,
+            teacher_stats=measure_model(self.teacher, self._pixel_shape),
+            student_stats=measure_model(student, self._pixel_shape),
+            teacher_metrics=_latest_metrics(self.state.log_history, "teacher_"),
+            student_metrics=_latest_metrics(self.state.log_history, "eval_"),
+            baselines=baselines,
+            dataset_id=dataset_id,
+            dataset_on_hub=bool(dataset_id) and not os.path.isdir(dataset_id) and "/" in dataset_id,
+            dataset_name=dataset_id,
+            dataset_split=dataset_split,
+            objective=objective_from_args(args),
+            pairing=self.pairing_dicts,
+            hyperparameters=hyperparameters_from_args(args),
+            seed=args.seed,
+            checkpoint=checkpoint_from_args(args),
+            license=license,
+        )
+        os.makedirs(args.output_dir, exist_ok=True)
+        build_model_card(info).save(os.path.join(args.output_dir, "README.md"))
+
+    def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True, **kwargs: Any):
+        """Save the student, write its model card and upload the output folder (never the teacher, projectors or
+        memory banks). A failed upload raises an error that says what failed and how to retry; the student is saved
+        locally first either way."""
+        try:
+            return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
+        except (HfHubHTTPError, OSError, httpx2.HTTPError) as error:
+            if not os.path.isfile(os.path.join(self.args.output_dir, SAFE_WEIGHTS_NAME)):
+                self.save_model(_internal_call=True)
+            repo = self.hub_model_id or self.args.hub_model_id or os.path.basename(self.args.output_dir.rstrip("/"))
+            raise HubPushError(
+                f"Pushing the student to the Hub repo {repo!r} failed: {_describe(error)}. The student, its model "
+                f"card and distillation_config.json are saved in {self.args.output_dir!r}. Retry with "
+                f"trainer.push_to_hub(), or upload the folder later with `hf upload {repo} {self.args.output_dir}`."
+            ) from None
+
+
+class HubPushError(RuntimeError):
+    """Uploading the student failed; it is saved locally."""
+
+
+def _describe(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if response is not None:
+        status = getattr(response, "status_code", "?")
+        hint = {401: " (unauthorized: check HF_TOKEN or `hf auth login`)",
+                403: " (forbidden: the token may lack write access)"}.get(status, "")
+        return f"HTTP {status}{hint} from {getattr(response, 'url', 'the Hub')}"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no connection'}"
+
+
+def _latest_metrics(log_history: list[dict[str, Any]], prefix: str) -> Optional[dict[str, float]]:
+    """The accuracy metrics of the latest log entry with ``<prefix>accuracy``, unprefixed."""
+    for entry in reversed(log_history):
+        if f"{prefix}accuracy" in entry:
+            return {key[len(prefix):]: value for key, value in entry.items()
+                    if key.startswith(prefix) and key[len(prefix):] in ("accuracy", "top5_accuracy")}
+    return None
 
 def _probe(model: PreTrainedModel, pixel_values: torch.Tensor, side: str) -> Any:
     """One no-grad eval-mode forward on the probe batch, with a clear error when the images do not fit."""
