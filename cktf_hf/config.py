@@ -54,6 +54,10 @@ class ContrastiveDistillationConfig(TrainingArguments):
         token_pooling (`str`, *optional*, defaults to `"mean"`): Token layers pooled by patch-token `mean` or `cls`.
         grid_size (`int`, *optional*, defaults to `1`): Keep a g×g grid when pooling maps (1 = global average).
         label_column (`str`, *optional*): Dataset column with the labels, for other-class negatives.
+        teacher_cache_dir (`str`, *optional*):
+            Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
+            stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
+            instead of running the teacher each step. Refused with random augmentation.
     """
 
     teacher: Optional[str] = field(default=None, metadata={"help": "Hub id or local folder of the teacher."})
@@ -82,6 +86,10 @@ class ContrastiveDistillationConfig(TrainingArguments):
     token_pooling: str = field(default="mean", metadata={"help": f"Token pooling: one of {TOKEN_POOLING}."})
     grid_size: int = field(default=1, metadata={"help": "Pooling grid g (g×g kept; 1 = global)."})
     label_column: Optional[str] = field(default=None, metadata={"help": "Label column for other-class negatives."})
+    teacher_cache_dir: Optional[str] = field(
+        default=None, metadata={"help": "Cache the teacher's outputs per training image in this folder (opt-in; "
+                                        "needs deterministic preprocessing)."}
+    )
 
     # Defaults that distillation needs from the Trainer (overridable).
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns for the transform."})
@@ -169,5 +177,5 @@ _DISTILLATION_FIELDS = {
     "teacher", "teacher_revision", "teacher_dtype", "trust_remote_code", "preset", "ce_weight", "kd_weight",
     "final_weight", "layer_weight", "temperature", "kd_temperature", "classic_objectives", "feature_batch_norm",
     "negatives", "nce_k", "nce_momentum", "feat_dim", "projector", "layer_pairs", "token_pooling", "grid_size",
-    "label_column",
+    "label_column", "teacher_cache_dir",
 }

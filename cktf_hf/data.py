@@ -85,8 +85,8 @@ class NegativeSampler:
 class DistillationCollator:
     """Stacks ``pixel_values`` and ``labels`` and, for the memory bank, adds ``index`` and ``contrast_idx``.
 
-    Examples must carry ``pixel_values`` (a ``[3, H, W]`` tensor) and optionally ``labels`` (or ``label``); those
-    with an ``index`` (from :class:`IndexedDataset`) also get negatives when a ``negative_sampler`` is given.
+    Examples must carry ``pixel_values`` (a ``[3, H, W]`` tensor) and optionally ``labels`` (or ``label``); the
+    ``index`` of examples from :class:`IndexedDataset` is kept, with negatives when a ``negative_sampler`` is given.
     """
 
     def __init__(self, negative_sampler: Optional[NegativeSampler] = None) -> None:
@@ -103,8 +103,8 @@ class DistillationCollator:
         label_key = "labels" if "labels" in first else "label" if "label" in first else None
         if label_key is not None:
             batch["labels"] = torch.tensor([int(e[label_key]) for e in examples], dtype=torch.long)
-        if self.negative_sampler is not None and "index" in first:  # training batches; evaluation has no index
-            index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
-            batch["index"] = index
-            batch["contrast_idx"] = self.negative_sampler(index)
+        if "index" in first:  # training batches (IndexedDataset); evaluation has no index
+            batch["index"] = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
+            if self.negative_sampler is not None:
+                batch["contrast_idx"] = self.negative_sampler(batch["index"])
         return batch

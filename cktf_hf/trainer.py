@@ -11,9 +11,12 @@ import httpx2
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, set_seed
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
+from .cache import TeacherCache, check_deterministic, fingerprint
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler, dataset_labels
 from .features import FeatureLayout
@@ -71,6 +74,9 @@ class ContrastiveDistillationTrainer(Trainer):
         check_label_spaces(model, self.teacher, uses_teacher_labels=settings.kd_weight > 0 or settings.ce_weight > 0)
 
         uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
+        if args.teacher_cache_dir:
+            check_deterministic(train_dataset)
+            train_dataset = train_dataset if isinstance(train_dataset, IndexedDataset) else IndexedDataset(train_dataset)
         if uses_bank:
             if not hasattr(train_dataset, "__getitem__") or not hasattr(train_dataset, "__len__"):
                 raise ValueError(
@@ -109,6 +115,7 @@ class ContrastiveDistillationTrainer(Trainer):
         )
         self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
         logger.info("CKTF layer pairing:\n%s", pairing_table(self.pairing_rows))
+        self.teacher_cache = self._load_teacher_cache() if args.teacher_cache_dir else None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _build_objective(
@@ -160,6 +167,29 @@ class ContrastiveDistillationTrainer(Trainer):
         ).to(next(student.parameters()).device)
         return objective, pairs, layouts, rows
 
+    def _load_teacher_cache(self) -> TeacherCache:
+        """Build (main process first) or load the teacher-output cache of the training set."""
+        args, dataset = self.args, self.train_dataset
+        key = fingerprint(self.accelerator.unwrap_model(self.teacher), dataset, self.pairs, {
+            "token_pooling": args.token_pooling, "grid_size": args.grid_size,
+            "batch_norm": self.objective.settings.feature_batch_norm, "maps": self._map_pairs,
+        })
+
+        def batches():
+            loader = DataLoader(dataset, batch_size=args.per_device_eval_batch_size, shuffle=False,
+                                collate_fn=DistillationCollator())
+            yield from tqdm(loader, desc="Caching teacher outputs", disable=args.disable_tqdm)
+
+        def run_teacher(pixel_values: torch.Tensor) -> Any:
+            pixel_values = pixel_values.to(self.args.device, self._teacher_dtype)
+            return run_model(self.teacher, self._teacher_capture, pixel_values, "teacher")
+
+        with args.main_process_first(desc="teacher-output cache"):
+            return TeacherCache.build_or_load(
+                args.teacher_cache_dir, key, run_teacher, batches, self.pairs, self.layouts["teacher"],
+                args.token_pooling, args.grid_size, self.objective.settings.feature_batch_norm, self._map_pairs,
+            )
+
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         self._signature_columns = list(dict.fromkeys([*self._signature_columns, "index", "labels", "label"]))
@@ -178,12 +208,16 @@ class ContrastiveDistillationTrainer(Trainer):
             outputs = model(pixel_values=pixel_values.to(next(model.parameters()).dtype), labels=labels)
             self._student_capture.value = self._teacher_capture.value = None
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        with torch.no_grad():
-            teacher_out = run_model(self.teacher, self._teacher_capture, pixel_values.to(self._teacher_dtype), "teacher")
+        if self.teacher_cache is not None:
+            teacher_features = self.teacher_cache.lookup(index, pixel_values.device)
+        else:
+            with torch.no_grad():
+                teacher_out = run_model(self.teacher, self._teacher_capture, pixel_values.to(self._teacher_dtype),
+                                        "teacher")
+            teacher_features = self._pair_features("teacher", teacher_out)
         student_out = run_model(model, self._student_capture, pixel_values, "student")
         result = self.objective(
-            self._pair_features("student", student_out),
-            self._pair_features("teacher", teacher_out),
+            self._pair_features("student", student_out), teacher_features,
             labels=labels, index=index, contrast_idx=contrast_idx,
         )
         for name, value in result.components.items():
@@ -204,13 +238,19 @@ class ContrastiveDistillationTrainer(Trainer):
     def _teacher_dtype(self) -> torch.dtype:
         return next(self.teacher.parameters()).dtype
 
+    @property
+    def _map_pairs(self) -> list[str]:
+        """Pairs whose spatial maps the classic map losses read (none without classic terms)."""
+        objective = self.objective
+        if not objective.classic:
+            return []
+        return [name for name in objective.stage_pairs if objective.pairs[name].student_map is not None]
+
     def _pair_features(self, side: str, out: Any) -> PairFeatures:
-        args, objective = self.args, self.objective
-        map_pairs = [name for name in objective.stage_pairs if objective.pairs[name].student_map is not None]
+        args = self.args
         return read_pair_features(
             side, out.hidden_states, out.final, out.logits, self.pairs, self.layouts[side], args.token_pooling,
-            args.grid_size, batch_norm=objective.settings.feature_batch_norm,
-            map_pairs=map_pairs if objective.classic else (),
+            args.grid_size, batch_norm=self.objective.settings.feature_batch_norm, map_pairs=self._map_pairs,
         )
 
     def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:

@@ -1,0 +1,160 @@
+"""Opt-in teacher-output cache: the frozen teacher's paired features and logits per dataset index, on disk.
+
+With deterministic preprocessing the teacher's outputs for a dataset index never change, so they are computed once
+(one pass over the training set) and read back by index instead of running the teacher on every step. The cache
+lives in ``<cache_dir>/<fingerprint>/``: a different teacher (weights or config), transform, pairing or dataset
+gives another fingerprint, hence a fresh cache. Features that the objective pools per sample are stored pooled;
+those that it normalises across the batch first (CKTF's ``feature_batch_norm``) or hands to a classic map loss are
+stored whole, so the cached path computes exactly what the uncached one does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import datasets
+import torch
+from datasets.arrow_writer import ArrowWriter
+from torch import nn
+
+from .features import FeatureLayout
+from .objectives import PairFeatures
+from .pairing import LayerPair, read_pair_features
+
+CACHE_FORMAT = 1
+FILE_NAME = "teacher_outputs.arrow"
+
+
+def check_deterministic(dataset: Any) -> None:
+    """Refuse datasets whose examples change from one read to the next (random augmentation)."""
+    transform = _format_transform(dataset)
+    if getattr(transform, "is_deterministic", True) is False:
+        raise ValueError(_RANDOM_AUGMENTATION)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        first = dataset[0]["pixel_values"]
+        torch.manual_seed(1)
+        second = dataset[0]["pixel_values"]
+    if not torch.equal(torch.as_tensor(first), torch.as_tensor(second)):
+        raise ValueError(_RANDOM_AUGMENTATION)
+
+
+_RANDOM_AUGMENTATION = (
+    "teacher_cache_dir needs deterministic preprocessing, but the training images change from one read to the next "
+    "(random augmentation): a cached teacher output would belong to another version of the image than the one the "
+    "student sees. Turn augmentation off, or leave teacher_cache_dir unset so the teacher runs on every batch."
+)
+
+
+def _format_transform(dataset: Any) -> Any:
+    dataset = getattr(dataset, "dataset", dataset)  # IndexedDataset
+    return (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
+
+
+def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], description: dict[str, Any]) -> str:
+    """A hash of the teacher's config and weights, the dataset and its transform, and the pairing."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": CACHE_FORMAT, **description}, sort_keys=True, default=str).encode())
+    digest.update(teacher.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    base = getattr(dataset, "dataset", dataset)
+    transform = _format_transform(base)
+    processor = getattr(transform, "image_processor", None)
+    digest.update(json.dumps({
+        "dataset": getattr(base, "_fingerprint", None) or type(base).__name__,
+        "length": len(base),
+        "transform": repr(transform),
+        "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else None,
+        "pairs": [(p.name, p.student_index, p.teacher_index) for p in pairs],
+    }, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+class TeacherCache:
+    """Cached teacher outputs, read back as :class:`~cktf_hf.objectives.PairFeatures` for a batch of indices."""
+
+    def __init__(self, table: datasets.Dataset, pairs: Sequence[LayerPair], layouts: Sequence[FeatureLayout],
+                 token_pooling: str, grid_size: int, batch_norm: bool, raw_pairs: Sequence[str],
+                 map_pairs: Sequence[str]) -> None:
+        self.table = table.with_format("torch")
+        self.pairs, self.layouts = list(pairs), list(layouts)
+        self.token_pooling, self.grid_size, self.batch_norm = token_pooling, grid_size, batch_norm
+        self.raw_pairs, self.map_pairs = set(raw_pairs), list(map_pairs)
+
+    @classmethod
+    def build_or_load(
+        cls,
+        directory: str,
+        key: str,
+        run_teacher: Callable[[torch.Tensor], Any],
+        batches: Callable[[], Any],
+        pairs: Sequence[LayerPair],
+        layouts: Sequence[FeatureLayout],
+        token_pooling: str,
+        grid_size: int,
+        batch_norm: bool,
+        map_pairs: Sequence[str],
+    ) -> "TeacherCache":
+        """Load ``<directory>/<key>``, or write it first by running ``run_teacher`` over ``batches()`` (batches with
+        ``pixel_values`` and ``index``, in dataset order)."""
+        raw_pairs = [p.name for p in pairs
+                     if not p.is_final and ((batch_norm and not p.is_stem) or p.name in map_pairs)]
+        path = os.path.join(directory, key, FILE_NAME)
+        if not os.path.isfile(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write(path + ".tmp", run_teacher, batches(), pairs, layouts, token_pooling, grid_size, raw_pairs)
+            os.replace(path + ".tmp", path)
+        return cls(datasets.Dataset.from_file(path), pairs, layouts, token_pooling, grid_size, batch_norm, raw_pairs,
+                   map_pairs)
+
+    def lookup(self, index: torch.Tensor, device: torch.device) -> PairFeatures:
+        rows = self.table[index.tolist()]
+        hidden = {p.teacher_index: rows[f"raw_{p.name}"].to(device) for p in self.pairs if p.name in self.raw_pairs}
+        final, logits = rows["final"].to(device), rows["logits"].to(device)
+        raw = [p for p in self.pairs if p.name in self.raw_pairs or p.is_final]
+        features = read_pair_features("teacher", hidden, final, logits, raw, self.layouts, self.token_pooling,
+                                      self.grid_size, self.batch_norm, self.map_pairs)
+        for pair in self.pairs:
+            if pair.name not in features.pooled:
+                features.pooled[pair.name] = rows[f"pooled_{pair.name}"].to(device)
+        return features
+
+
+def _write(path: str, run_teacher: Callable, batches: Any, pairs: Sequence[LayerPair],
+           layouts: Sequence[FeatureLayout], token_pooling: str, grid_size: int, raw_pairs: Sequence[str]) -> None:
+    writer, expected = None, 0
+    with torch.no_grad():
+        for batch in batches:
+            if not torch.equal(batch["index"], torch.arange(expected, expected + len(batch["index"]))):
+                raise RuntimeError("The teacher cache must be written in dataset order.")
+            expected += len(batch["index"])
+            out = run_teacher(batch["pixel_values"])
+            pooled = read_pair_features("teacher", out.hidden_states, out.final, out.logits, pairs, layouts,
+                                        token_pooling, grid_size)
+            columns = {"logits": out.logits, "final": out.final}
+            for pair in pairs:
+                if pair.name in raw_pairs:
+                    columns[f"raw_{pair.name}"] = out.hidden_states[pair.teacher_index]
+                elif not pair.is_final:
+                    columns[f"pooled_{pair.name}"] = pooled.pooled[pair.name]
+            columns = {k: v.detach().float().cpu().numpy() for k, v in columns.items()}
+            if writer is None:
+                writer = ArrowWriter(features=_features(columns), path=path)
+            writer.write_batch(columns)
+    writer.finalize()
+    writer.close()
+
+
+def _features(columns: dict[str, Any]) -> datasets.Features:
+    kinds = {2: datasets.Array2D, 3: datasets.Array3D, 4: datasets.Array4D}
+    features = {}
+    for name, array in columns.items():
+        shape = array.shape[1:]
+        features[name] = (datasets.Sequence(datasets.Value("float32"), length=shape[0]) if len(shape) == 1
+                          else kinds[len(shape)](shape=shape, dtype="float32"))
+    return datasets.Features(features)

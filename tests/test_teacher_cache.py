@@ -1,0 +1,76 @@
+"""The opt-in teacher-output cache: bit-identical losses, fingerprint invalidation, refusal with augmentation."""
+
+import os
+
+import pytest
+import torch
+
+import tiny
+from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+from cktf_hf.transforms import ImageClassificationTransform
+
+
+def run(tmp_path, cache_dir, teacher=None, steps=6, **config):
+    args = ContrastiveDistillationConfig(
+        output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=16, logging_steps=1,
+        nce_k=16, report_to="none", save_strategy="no", disable_tqdm=True, teacher_cache_dir=cache_dir, seed=3,
+        **config,
+    )
+    trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args,
+                                             teacher_model=teacher or tiny.vit(64, 4),
+                                             train_dataset=tiny.digits("train", 96))
+    trainer.train()
+    return trainer, [{k: v for k, v in e.items() if k not in ("grad_norm", "learning_rate", "epoch", "step")}
+                     for e in trainer.state.log_history if "loss" in e]
+
+
+@pytest.mark.parametrize("config", [{}, {"negatives": "in_batch", "classic_objectives": "at=10,pkt=100",
+                                         "preset": "cktf+kd"}], ids=["cktf", "in-batch+kd+classic"])
+def test_cached_losses_are_bit_identical(tmp_path, config):
+    _, uncached = run(tmp_path, None, **config)
+    cached_trainer, cached = run(tmp_path, str(tmp_path / "cache"), **config)
+    assert cached_trainer.teacher_cache is not None
+    assert cached == uncached  # every logged component, exactly
+
+
+def test_cache_skips_the_teacher_forward(tmp_path):
+    trainer, _ = run(tmp_path, str(tmp_path / "cache"), steps=1)
+    calls = []
+    trainer.teacher.register_forward_hook(lambda *args: calls.append(1))
+    trainer.args.max_steps = 2
+    trainer.train()
+    assert not calls
+
+
+def test_changed_teacher_invalidates_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    run(tmp_path, str(cache), steps=1, teacher=tiny.vit(64, 4, seed=0))
+    assert len(os.listdir(cache)) == 1
+    _, other = run(tmp_path, str(cache), steps=2, teacher=tiny.vit(64, 4, seed=5))
+    assert len(os.listdir(cache)) == 2  # a new fingerprint, a new cache
+    _, reference = run(tmp_path, None, steps=2, teacher=tiny.vit(64, 4, seed=5))
+    assert other == reference
+    run(tmp_path, str(cache), steps=1, teacher=tiny.vit(64, 4, seed=5), layer_pairs="1:2")
+    assert len(os.listdir(cache)) == 3  # another pairing
+
+
+def test_random_augmentation_is_refused(tmp_path):
+    from transformers import ViTImageProcessor
+    from datasets import Dataset
+    from PIL import Image
+    import numpy as np
+
+    images = [Image.fromarray((np.random.default_rng(i).random((16, 16)) * 255).astype("uint8")) for i in range(8)]
+    data = Dataset.from_dict({"image": images, "label": [i % 2 for i in range(8)]})
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    augmented = data.with_transform(ImageClassificationTransform(processor, augment=True))
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), teacher_cache_dir=str(tmp_path / "c"),
+                                         report_to="none")
+    with pytest.raises(ValueError, match="random augmentation"):
+        ContrastiveDistillationTrainer(model=tiny.vit(32, 2, num_labels=2), args=args,
+                                       teacher_model=tiny.vit(64, 4, num_labels=2), train_dataset=augmented)
+    random_function = data.with_transform(lambda batch: {"pixel_values": [torch.rand(3, 16, 16) for _ in batch["label"]],
+                                                         "labels": batch["label"]})
+    with pytest.raises(ValueError, match="change from one read to the next"):
+        ContrastiveDistillationTrainer(model=tiny.vit(32, 2, num_labels=2), args=args,
+                                       teacher_model=tiny.vit(64, 4, num_labels=2), train_dataset=random_function)
