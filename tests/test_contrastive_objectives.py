@@ -80,14 +80,15 @@ def _batches(num_samples: int, nce_k: int, dim: int, seed: int = 0):
         yield _unit(len(index), dim, g), _unit(len(index), dim, g), idx, contrast_idx
 
 
-# (num_samples, feat_dim, nce_k): (K+1)·D = 24 here, so N=30 takes the gather/bmm path, N=12 the matmul path.
-PATHS = {"gather_bmm": (30, 4, 5), "matmul": (12, 4, 5)}
+# (num_samples, feat_dim, nce_k): BankScores multiplies by the whole bank while N <= 64·(K+1) = 192 here, and
+# gathers the K+1 rows of each sample beyond that: N=200 takes the gather/bmm path, N=12 the matmul path.
+PATHS = {"gather_bmm": (200, 4, 2), "matmul": (12, 4, 2)}
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_bank_nce_matches_reference_over_three_calls(path):
     num_samples, dim, nce_k = PATHS[path]
-    assert (num_samples > (nce_k + 1) * dim) == (path == "gather_bmm")
+    assert (num_samples > 64 * (nce_k + 1)) == (path == "gather_bmm")
     torch.manual_seed(1)
     module = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=nce_k, temperature=0.1, momentum=0.5)
     reference = ReferenceCRD(module.memory_student, module.memory_teacher, temperature=0.1, momentum=0.5)

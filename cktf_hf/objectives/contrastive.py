@@ -8,7 +8,7 @@ the teacher's) and return a scalar. Scores and losses are computed in float32 wi
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -55,6 +55,30 @@ def nce_loss(probabilities: torch.Tensor, num_samples: int, eps: float = 1e-7) -
     return -(log_d1.sum() + log_d0.sum()) / batch_size
 
 
+class BankScores(torch.autograd.Function):
+    """``scores[b, k] = <memory[idx[b, k]], anchors[b]>`` with a gradient for ``anchors`` only.
+
+    Forward: one dense product ``anchors @ memoryᵀ`` (``[B, N]``) and a gather, while the bank is at most 64 times
+    wider than the ``K+1`` columns needed (a GEMM is far faster per dot product than a row gather); else the
+    reference's gather of ``[B, K+1, D]`` rows. Backward: ``embedding_bag`` sums the K+1 bank rows of each sample
+    weighted by the incoming gradient, reading each row once instead of materialising them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, anchors: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(memory, idx)  # saved, so an in-place bank update before backward raises
+        if memory.shape[0] <= 64 * idx.shape[1]:
+            return torch.gather(anchors @ memory.t(), 1, idx)
+        rows = memory[idx.reshape(-1)].view(*idx.shape, memory.shape[1])
+        return torch.bmm(rows, anchors.unsqueeze(2)).squeeze(2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None]:
+        memory, idx = ctx.saved_tensors
+        grad_anchors = F.embedding_bag(idx, memory, per_sample_weights=grad.contiguous(), mode="sum")
+        return grad_anchors, None, None
+
+
 @register_objective("crd")
 class MemoryBankNCELoss(nn.Module):
     """CRD / CKTF contrastive loss with two momentum memory banks (Tian et al., "Contrastive Representation
@@ -69,12 +93,11 @@ class MemoryBankNCELoss(nn.Module):
     - ``loss = nce(e_s / Z_s) + nce(e_t / Z_t)`` (see :func:`nce_loss`), the two directions summed;
     - afterwards, under no grad: ``M_s[index] ← normalize(m·M_s[index] + (1−m)·v_s)``, the same for ``M_t``.
 
-    Scores are computed as ``v_s @ M_tᵀ`` followed by a gather at ``contrast_idx`` when that is cheaper than
-    gathering the ``[B, K+1, D]`` bank rows (it nearly always is): the values are the same dot products, but
-    neither the ``[B, K+1, D]`` tensor nor its gradient is ever materialised. That product keeps the banks for the
-    backward pass, so the momentum update of a call is applied at the start of the next call (or by :meth:`flush`,
-    which ``state_dict()`` runs first): every call still sees every earlier update, as in the reference. Under
-    torch.distributed the update gathers ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
+    The scores are the same dot products as the reference's, computed by :class:`BankScores` without materialising
+    the ``[B, K+1, D]`` bank rows or their gradient. The backward pass reads the banks, so the momentum update of a
+    call is applied at the start of the next call (or by :meth:`flush`, which ``state_dict()`` runs first): every
+    call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
+    ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
     """
 
     def __init__(
@@ -103,11 +126,7 @@ class MemoryBankNCELoss(nn.Module):
 
     def _scores(self, anchors: torch.Tensor, memory: torch.Tensor, contrast_idx: torch.Tensor) -> torch.Tensor:
         """``<memory[contrast_idx[b, k]], anchors[b]>`` for every b, k, as ``[B, K+1]``."""
-        batch_size, width = contrast_idx.shape
-        if self.num_samples <= width * self.feat_dim:
-            return torch.gather(anchors @ memory.t(), 1, contrast_idx)
-        rows = memory[contrast_idx.reshape(-1)].view(batch_size, width, self.feat_dim)
-        return torch.bmm(rows, anchors.unsqueeze(2)).squeeze(2)
+        return BankScores.apply(anchors, memory, contrast_idx)
 
     def forward(
         self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor, contrast_idx: torch.Tensor
