@@ -210,6 +210,8 @@ class ContrastiveDistillationTrainer(Trainer):
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         if self.teacher_cache is not None:
             teacher_features = self.teacher_cache.lookup(index, pixel_values.device)
+        elif not self.objective.needs_teacher:  # cross-entropy alone: no teacher forward
+            teacher_features = PairFeatures(pixel_values.new_zeros(0), {})
         else:
             with torch.no_grad():
                 teacher_out = run_model(self.teacher, self._teacher_capture, pixel_values.to(self._teacher_dtype),

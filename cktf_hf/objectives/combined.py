@@ -117,6 +117,11 @@ class CKTFObjective(nn.Module):
         return self.negatives == "memory_bank" and len(self.contrastive) > 0
 
     @property
+    def needs_teacher(self) -> bool:
+        """Whether any term reads the teacher (not so for plain cross-entropy, preset "scratch")."""
+        return self.kd is not None or len(self.contrastive) > 0 or len(self.classic) > 0
+
+    @property
     def stage_pairs(self) -> list[str]:
         """Intermediate pairs other than the stem: what AT, VID, NST, FitNets and SP read."""
         return [name for name, pair in self.pairs.items() if not pair.is_final and not pair.is_stem]
