@@ -68,7 +68,7 @@ def parse_args() -> tuple[StudentArguments, DataArguments, ContrastiveDistillati
     defaults = {"--teacher": DEFAULT_TEACHER, "--output_dir": "outputs/distill_vit", "--eval_strategy": "epoch",
                 "--save_strategy": "epoch", "--save_total_limit": "1", "--num_train_epochs": "2",
                 "--per_device_train_batch_size": "64", "--per_device_eval_batch_size": "256", "--learning_rate": "2e-3",
-                "--weight_decay": "0.05", "--warmup_ratio": "0.05", "--lr_scheduler_type": "cosine",
+                "--weight_decay": "0.05", "--warmup_steps": "0.05", "--lr_scheduler_type": "cosine",
                 "--logging_steps": "50", "--dataloader_num_workers": "0"}
     for flag, value in defaults.items():
         if not any(arg == flag or arg.startswith(flag + "=") for arg in argv):
