@@ -73,27 +73,9 @@ class ContrastiveDistillationTrainer(Trainer):
         self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
         check_label_spaces(model, self.teacher, uses_teacher_labels=settings.kd_weight > 0 or settings.ce_weight > 0)
 
-        uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
-        if args.teacher_cache_dir:
-            check_deterministic(train_dataset)
-            train_dataset = train_dataset if isinstance(train_dataset, IndexedDataset) else IndexedDataset(train_dataset)
-        if uses_bank:
-            if not hasattr(train_dataset, "__getitem__") or not hasattr(train_dataset, "__len__"):
-                raise ValueError(
-                    "negatives='memory_bank' needs a map-style train_dataset with stable indices (not an iterable or "
-                    "streaming dataset); use negatives='in_batch' for those."
-                )
-            if not isinstance(train_dataset, IndexedDataset):
-                train_dataset = IndexedDataset(train_dataset)
-            labels = dataset_labels(train_dataset, args.label_column)
-            if labels is None:
-                logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
-            sampler = NegativeSampler(len(train_dataset), args.nce_k, labels, seed=args.seed)
-            data_collator = data_collator or DistillationCollator(sampler)
-        data_collator = data_collator or DistillationCollator()
-
+        train_dataset, data_collator, num_samples = _prepare_training_data(train_dataset, data_collator, args)
         self.objective, self.pairs, self.layouts, self.pairing_rows = self._build_objective(
-            model, train_dataset, data_collator, args, len(train_dataset) if uses_bank else None
+            model, train_dataset, data_collator, args, num_samples
         )
         model.add_module(OBJECTIVE_ATTRIBUTE, self.objective)
         model._keys_to_ignore_on_save = [k for k in model.state_dict() if k.startswith(OBJECTIVE_ATTRIBUTE + ".")]
@@ -408,6 +390,29 @@ def _latest_metrics(log_history: list[dict[str, Any]], prefix: str) -> Optional[
             return {key[len(prefix):]: value for key, value in entry.items()
                     if key.startswith(prefix) and key[len(prefix):] in ("accuracy", "top5_accuracy")}
     return None
+
+def _prepare_training_data(dataset: Any, collator: Any, args: ContrastiveDistillationConfig) -> tuple[Any, Any, Optional[int]]:
+    """The training data path: dataset indices where the memory bank or the teacher cache needs them, other-class
+    negatives for the bank, and the default collator. Returns (dataset, collator, bank size or None)."""
+    settings = args.objective_settings
+    uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
+    if (uses_bank or args.teacher_cache_dir) and not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise ValueError(
+            "negatives='memory_bank' and teacher_cache_dir need a map-style train_dataset with stable indices (not an "
+            "iterable or streaming dataset); use negatives='in_batch' without a teacher cache for those."
+        )
+    if args.teacher_cache_dir:
+        check_deterministic(dataset)
+    if (uses_bank or args.teacher_cache_dir) and not isinstance(dataset, IndexedDataset):
+        dataset = IndexedDataset(dataset)
+    if not uses_bank:
+        return dataset, collator or DistillationCollator(), None
+    labels = dataset_labels(dataset, args.label_column)
+    if labels is None:
+        logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
+    sampler = NegativeSampler(len(dataset), args.nce_k, labels, seed=args.seed)
+    return dataset, collator or DistillationCollator(sampler), len(dataset)
+
 
 def _probe(model: PreTrainedModel, pixel_values: torch.Tensor, side: str) -> Any:
     """One no-grad eval-mode forward on the probe batch, with a clear error when the images do not fit."""
