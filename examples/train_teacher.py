@@ -38,6 +38,7 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 import transformers
 from transformers import (
     AutoImageProcessor,
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     data_args, model_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False  # the transform needs the raw 'image' column
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # no effect on CPU, only a warning
     # Train and evaluate unless --do_train / --do_eval say otherwise (e.g. --do_eval alone: evaluate a checkpoint).
     if not any(a.split("=")[0] in ("--do_train", "--do_eval") for a in argv):
         training_args.do_train = training_args.do_eval = True
