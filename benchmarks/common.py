@@ -1,0 +1,382 @@
+"""Helpers shared by ``benchmarks/accuracy.py`` and ``benchmarks/transfer.py``.
+
+Images are run through the teacher's image processor once and kept as float tensors (``encode``), so every run of a
+benchmark reads the same ``pixel_values`` and no run pays for PNG decoding and resizing again. ``train_student``
+trains one student with one preset, evaluating on the test split after every epoch; ``aggregate``, ``markdown_table``,
+``bar_chart`` and ``write_results`` turn the runs into ``<name>.json``, ``<name>.md`` and ``<name>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Iterable, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PretrainedConfig,
+    ResNetConfig,
+)
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a source checkout without installing the package
+    sys.path.insert(0, REPO_ROOT)
+
+from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer  # noqa: E402
+from cktf_hf.students import student_config  # noqa: E402
+from cktf_hf.transforms import ImageClassificationTransform  # noqa: E402
+
+DEFAULT_TEACHER = os.path.join(REPO_ROOT, "examples", "teachers", "fashion-mnist-resnet")
+RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
+TEACHER_COMMAND = (
+    "python examples/train_teacher.py --dataset fashion_mnist --architecture resnet --embedding_size 64 "
+    "--hidden_sizes 64 128 256 --depths 1 1 1 --augment --augment_padding 1 --label_smoothing_factor 0.1 "
+    "--num_train_epochs 16 --per_device_train_batch_size 128 --learning_rate 2e-3 --weight_decay 0.05 "
+    "--lr_scheduler_type cosine --warmup_steps 0.05 --eval_strategy epoch --save_strategy no --seed 0 "
+    "--output_dir examples/teachers/fashion-mnist-resnet"
+)
+# A small same-family student for a ResNet teacher (≈0.2M parameters at 28 px, 3 stages of one basic block).
+RESNET_SMALL = dict(embedding_size=24, hidden_sizes=[32, 64, 96], depths=[1, 1, 1], layer_type="basic")
+STUDENTS = ("vit-tiny", "resnet-small")
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available on this machine.")
+    return device
+
+
+def quiet() -> None:
+    """Errors only from transformers, datasets and cktf_hf (whose notices, e.g. uniform negatives on unlabelled data,
+    are expected here)."""
+    import logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    logging.getLogger("cktf_hf").setLevel(logging.ERROR)
+
+
+def load_teacher_files(path: str) -> tuple[Any, PretrainedConfig, int]:
+    """The teacher's image processor, config and input size; a clear exit when the folder is missing."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SystemExit(
+            f"No teacher at {path!r} (config.json missing). Pass --teacher <folder or Hub id>, or train the shipped "
+            f"one once (about 20-30 min on 2 CPU cores):\n  {TEACHER_COMMAND}"
+        )
+    processor = AutoImageProcessor.from_pretrained(path)
+    size = getattr(processor, "size", None) or {}
+    image_size = int(size.get("height") or size.get("shortest_edge") or 224)
+    return processor, AutoConfig.from_pretrained(path), image_size
+
+
+def fixed_subset(dataset: datasets.Dataset, size: Optional[int], seed: int = 0) -> datasets.Dataset:
+    """A class-stratified subset of ``size`` examples, the same for every run (``seed`` fixes it, not the run's)."""
+    if not size or size >= len(dataset):
+        return dataset
+    return dataset.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+
+
+def encode(dataset: datasets.Dataset, processor: Any, keep_labels: bool = True,
+           batch_size: int = 2000) -> datasets.Dataset:
+    """``image``/``label`` rows → ``pixel_values`` (float32 [3, H, W], the processor's output) and ``labels``.
+
+    Without ``keep_labels`` the dataset has no label column at all: memory-bank negatives are then drawn uniformly
+    and nothing can read a label (unlabelled target data in the transfer protocol).
+    """
+    transform = ImageClassificationTransform(processor)
+    pixels, labels = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset[start:start + batch_size]
+        out = transform(batch)
+        pixels.append(torch.stack(out["pixel_values"]).numpy())
+        labels.extend(out["labels"])
+    pixels = np.concatenate(pixels).astype(np.float32)
+    columns: dict[str, Any] = {"pixel_values": pixels}
+    features = {"pixel_values": datasets.Array3D(shape=pixels.shape[1:], dtype="float32")}
+    if keep_labels:
+        columns["labels"] = np.asarray(labels, dtype=np.int64)
+        features["labels"] = datasets.Value("int64")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features)).with_format("torch")
+
+
+def build_student(name: str, teacher_config: PretrainedConfig, image_size: int, seed: int) -> torch.nn.Module:
+    """A fresh student with the teacher's labels: ``vit-tiny`` (and the other named ViT sizes) or ``resnet-small``."""
+    torch.manual_seed(seed)
+    if name == "resnet-small":
+        config = ResNetConfig(**RESNET_SMALL, num_channels=getattr(teacher_config, "num_channels", 3),
+                              num_labels=teacher_config.num_labels, id2label=dict(teacher_config.id2label),
+                              label2id=dict(teacher_config.label2id))
+    else:
+        config = student_config(name, teacher_config, image_size=image_size)
+    return AutoModelForImageClassification.from_config(config)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, dataset: datasets.Dataset, device: str, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on an encoded dataset."""
+    model.eval().to(device)
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset[start:start + batch_size]
+        logits = model(pixel_values=batch["pixel_values"].to(device)).logits
+        correct += int((logits.argmax(-1).cpu() == batch["labels"]).sum())
+    return correct / len(dataset)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def training_config(output_dir: str, device: str, seed: int, epochs: float, batch_size: int, learning_rate: float,
+                    **overrides: Any) -> ContrastiveDistillationConfig:
+    """The one optimiser and schedule of every run: AdamW, linear warmup (5 %), cosine decay, weight decay 0.05,
+    evaluation on the test split at the end of every epoch, nothing saved."""
+    settings = dict(
+        output_dir=output_dir,
+        seed=seed,
+        data_seed=seed,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=1000,
+        learning_rate=learning_rate,
+        weight_decay=0.05,
+        warmup_steps=0.05,
+        lr_scheduler_type="cosine",
+        optim="adamw_torch",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=device == "cpu",
+    )
+    return ContrastiveDistillationConfig(**{**settings, **overrides})
+
+
+def epoch_accuracies(log_history: list[dict[str, Any]], prefix: str = "eval_") -> list[float]:
+    """The test accuracy after each epoch, in order."""
+    return [entry[f"{prefix}accuracy"] for entry in log_history if f"{prefix}accuracy" in entry]
+
+
+def summarise_run(accuracies: list[float], wall_time_s: float, **fields: Any) -> dict[str, Any]:
+    best_epoch = int(np.argmax(accuracies)) + 1
+    return {**fields, "epoch_accuracies": [round(a, 4) for a in accuracies], "best": round(max(accuracies), 4),
+            "best_epoch": best_epoch, "last": round(accuracies[-1], 4), "wall_time_s": round(wall_time_s, 1)}
+
+
+def train_student(student: torch.nn.Module, teacher: Any, train: datasets.Dataset, test: datasets.Dataset,
+                  args: ContrastiveDistillationConfig) -> tuple[ContrastiveDistillationTrainer, list[float], float]:
+    """Train ``student`` against ``teacher`` (a folder or a model) with ``args``; the per-epoch test accuracies and
+    the wall time (training plus the per-epoch evaluations)."""
+    start = time.perf_counter()
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher, train_dataset=train,
+                                             eval_dataset=test)
+    trainer.remove_callback(PrinterCallback)  # one progress line per run instead of every log dict
+    trainer.train()
+    return trainer, epoch_accuracies(trainer.state.log_history), time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    values = list(values)
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: list[dict[str, Any]], keys: tuple[str, ...] = ("method", "student")) -> list[dict[str, Any]]:
+    """Mean and sample std of ``best`` and ``last`` per combination of ``keys``, in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run[k] for k in keys), []).append(run)
+    rows = []
+    for key, members in groups.items():
+        best_mean, best_std = mean_std(r["best"] for r in members)
+        last_mean, last_std = mean_std(r["last"] for r in members)
+        rows.append({**dict(zip(keys, key)), "n": len(members), "seeds": [r["seed"] for r in members],
+                     "best_mean": round(best_mean, 4), "best_std": round(best_std, 4),
+                     "last_mean": round(last_mean, 4), "last_std": round(last_std, 4),
+                     "best_epoch_mean": round(float(np.mean([r["best_epoch"] for r in members])), 1),
+                     "wall_time_mean_s": round(float(np.mean([r["wall_time_s"] for r in members])), 1)})
+    return rows
+
+
+def pct(mean: float, std: Optional[float] = None) -> str:
+    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def ordering_check(rows: list[dict[str, Any]], order: list[str], metric: str = "best") -> dict[str, Any]:
+    """Whether ``order[0] > order[1] > ...`` held beyond one std: each mean − std above the next mean + std."""
+    by_method = {r["method"]: r for r in rows}
+    order = [m for m in order if m in by_method]  # the methods that were run
+    steps = []
+    for a, b in zip(order, order[1:]):
+        ra, rb = by_method[a], by_method[b]
+        ma, sa, mb, sb = ra[f"{metric}_mean"], ra[f"{metric}_std"], rb[f"{metric}_mean"], rb[f"{metric}_std"]
+        steps.append({"pair": f"{a} > {b}", "means_ordered": ma > mb, "beyond_one_std": ma - sa > mb + sb,
+                      "difference": round(ma - mb, 4)})
+    held = bool(steps) and all(s["beyond_one_std"] for s in steps)
+    return {"order": " > ".join(order), "metric": metric, "held_beyond_one_std": held, "steps": steps}
+
+
+def describe_ordering(check: dict[str, Any], label: str = "") -> str:
+    if not check["steps"]:
+        return f"{label}ordering not measured (fewer than two of its methods were run)"
+    def outcome(step: dict[str, Any]) -> str:
+        return ("yes" if step["beyond_one_std"] else "means ordered, within one std" if step["means_ordered"]
+                else "no")
+
+    parts = [f"{s['pair']}: {outcome(s)} ({100 * s['difference']:+.2f} pts)" for s in check["steps"]]
+    verdict = "HELD" if check["held_beyond_one_std"] else "did NOT hold"
+    return f"{label}{check['order']} ({check['metric']} epoch, beyond one std): {verdict} — " + "; ".join(parts)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*(str(c) for c in row)) for row in rows])
+
+
+def bar_chart(path: str, groups: list[str], series: dict[str, tuple[list[float], list[float]]], title: str,
+              reference: Optional[dict[str, float]] = None, ylabel: str = "top-1 accuracy (%)") -> None:
+    """Grouped bars (one group per entry of ``groups``, one bar per series) with ±std error bars, in percent;
+    ``reference`` draws labelled horizontal lines (e.g. the teacher)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.45 * len(groups) * max(1, len(series)) + 3)), 4.2))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    low = []
+    for i, (name, (means, stds)) in enumerate(series.items()):
+        means_p = [100 * m if m is not None and not math.isnan(m) else np.nan for m in means]
+        stds_p = [100 * s if s is not None and not math.isnan(s) else 0.0 for s in stds]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means_p, width, yerr=stds_p, capsize=3, label=name)
+        low += [m - s for m, s in zip(means_p, stds_p) if not np.isnan(m)]
+    for j, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(100 * value, color=f"C{len(series) + j}", linestyle="--", linewidth=1,
+                   label=f"{name} {100 * value:.2f}")
+    tops = [100 * v for v in (reference or {}).values()] + [m + 0 for m in low]
+    if low:
+        ax.set_ylim(max(0.0, min(low) - 5), min(100.0, max(tops + [min(low)]) + 3))
+    ax.set_xticks(x, groups, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(output_dir: str, name: str, payload: dict[str, Any], markdown: str) -> dict[str, str]:
+    """Write ``<name>.json`` and ``<name>.md``; return the paths (the PNG is written by the caller's ``bar_chart``)."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {"json": os.path.join(output_dir, f"{name}.json"), "md": os.path.join(output_dir, f"{name}.md"),
+             "png": os.path.join(output_dir, f"{name}.png")}
+    with open(paths["json"], "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    with open(paths["md"], "w") as f:
+        f.write(markdown.rstrip() + "\n")
+    return paths
+
+
+def load_module(path: str, name: str) -> Any:
+    """Import the Python file ``path`` as module ``name`` (once)."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def parse_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+# ------------------------------------------------------------------------------------------------ parallel runs
+def default_jobs(device: str) -> int:
+    """One run per CPU core (each single-threaded) on CPU, up to 2; one at a time on a GPU."""
+    return 1 if device != "cpu" else max(1, min(2, os.cpu_count() or 1))
+
+
+def run_tasks(fn: Any, tasks: list[Any], jobs: int, initializer: Any, initargs: tuple,
+              describe: Any = lambda result: "") -> list[Any]:
+    """``[fn(task) for task in tasks]``, in ``jobs`` spawned worker processes (each set up by
+    ``initializer(*initargs)``) or in this process when ``jobs`` is 1; a progress line per finished task."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    results: list[Any] = [None] * len(tasks)
+    started = time.perf_counter()
+
+    def report(done: int, result: Any) -> None:
+        print(f"  [{done}/{len(tasks)}, {time.perf_counter() - started:6.0f} s] {describe(result)}", flush=True)
+
+    if jobs <= 1:
+        initializer(*initargs)
+        for i, task in enumerate(tasks):
+            results[i] = fn(task)
+            report(i + 1, results[i])
+        return results
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer, initargs=initargs) as pool:
+        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        for done, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            report(done, results[futures[future]])
+    return results
+
+
+def save_encoded(splits: dict[str, datasets.Dataset], folder: str) -> dict[str, str]:
+    """Save encoded splits so that worker processes memory-map them instead of encoding again."""
+    paths = {}
+    for name, dataset in splits.items():
+        paths[name] = os.path.join(folder, name)
+        dataset.with_format(None).save_to_disk(paths[name])
+    return paths
+
+
+def load_encoded(paths: dict[str, str]) -> dict[str, datasets.Dataset]:
+    return {name: datasets.load_from_disk(path).with_format("torch") for name, path in paths.items()}

@@ -1,0 +1,148 @@
+"""Smoke tests of benchmarks/accuracy.py and benchmarks/transfer.py: tiny settings, in process, outputs in tmp_path.
+
+A tiny ResNet teacher is trained here (a few steps on a few hundred real images); each benchmark then runs two methods,
+one seed and one epoch on a small subset and must write its JSON (with the documented structure), markdown and PNG.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load(relative_path: str, name: str):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> str:
+    """A ResNet with Fashion-MNIST's labels and processor (28 px), trained for 6 steps on 384 images."""
+    from cktf_hf.builtin_datasets import fashion_mnist_available
+
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist)")
+    folder = str(tmp_path_factory.mktemp("tiny_teacher"))
+    train_teacher = _load("examples/train_teacher.py", "cktf_examples_train_teacher")
+    train_teacher.main([
+        "--dataset", "fashion_mnist", "--architecture", "resnet", "--embedding_size", "8", "--hidden_sizes", "8", "16",
+        "--depths", "1", "1", "--max_train_samples", "384", "--max_eval_samples", "64", "--max_steps", "6",
+        "--per_device_train_batch_size", "64", "--learning_rate", "3e-3", "--save_strategy", "no", "--eval_strategy",
+        "no", "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--output_dir", folder,
+    ])
+    assert os.path.isfile(os.path.join(folder, "config.json"))
+    return folder
+
+
+def _check_outputs(folder: str, name: str) -> dict:
+    for ext in ("json", "md", "png"):
+        assert os.path.isfile(os.path.join(folder, f"{name}.{ext}")), f"{name}.{ext} not written"
+    with open(os.path.join(folder, f"{name}.png"), "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    with open(os.path.join(folder, f"{name}.md")) as f:
+        assert "| method |" in f.read()
+    with open(os.path.join(folder, f"{name}.json")) as f:
+        return json.load(f)
+
+
+def _check_run(run: dict, epochs: int) -> None:
+    assert len(run["epoch_accuracies"]) == epochs
+    assert run["best"] == pytest.approx(max(run["epoch_accuracies"]), abs=1e-4)
+    assert run["last"] == pytest.approx(run["epoch_accuracies"][-1], abs=1e-4)
+    assert 1 <= run["best_epoch"] <= epochs and run["wall_time_s"] >= 0
+    assert all(0.0 <= a <= 1.0 for a in run["epoch_accuracies"])
+
+
+def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    out = tmp_path / "results"
+    payload = accuracy.main([
+        "--teacher", tiny_teacher, "--methods", "scratch,cktf", "--students", "vit-tiny,resnet-small", "--seeds", "0",
+        "--train_subset", "128", "--test_subset", "200", "--epochs", "1", "--batch_size", "64", "--nce_k", "64",
+        "--device", "cpu", "--jobs", "1", "--threads", "1", "--output", str(out), "--name", "accuracy",
+    ])
+    data = _check_outputs(str(out), "accuracy")
+    assert data == json.loads(json.dumps(payload))
+    assert data["settings"]["test_images"] == 200 and data["settings"]["train_subset"] == 128
+    assert len(data["runs"]) == 4
+    assert {(r["method"], r["student"], r["seed"]) for r in data["runs"]} == {
+        (m, s, 0) for m in ("scratch", "cktf") for s in ("vit-tiny", "resnet-small")}
+    for run in data["runs"]:
+        _check_run(run, epochs=1)
+    assert len(data["aggregates"]) == 4
+    for row in data["aggregates"]:
+        expected = {"method", "student", "n", "best_mean", "best_std", "last_mean", "last_std", "wall_time_mean_s"}
+        assert expected <= set(row)
+    assert set(data["scratch_baselines"]) == {"fashion_mnist/vit-tiny", "fashion_mnist/resnet-small"}
+    for entry in data["scratch_baselines"].values():
+        assert 0.0 <= entry["mean"] <= 1.0 and entry["std"] == 0.0
+    assert set(data["teacher_vs_scratch"]) == {"vit-tiny", "resnet-small"}
+    assert isinstance(data["teacher_vs_scratch"]["vit-tiny"]["passed"], bool)
+    assert data["ordering"]["vit-tiny"]["order"] == "cktf > scratch"
+    assert data["students"]["vit-tiny"]["parameters"] < data["students"]["resnet-small"]["parameters"]
+
+    # examples/distill_vit.py prints the same student's from-scratch accuracy from this file.
+    distill_vit = _load("examples/distill_vit.py", "cktf_examples_distill_vit")
+    monkeypatch.setattr(distill_vit, "SCRATCH_RESULTS", str(out / "accuracy.json"))
+    assert distill_vit._scratch_accuracy("vit-tiny", "fashion_mnist") == data["scratch_baselines"][
+        "fashion_mnist/vit-tiny"]["mean"]
+
+
+def test_transfer_benchmark_writes_results(tiny_teacher, tmp_path):
+    pytest.importorskip("mlxtend")
+    transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
+    out = tmp_path / "results"
+    payload = transfer.main([
+        "--teacher", tiny_teacher, "--methods", "kd,cktf", "--references", "random", "--seeds", "0",
+        "--train_subset", "128", "--test_subset", "100", "--epochs", "1", "--probe_epochs", "3", "--batch_size", "64",
+        "--nce_k", "64", "--device", "cpu", "--jobs", "1", "--threads", "1", "--output", str(out),
+        "--name", "transfer",
+    ])
+    data = _check_outputs(str(out), "transfer")
+    assert data == json.loads(json.dumps(payload))
+    assert [r["method"] for r in data["runs"]] == ["kd", "cktf", "random"]
+    for run in data["runs"]:
+        _check_run(run, epochs=3)
+    assert data["runs"][0]["distill_wall_time_s"] > 0 and data["runs"][2]["distill_wall_time_s"] == 0
+    assert data["settings"]["objectives"]["cktf"] == {"preset": "transfer"}
+    assert {r["method"] for r in data["aggregates"]} == {"kd", "cktf", "random"}
+    assert data["ordering"]["order"] == "cktf > kd"
+
+
+def test_transfer_protocol_pieces():
+    """Unlabelled distillation data has no label column; the probe freezes all but a new head of the target's size."""
+    import datasets
+    from transformers import ViTConfig, ViTForImageClassification
+
+    example = _load("examples/transfer.py", "cktf_examples_transfer")
+    ds = datasets.Dataset.from_dict({"image": [0, 1], "label": [0, 1]})
+    assert example.without_labels(ds).column_names == ["image"]
+    backbone = ViTForImageClassification(ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=32, num_labels=10))
+    probe = example.probe_model(backbone, {0: "a", 1: "b", 2: "c"})
+    assert probe.classifier.out_features == 3
+    trainable = {n for n, p in probe.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.weight", "classifier.bias"}
+    assert torch.equal(probe.vit.embeddings.patch_embeddings.projection.weight,
+                       backbone.vit.embeddings.patch_embeddings.projection.weight)
+    with pytest.raises(ValueError, match="unlabelled"):
+        example.distill_unlabelled(backbone, backbone, ds, "cktf", "unused")
