@@ -20,21 +20,21 @@ comparison to mean anything; the output says whether it did.
 
 Budget. Step times measured with the shipped teacher (ResNet, 1.24M parameters) on the development machine: 2 vCPUs
 shared with other jobs, one thread per run, CPU time per step of 128 images (wall time equals it on an idle core),
-N = 10,000 banked images, K = 4,096:
+N = 10,000 banked images, K = 4,096; vit-tiny as in cktf_hf.students (0.21M parameters, MLP ratio 4):
 
     ms per step      scratch   kd  fitnets   at  pkt  rkd  crd  cktf  cktf+kd   sum of 9
-    vit-tiny             172  209      228  239  239  300  306   481      480   2,654 ms
+    vit-tiny             186  233      248  246  240  297  299   499      455   2,703 ms
     resnet-small          66  120      121  112  106  158  188   360      382   1,613 ms
-    test evaluation, 10,000 images: vit-tiny 5.3 s, resnet-small 1.2 s → 9 × 6.5 s = 58.5 s per epoch of all methods
+    test evaluation, 10,000 images: vit-tiny 7.9 s, resnet-small 1.2 s → 9 × 9.1 s = 82 s per epoch of all methods
 
     full mode: 10,000 training images = 79 steps per epoch, 10 epochs, 3 seeds, 9 methods × 2 students = 54 runs
-      one epoch of all 18 (method, student) pairs: 79 × (2.654 + 1.613) s + 58.5 s = 396 s
-      × 10 epochs × 3 seeds = 11,870 core-seconds, + set-up ≈ 3 s × 54 runs → ≈ 12,030 core-seconds
-      two single-threaded runs at a time (--jobs 2, the default on 2 cores): ≈ 6,000 s ≈ 100 min
-      + benchmarks/transfer.py ≈ 1,600 core-seconds ≈ 13 min: about 1 h 55 min for both on 2 cores
+      one epoch of all 18 (method, student) pairs: 79 × (2.703 + 1.613) s + 82 s = 423 s
+      × 10 epochs × 3 seeds = 12,690 core-seconds, + set-up ≈ 3 s × 54 runs → ≈ 12,850 core-seconds
+      two single-threaded runs at a time (--jobs 2, the default on 2 cores): ≈ 6,430 s ≈ 107 min
+      + benchmarks/transfer.py ≈ 1,760 core-seconds ≈ 15 min: about 2 hours for both on 2 cores
     quick mode (--quick): 2,000 training images = 16 steps per epoch, 3 epochs, 1 seed, all 9 methods × 2 students
-      3 × (16 × 4.267 s + 58.5 s) = 380 core-seconds + set-up ≈ 55 s + data ≈ 20 s ≈ 455 core-seconds:
-      ≈ 4 min with 2 free cores, ≈ 8 min with one
+      3 × (16 × 4.316 s + 82 s) = 453 core-seconds + set-up ≈ 55 s + data ≈ 20 s ≈ 530 core-seconds:
+      ≈ 4.5 min with 2 free cores, ≈ 9 min with one
 
 (One thread per run and two runs at a time rather than one run with two threads: under contention from other
 processes a vit-tiny step with two threads took 1.8 s instead of 0.15 s with one.)
@@ -42,7 +42,7 @@ processes a vit-tiny step with two threads took 1.8 s instead of 0.15 s with one
 Usage::
 
     python benchmarks/accuracy.py --quick            # < 10 min: every method and student, 1 seed, fewer images/epochs
-    python benchmarks/accuracy.py                    # the full benchmark (≈ 100 min on 2 CPU cores)
+    python benchmarks/accuracy.py                    # the full benchmark (≈ 107 min on 2 CPU cores)
     python benchmarks/accuracy.py --methods scratch,kd,cktf --students vit-tiny --seeds 0,1,2 --epochs 5
 
 Writes ``<output>/<name>.json`` (every run and the aggregates, ``scratch_baselines`` that ``examples/distill_vit.py``

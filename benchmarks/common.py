@@ -224,28 +224,38 @@ def pct(mean: float, std: Optional[float] = None) -> str:
 
 
 def ordering_check(rows: list[dict[str, Any]], order: list[str], metric: str = "best") -> dict[str, Any]:
-    """Whether ``order[0] > order[1] > ...`` held beyond one std: each mean − std above the next mean + std."""
+    """Whether ``order[0] > order[1] > ...`` held beyond one std: each mean − std above the next mean + std.
+
+    With a single seed there is no std, so nothing holds "beyond one std" (only the order of the means is reported).
+    """
     by_method = {r["method"]: r for r in rows}
     order = [m for m in order if m in by_method]  # the methods that were run
     steps = []
     for a, b in zip(order, order[1:]):
         ra, rb = by_method[a], by_method[b]
         ma, sa, mb, sb = ra[f"{metric}_mean"], ra[f"{metric}_std"], rb[f"{metric}_mean"], rb[f"{metric}_std"]
-        steps.append({"pair": f"{a} > {b}", "means_ordered": ma > mb, "beyond_one_std": ma - sa > mb + sb,
+        has_std = ra["n"] > 1 and rb["n"] > 1
+        steps.append({"pair": f"{a} > {b}", "means_ordered": ma > mb,
+                      "beyond_one_std": (ma - sa > mb + sb) if has_std else None,
                       "difference": round(ma - mb, 4)})
-    held = bool(steps) and all(s["beyond_one_std"] for s in steps)
+    held = bool(steps) and all(s["beyond_one_std"] is True for s in steps)
     return {"order": " > ".join(order), "metric": metric, "held_beyond_one_std": held, "steps": steps}
 
 
 def describe_ordering(check: dict[str, Any], label: str = "") -> str:
     if not check["steps"]:
         return f"{label}ordering not measured (fewer than two of its methods were run)"
+
     def outcome(step: dict[str, Any]) -> str:
+        if step["beyond_one_std"] is None:  # one seed: no std
+            return "means ordered (1 seed, no std)" if step["means_ordered"] else "no"
         return ("yes" if step["beyond_one_std"] else "means ordered, within one std" if step["means_ordered"]
                 else "no")
 
     parts = [f"{s['pair']}: {outcome(s)} ({100 * s['difference']:+.2f} pts)" for s in check["steps"]]
-    verdict = "HELD" if check["held_beyond_one_std"] else "did NOT hold"
+    single_seed = any(s["beyond_one_std"] is None for s in check["steps"])
+    verdict = ("not testable with 1 seed (no std)" if single_seed else "HELD" if check["held_beyond_one_std"]
+               else "did NOT hold")
     return f"{label}{check['order']} ({check['metric']} epoch, beyond one std): {verdict} — " + "; ".join(parts)
 
 

@@ -15,10 +15,10 @@ Two reference rows go through the same probe: ``random`` (the fresh, undistilled
 architecture gives without any transfer) and ``teacher`` (the frozen teacher itself).
 
 Budget (shipped teacher, development machine with 2 vCPUs shared with other jobs, one thread per run, vit-tiny steps
-of 128 images, K = 4,096): distillation 203 ms (kd), 256 ms (crd), 353 ms (cktf) per step, 32 steps per epoch of the
-4,000 images → 26 s per epoch of the three methods; full mode 20 epochs × 3 seeds = 1,560 core-seconds, probes
-(features once, then the head) ≈ 3 s × 15 = 45 s: ≈ 1,600 core-seconds ≈ 13 min with two runs at a time.
-Quick mode: 3 epochs, 1 seed ≈ 78 + 15 s + set-up ≈ 2 min.
+of 128 images, K = 4,096): distillation 235 ms (kd), 281 ms (crd), 370 ms (cktf) per step, 32 steps per epoch of the
+4,000 images → 28 s per epoch of the three methods; full mode 20 epochs × 3 seeds = 1,700 core-seconds, probes
+(features once, then the head) ≈ 4 s × 15 = 60 s: ≈ 1,760 core-seconds ≈ 15 min with two runs at a time.
+Quick mode: 3 epochs, 1 seed ≈ 85 + 20 s + set-up ≈ 2.5 min.
 
 Usage::
 

@@ -146,3 +146,17 @@ def test_transfer_protocol_pieces():
                        backbone.vit.embeddings.patch_embeddings.projection.weight)
     with pytest.raises(ValueError, match="unlabelled"):
         example.distill_unlabelled(backbone, backbone, ds, "cktf", "unused")
+
+
+def test_ordering_check_needs_two_seeds():
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    rows = [{"method": "cktf", "n": 3, "best_mean": 0.90, "best_std": 0.01},
+            {"method": "crd", "n": 3, "best_mean": 0.85, "best_std": 0.01},
+            {"method": "kd", "n": 3, "best_mean": 0.84, "best_std": 0.01}]
+    check = common.ordering_check(rows, ["cktf", "crd", "kd", "scratch"])
+    assert check["order"] == "cktf > crd > kd" and not check["held_beyond_one_std"]
+    assert [s["beyond_one_std"] for s in check["steps"]] == [True, False]
+    assert "did NOT hold" in common.describe_ordering(check)
+    single = common.ordering_check([{**r, "n": 1, "best_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
+    assert single["steps"][0]["beyond_one_std"] is None and not single["held_beyond_one_std"]
+    assert "not testable with 1 seed" in common.describe_ordering(single)
