@@ -61,7 +61,7 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
     digest.update(teacher.config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     base = getattr(dataset, "dataset", dataset)
     transform = _format_transform(base)
     processor = getattr(transform, "image_processor", None)

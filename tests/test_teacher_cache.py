@@ -24,11 +24,14 @@ def run(tmp_path, cache_dir, teacher=None, steps=6, **config):
                      for e in trainer.state.log_history if "loss" in e]
 
 
-@pytest.mark.parametrize("config", [{}, {"negatives": "in_batch", "classic_objectives": "at=10,pkt=100",
-                                         "preset": "cktf+kd"}], ids=["cktf", "in-batch+kd+classic"])
-def test_cached_losses_are_bit_identical(tmp_path, config):
-    _, uncached = run(tmp_path, None, **config)
-    cached_trainer, cached = run(tmp_path, str(tmp_path / "cache"), **config)
+@pytest.mark.parametrize("teacher_fn, config", [
+    (lambda: tiny.vit(64, 4), {}),
+    (lambda: tiny.vit(64, 4), {"negatives": "in_batch", "classic_objectives": "at=10,pkt=100", "preset": "cktf+kd"}),
+    (lambda: tiny.resnet((16, 32, 64)), {}),  # BatchNorm buffers (0-dim num_batches_tracked) in the fingerprint
+], ids=["vit-cktf", "vit-in-batch+kd+classic", "resnet-cktf"])
+def test_cached_losses_are_bit_identical(tmp_path, teacher_fn, config):
+    _, uncached = run(tmp_path, None, teacher=teacher_fn(), **config)
+    cached_trainer, cached = run(tmp_path, str(tmp_path / "cache"), teacher=teacher_fn(), **config)
     assert cached_trainer.teacher_cache is not None
     assert cached == uncached  # every logged component, exactly
 
