@@ -83,6 +83,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self._teacher_capture = ClassifierInputCapture(self.teacher)
         self._components: dict[str, torch.Tensor] = defaultdict(float)
         self._component_steps = 0
+        self.card_info: Optional[DistillationCardInfo] = None  # what the last model card reported
 
         if compute_metrics is None:
             compute_metrics = make_compute_metrics(model.config.num_labels)
@@ -351,6 +352,7 @@ class ContrastiveDistillationTrainer(Trainer):
         )
         os.makedirs(args.output_dir, exist_ok=True)
         build_model_card(info).save(os.path.join(args.output_dir, "README.md"))
+        self.card_info = info
 
     def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True, **kwargs: Any):
         """Save the student, write its model card and upload the output folder (never the teacher, projectors or

@@ -36,7 +36,6 @@ from transformers.utils import logging
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.builtin_datasets import load_image_dataset
-from cktf_hf.model_card import measure_model
 from cktf_hf.students import load_or_build_student
 from cktf_hf.transforms import ImageClassificationTransform
 
@@ -112,8 +111,7 @@ def main() -> None:
     elif trainer.is_world_process_zero():
         trainer.create_model_card(**card_kwargs)
     if trainer.is_world_process_zero():
-        print(summary(trainer, student_metrics, teacher_metrics, (3, image_size, image_size), student_args.student,
-                      data_args.dataset))
+        print(summary(trainer, student_metrics, teacher_metrics, student_args.student, data_args.dataset))
 
 
 def _processor_image_size(processor) -> int:
@@ -121,11 +119,10 @@ def _processor_image_size(processor) -> int:
     return int(size.get("height") or size.get("shortest_edge") or 224)
 
 
-def summary(trainer, student_metrics: dict, teacher_metrics: dict, pixel_shape: tuple[int, int, int],
-            student_name: str, dataset: str) -> str:
-    """Teacher vs student: accuracy, parameters, size and CPU latency, plus the from-scratch baseline if measured."""
-    teacher_stats = measure_model(trainer.teacher, pixel_shape)
-    student_stats = measure_model(trainer.model, pixel_shape)
+def summary(trainer, student_metrics: dict, teacher_metrics: dict, student_name: str, dataset: str) -> str:
+    """Teacher vs student: accuracy, parameters, size and CPU latency (as measured for the model card), plus the
+    from-scratch baseline if the benchmark measured it."""
+    teacher_stats, student_stats = trainer.card_info.teacher_stats, trainer.card_info.student_stats
     rows = [("accuracy (top-1)", f"{teacher_metrics['teacher_accuracy']:.2%}", f"{student_metrics['eval_accuracy']:.2%}"),
             ("parameters", f"{teacher_stats.parameters:,}", f"{student_stats.parameters:,}"),
             ("size on disk", f"{teacher_stats.size_bytes / 1e6:.2f} MB", f"{student_stats.size_bytes / 1e6:.2f} MB")]
