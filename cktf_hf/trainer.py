@@ -156,10 +156,12 @@ class ContrastiveDistillationTrainer(Trainer):
         key = fingerprint(self.accelerator.unwrap_model(self.teacher), dataset, self.pairs, {
             "token_pooling": args.token_pooling, "grid_size": args.grid_size,
             "batch_norm": self.objective.settings.feature_batch_norm, "maps": self._map_pairs,
+            "batch_size": args.per_device_train_batch_size, "teacher_dtype": str(self._teacher_dtype),
         })
 
         def batches():
-            loader = DataLoader(dataset, batch_size=args.per_device_eval_batch_size, shuffle=False,
+            # The training batch size: kernels chosen by batch shape then compute what training would.
+            loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, shuffle=False,
                                 collate_fn=DistillationCollator())
             yield from tqdm(loader, desc="Caching teacher outputs", disable=args.disable_tqdm)
 
