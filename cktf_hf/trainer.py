@@ -234,9 +234,11 @@ class ContrastiveDistillationTrainer(Trainer):
         return [name for name in objective.stage_pairs if objective.pairs[name].student_map is not None]
 
     def _pair_features(self, side: str, out: Any) -> PairFeatures:
-        args = self.args
+        """The features the objective reads: the final pair, contrastive pairs and the maps of classic losses."""
+        args, used = self.args, {*self.objective.contrastive, *self._map_pairs}
+        pairs = [pair for pair in self.pairs if pair.is_final or pair.name in used]
         return read_pair_features(
-            side, out.hidden_states, out.final, out.logits, self.pairs, self.layouts[side], args.token_pooling,
+            side, out.hidden_states, out.final, out.logits, pairs, self.layouts[side], args.token_pooling,
             args.grid_size, batch_norm=self.objective.settings.feature_batch_norm, map_pairs=self._map_pairs,
         )
 
