@@ -60,6 +60,7 @@ def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str,
     data = load_fashion_mnist()
     train = data["train"].with_transform(ImageClassificationTransform(processor))
     test = data["test"].select(range(eval_samples)).with_transform(ImageClassificationTransform(processor))
+    torch.manual_seed(0)  # the same student in every configuration
     student = AutoModelForImageClassification.from_config(student_config("vit-tiny", AutoConfig.from_pretrained(TEACHER), 28))
     config = {k: (cache_dir if v == "CACHE" else v) for k, v in CONFIGS[name].items()}
 
