@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser
+from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
 from transformers.utils import logging
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
@@ -45,7 +45,7 @@ SCRATCH_RESULTS = os.path.join(HERE, "..", "benchmarks", "results", "accuracy.js
 # Without --teacher: the offline CPU demo. In-batch negatives, because the reference memory bank costs two
 # [64 × 60,000 × 128] products per layer pair and direction each step (about 0.6 s a step on 2 CPU cores, against
 # 0.1 s); on a GPU the bank is cheap: pass --teacher (and --negatives memory_bank, the library default).
-DEMO_DEFAULTS = {"--teacher": DEFAULT_TEACHER, "--negatives": "in_batch", "--num_train_epochs": "3"}
+DEMO_DEFAULTS = {"--teacher": DEFAULT_TEACHER, "--negatives": "in_batch", "--num_train_epochs": "4"}
 
 
 @dataclass
@@ -88,6 +88,7 @@ def main() -> None:
     processor = AutoImageProcessor.from_pretrained(args.teacher, revision=args.teacher_revision)
     teacher_config = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision)
     image_size = _processor_image_size(processor)
+    set_seed(args.seed)  # a reproducible student initialisation
     student = load_or_build_student(student_args.student, teacher_config, image_size)
 
     dataset = load_image_dataset(data_args.dataset, data_args.data_dir)
