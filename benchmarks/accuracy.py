@@ -62,6 +62,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+from cktf_hf.model_card import count_parameters  # noqa: E402
 
 METHODS = ["scratch", "kd", "fitnets", "at", "pkt", "rkd", "crd", "cktf", "cktf+kd"]
 ORDER = ["cktf", "crd", "kd", "scratch"]
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test = common.encode(test_split, processor)
     teacher = AutoModelForImageClassification.from_pretrained(args.teacher)
     teacher_accuracy = common.accuracy(teacher, test, args.device)
-    teacher_params = common.count_parameters(teacher)
-    student_params = {s: common.count_parameters(common.build_student(s, teacher_config, image_size, 0))
+    teacher_params = count_parameters(teacher)
+    student_params = {s: count_parameters(common.build_student(s, teacher_config, image_size, 0))
                       for s in args.students}
 
     mode = "quick" if args.quick else "full"

@@ -129,10 +129,6 @@ def build_student(name: str, teacher_config: PretrainedConfig, image_size: int, 
     return AutoModelForImageClassification.from_config(config)
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, dataset: datasets.Dataset, device: str, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on an encoded dataset."""

@@ -43,6 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import common  # noqa: E402
+from cktf_hf.model_card import count_parameters  # noqa: E402
 
 # The protocol lives in examples/transfer.py (loaded under its own name: this file is also called transfer.py).
 example = common.load_module(os.path.join(common.REPO_ROOT, "examples", "transfer.py"), "cktf_examples_transfer")
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train = common.encode(train_split, processor)
     splits = {"train": train, "unlabelled": example.without_labels(train), "test": common.encode(test_split, processor)}
     teacher = AutoModelForImageClassification.from_pretrained(args.teacher)
-    teacher_params = common.count_parameters(teacher)
-    student_params = common.count_parameters(common.build_student(STUDENT, teacher_config, image_size, 0))
+    teacher_params = count_parameters(teacher)
+    student_params = count_parameters(common.build_student(STUDENT, teacher_config, image_size, 0))
 
     mode = "quick" if args.quick else "full"
     settings = {

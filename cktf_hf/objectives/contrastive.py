@@ -22,21 +22,22 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0 (identity on a single process)."""
-    if not _distributed():
-        return tensor
+def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
+    return parts
+
+
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0 (identity on a single process)."""
+    return torch.cat(_gather(tensor)) if _distributed() else tensor
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Like :func:`all_gather_no_grad`, but gradients flow back to this rank's slice."""
     if not _distributed():
         return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
+    parts = _gather(tensor)
     parts[dist.get_rank()] = tensor
     return torch.cat(parts)
 
