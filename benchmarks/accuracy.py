@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", help="Folder with the Fashion-MNIST IDX files (default: the Debian package's).")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: accuracy, or accuracy_quick with --quick).")
+    parser.add_argument("--resume", action="store_true",
+                        help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
+                             "only the missing ones.")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
     parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
     parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
@@ -189,12 +192,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  student {s}: {n:,} parameters ({teacher_params / n:.1f}x fewer than the teacher)")
 
     tasks = [dict(method=m, student=s, seed=seed, device=args.device, epochs=args.epochs, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, nce_k=args.nce_k)
+                  learning_rate=args.learning_rate, nce_k=args.nce_k, teacher=args.teacher,
+                  train_images=len(train), test_images=len(test))
              for seed in args.seeds for s in args.students for m in args.methods]
     with tempfile.TemporaryDirectory(prefix="cktf_bench_data_") as tmp:
         paths = common.save_encoded({"train": train, "test": test}, tmp)
         runs = common.run_tasks(run_one, tasks, args.jobs, _init_worker, (args.teacher, paths, args.threads),
-                                describe=_describe)
+                                describe=_describe,
+                                journal=os.path.join(args.output, f"{args.name}.runs.jsonl"), resume=args.resume)
 
     rows = common.aggregate(runs)
     for row in rows:

@@ -347,32 +347,76 @@ def default_jobs(device: str) -> int:
     return 1 if device != "cpu" else max(1, min(2, os.cpu_count() or 1))
 
 
-def run_tasks(fn: Any, tasks: list[Any], jobs: int, initializer: Any, initargs: tuple,
-              describe: Any = lambda result: "") -> list[Any]:
+def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any, initargs: tuple,
+              describe: Any = lambda result: "", journal: Optional[str] = None, resume: bool = False) -> list[Any]:
     """``[fn(task) for task in tasks]``, in ``jobs`` spawned worker processes (each set up by
-    ``initializer(*initargs)``) or in this process when ``jobs`` is 1; a progress line per finished task."""
+    ``initializer(*initargs)``) or in this process when ``jobs`` is 1; a progress line per finished task.
+
+    With ``journal`` (a ``.jsonl`` path) every finished task is appended to it as ``{"task": ..., "result": ...}`` at
+    once, so an interrupted benchmark loses no finished run; ``resume`` reuses the journal's results for identical
+    tasks and runs only the others (without ``resume`` the journal is started afresh).
+    """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
     results: list[Any] = [None] * len(tasks)
+    done_before = _read_journal(journal) if journal and resume else {}
+    for i, task in enumerate(tasks):
+        results[i] = done_before.get(_task_key(task))
+    pending = [i for i, result in enumerate(results) if result is None]
+    if journal:
+        os.makedirs(os.path.dirname(os.path.abspath(journal)), exist_ok=True)
+        if not resume:
+            open(journal, "w").close()
+        elif os.path.isfile(journal) and os.path.getsize(journal):
+            with open(journal, "rb+") as f:  # end a line cut short by a crash before appending
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+        if len(pending) < len(tasks):
+            print(f"  resuming: {len(tasks) - len(pending)} of {len(tasks)} runs read back from {journal}", flush=True)
     started = time.perf_counter()
+    done = len(tasks) - len(pending)
 
-    def report(done: int, result: Any) -> None:
+    def finish(i: int, result: Any) -> None:
+        nonlocal done
+        results[i], done = result, done + 1
+        if journal:
+            with open(journal, "a") as f:
+                f.write(json.dumps({"task": tasks[i], "result": result}) + "\n")
         print(f"  [{done}/{len(tasks)}, {time.perf_counter() - started:6.0f} s] {describe(result)}", flush=True)
 
     if jobs <= 1:
-        initializer(*initargs)
-        for i, task in enumerate(tasks):
-            results[i] = fn(task)
-            report(i + 1, results[i])
+        if pending:
+            initializer(*initargs)
+        for i in pending:
+            finish(i, fn(tasks[i]))
         return results
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer, initargs=initargs) as pool:
-        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
-        for done, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()
-            report(done, results[futures[future]])
+        futures = {pool.submit(fn, tasks[i]): i for i in pending}
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
     return results
+
+
+def _task_key(task: dict[str, Any]) -> str:
+    return json.dumps(task, sort_keys=True)
+
+
+def _read_journal(path: str) -> dict[str, Any]:
+    """The results already in a run journal, by task; a line cut short by a crash is ignored."""
+    if not os.path.isfile(path):
+        return {}
+    finished = {}
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            finished[_task_key(entry["task"])] = entry["result"]
+    return finished
 
 
 def save_encoded(splits: dict[str, datasets.Dataset], folder: str) -> dict[str, str]:

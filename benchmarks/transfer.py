@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", default=common.DEFAULT_TEACHER, help="Source-task teacher folder or Hub id.")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: transfer, or transfer_quick with --quick).")
+    parser.add_argument("--resume", action="store_true",
+                        help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
+                             "only the missing ones.")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
     parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
     parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
@@ -195,12 +198,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     common_task = dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, nce_k=args.nce_k, probe_epochs=args.probe_epochs,
-                       probe_learning_rate=args.probe_learning_rate)
+                       probe_learning_rate=args.probe_learning_rate, teacher=args.teacher,
+                       data={k: len(v) for k, v in splits.items()})
     tasks = [dict(method=m, seed=seed, **common_task) for seed in args.seeds for m in args.methods + args.references]
     with tempfile.TemporaryDirectory(prefix="cktf_transfer_data_") as tmp:
         paths = common.save_encoded(splits, tmp)
         runs = common.run_tasks(run_one, tasks, args.jobs, _init_worker, (args.teacher, paths, id2label, args.threads),
-                                describe=_describe)
+                                describe=_describe,
+                                journal=os.path.join(args.output, f"{args.name}.runs.jsonl"), resume=args.resume)
 
     rows = common.aggregate(runs)
     for row in rows:

@@ -160,3 +160,32 @@ def test_ordering_check_needs_two_seeds():
     single = common.ordering_check([{**r, "n": 1, "best_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
     assert single["steps"][0]["beyond_one_std"] is None and not single["held_beyond_one_std"]
     assert "not testable with 1 seed" in common.describe_ordering(single)
+
+
+def _square(task: dict) -> dict:
+    return {"value": task["x"] ** 2}
+
+
+def test_run_journal_resumes_only_the_missing_runs(tmp_path):
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    journal = str(tmp_path / "bench.runs.jsonl")
+    tasks = [{"x": 1}, {"x": 2}, {"x": 3}]
+    assert common.run_tasks(_square, tasks[:2], 1, lambda: None, (), journal=journal) == [{"value": 1}, {"value": 4}]
+    with open(journal, "a") as f:
+        f.write('{"task": {"x": 3}, "res')  # a line cut short by a crash
+    called = []
+
+    def counting(task: dict) -> dict:
+        called.append(task["x"])
+        return _square(task)
+
+    assert common.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True) == [
+        {"value": 1}, {"value": 4}, {"value": 9}]
+    assert called == [3]
+    called.clear()
+    common.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True)
+    assert called == []
+    common.run_tasks(counting, tasks[:1], 1, lambda: None, (), journal=journal)  # no resume: the journal starts afresh
+    assert called == [1]
+    with open(journal) as f:
+        assert len(f.readlines()) == 1
