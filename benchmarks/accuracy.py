@@ -99,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
                              "only the missing ones.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Override a ContrastiveDistillationConfig field in every run, on top of the preset "
+                             "(repeatable), e.g. --set negatives=in_batch --set final_weight=0.2.")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
     parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
     parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
@@ -110,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
     args.methods = [m.lower() for m in common.parse_list(args.methods)]
     args.students = common.parse_list(args.students)
+    args.overrides = common.parse_overrides(args.overrides)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     args.device = common.resolve_device(args.device)
     args.jobs = args.jobs or common.default_jobs(args.device)
@@ -137,7 +141,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     student = common.build_student(task["student"], _WORKER["teacher_config"], _WORKER["image_size"], task["seed"])
     with tempfile.TemporaryDirectory(prefix="cktf_bench_") as tmp:
         args = common.training_config(tmp, task["device"], task["seed"], task["epochs"], task["batch_size"],
-                                      task["learning_rate"], preset=task["method"], nce_k=task["nce_k"])
+                                      task["learning_rate"], preset=task["method"], nce_k=task["nce_k"],
+                                      **task.get("overrides", {}))
         _, accuracies, seconds = common.train_student(student, _WORKER["teacher"], _WORKER["train"], _WORKER["test"],
                                                       args)
     return common.summarise_run(accuracies, seconds, method=task["method"], student=task["student"], seed=task["seed"])
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds, "methods": args.methods, "students": args.students, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate, "optimizer": "AdamW (weight decay 0.05)",
         "schedule": "5% linear warmup, cosine decay", "nce_k": args.nce_k, "augmentation": "none",
-        "device": args.device, "jobs": args.jobs, "threads_per_run": args.threads,
+        "overrides": args.overrides, "device": args.device, "jobs": args.jobs, "threads_per_run": args.threads,
     }
     note = (f"QUICK MODE: all {len(args.methods)} methods and {len(args.students)} students, but {len(args.seeds)} "
             f"seed(s), {len(train)} training images and {args.epochs:g} epochs (full mode: "
@@ -191,9 +196,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for s, n in student_params.items():
         print(f"  student {s}: {n:,} parameters ({teacher_params / n:.1f}x fewer than the teacher)")
 
+    extra = {"overrides": args.overrides} if args.overrides else {}  # absent when empty: older journals still match
     tasks = [dict(method=m, student=s, seed=seed, device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, nce_k=args.nce_k, teacher=args.teacher,
-                  train_images=len(train), test_images=len(test))
+                  train_images=len(train), test_images=len(test), **extra)
              for seed in args.seeds for s in args.students for m in args.methods]
     with tempfile.TemporaryDirectory(prefix="cktf_bench_data_") as tmp:
         paths = common.save_encoded({"train": train, "test": test}, tmp)
@@ -237,7 +243,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"# Compression benchmark ({mode})",
         f"Fashion-MNIST: {len(train)} training images (fixed, stratified), {len(test)} test images; "
         f"{args.epochs:g} epochs, batch {args.batch_size}, AdamW lr {args.learning_rate:g}, cosine, K {args.nce_k}; "
-        f"seeds {args.seeds}; device {args.device}. Top-1 % on the test split, mean ± std over seeds."
+        f"seeds {args.seeds}; device {args.device}"
+        + (f"; overrides on every preset: {args.overrides}" if args.overrides else "")
+        + ". Top-1 % on the test split, mean ± std over seeds."
         + (f"\n\n**{note}**" if note else ""),
         common.markdown_table(header, table),
         "\n".join(f"- {line}" for line in text),

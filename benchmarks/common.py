@@ -327,6 +327,25 @@ def load_module(path: str, name: str) -> Any:
     return sys.modules[name]
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["negatives=in_batch", "final_weight=0.2"]`` → a dict of ``ContrastiveDistillationConfig`` fields (values
+    read as JSON when they parse, else kept as strings); an unknown field fails at once, naming the known ones."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(ContrastiveDistillationConfig)}
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with FIELD a ContrastiveDistillationConfig field, "
+                             "e.g. --set negatives=in_batch --set final_weight=0.2.")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def parse_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 

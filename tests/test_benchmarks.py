@@ -79,8 +79,13 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
         "--teacher", tiny_teacher, "--methods", "scratch,cktf", "--students", "vit-tiny,resnet-small", "--seeds", "0",
         "--train_subset", "128", "--test_subset", "200", "--epochs", "1", "--batch_size", "64", "--nce_k", "64",
         "--device", "cpu", "--jobs", "1", "--threads", "1", "--output", str(out), "--name", "accuracy",
+        "--set", "feat_dim=32",
     ])
     data = _check_outputs(str(out), "accuracy")
+    assert data["settings"]["overrides"] == {"feat_dim": 32}
+    with open(out / "accuracy.runs.jsonl") as f:  # the run journal: one line per finished run
+        assert sorted((e["task"]["method"], e["task"]["student"]) for e in map(json.loads, f)) == sorted(
+            (m, s) for m in ("scratch", "cktf") for s in ("vit-tiny", "resnet-small"))
     assert data == json.loads(json.dumps(payload))
     assert data["settings"]["test_images"] == 200 and data["settings"]["train_subset"] == 128
     assert len(data["runs"]) == 4
@@ -189,3 +194,12 @@ def test_run_journal_resumes_only_the_missing_runs(tmp_path):
     assert called == [1]
     with open(journal) as f:
         assert len(f.readlines()) == 1
+
+
+def test_overrides_are_config_fields():
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    assert common.parse_overrides(["negatives=in_batch", "final_weight=0.2", "layer_pairs=[[0, 1]]"]) == {
+        "negatives": "in_batch", "final_weight": 0.2, "layer_pairs": [[0, 1]]}
+    for bad in (["final_weigth=0.2"], ["final_weight"]):
+        with pytest.raises(SystemExit, match="FIELD=VALUE"):
+            common.parse_overrides(bad)
