@@ -133,21 +133,24 @@ def summary(trainer, student_metrics: dict, teacher_metrics: dict, student_name:
     lines = ["", f"{'':<22}{'teacher':>16}{'student':>16}"] + [f"{a:<22}{b:>16}{c:>16}" for a, b, c in rows]
     lines.append(f"compression {teacher_stats.parameters / student_stats.parameters:.1f}x fewer parameters; "
                  f"latency measured as: {student_stats.latency_setup}")
-    scratch = _scratch_accuracy(student_name, dataset)
+    scratch = _scratch_baseline(student_name, dataset)
     if scratch is not None:
-        lines.append(f"the same student trained from scratch (benchmarks/accuracy.py): {scratch:.2%}")
+        lines.append(f"the same student trained from scratch in benchmarks/accuracy.py: {scratch['mean']:.2%} "
+                     f"± {scratch.get('std', 0.0):.2%} over {scratch.get('n', 1)} seed(s), with its own budget "
+                     f"({scratch.get('train_images', '?')} training images, {scratch.get('epochs', '?')} epochs)")
     lines.append(f"student, model card and distillation_config.json written to {trainer.args.output_dir}")
     return "\n".join(lines)
 
 
-def _scratch_accuracy(student_name: str, dataset: str) -> Optional[float]:
-    """From-scratch accuracy of this student recorded by the compression benchmark, if it has been run."""
+def _scratch_baseline(student_name: str, dataset: str) -> Optional[dict]:
+    """This student's from-scratch accuracy (``mean``, ``std``, ``n``, ``train_images``, ``epochs``) recorded by the
+    compression benchmark, if it has been run."""
     if not os.path.isfile(SCRATCH_RESULTS):
         return None
     with open(SCRATCH_RESULTS) as f:
         results = json.load(f)
     entry = results.get("scratch_baselines", {}).get(f"{dataset}/{student_name}")
-    return entry.get("mean") if entry else None
+    return entry or None
 
 
 if __name__ == "__main__":

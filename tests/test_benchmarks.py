@@ -108,8 +108,9 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     # examples/distill_vit.py prints the same student's from-scratch accuracy from this file.
     distill_vit = _load("examples/distill_vit.py", "cktf_examples_distill_vit")
     monkeypatch.setattr(distill_vit, "SCRATCH_RESULTS", str(out / "accuracy.json"))
-    assert distill_vit._scratch_accuracy("vit-tiny", "fashion_mnist") == data["scratch_baselines"][
-        "fashion_mnist/vit-tiny"]["mean"]
+    baseline = distill_vit._scratch_baseline("vit-tiny", "fashion_mnist")
+    assert baseline == data["scratch_baselines"]["fashion_mnist/vit-tiny"]
+    assert baseline["train_images"] == 128 and baseline["epochs"] == 1
 
 
 def test_transfer_benchmark_writes_results(tiny_teacher, tmp_path):
