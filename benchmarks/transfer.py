@@ -16,14 +16,14 @@ architecture gives without any transfer) and ``teacher`` (the frozen teacher its
 
 Budget (shipped teacher, development machine with 2 vCPUs shared with other jobs, one thread per run, vit-tiny steps
 of 128 images, K = 4,096): distillation 235 ms (kd), 281 ms (crd), 370 ms (cktf) per step, 32 steps per epoch of the
-4,000 images → 28 s per epoch of the three methods; full mode 20 epochs × 3 seeds = 1,700 core-seconds, probes
-(features once, then the head) ≈ 4 s × 15 = 60 s: ≈ 1,760 core-seconds ≈ 15 min with two runs at a time.
+4,000 images → 28 s per epoch of the three methods; full mode 10 epochs × 3 seeds = 840 core-seconds, probes
+(features once, then the head) ≈ 4 s × 15 = 60 s: ≈ 900 core-seconds ≈ 8 min with two runs at a time.
 Quick mode: 3 epochs, 1 seed ≈ 85 + 20 s + set-up ≈ 2.5 min.
 
 Usage::
 
     python benchmarks/transfer.py --quick      # < 10 min (1 seed, 3 distillation epochs)
-    python benchmarks/transfer.py              # 3 seeds, 20 distillation epochs
+    python benchmarks/transfer.py              # 3 seeds, 10 distillation epochs
 
 Writes ``<output>/<name>.json`` (every run with its per-probe-epoch accuracies, best, last and wall times; mean/std per
 method; whether CKTF > CRD > KD held beyond one std), ``<name>.md`` and ``<name>.png``; ``name`` is ``transfer``
@@ -54,7 +54,7 @@ METHODS = ["kd", "crd", "cktf"]
 REFERENCES = ["random", "teacher"]
 ORDER = ["cktf", "crd", "kd"]
 STUDENT = "vit-tiny"
-FULL = dict(seeds="0,1,2", epochs=20)
+FULL = dict(seeds="0,1,2", epochs=10)
 QUICK = dict(seeds="0", epochs=3)
 
 _WORKER: dict[str, Any] = {}
