@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
                              "only the missing ones.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Override a ContrastiveDistillationConfig field in every distillation, on top of the "
+                             "method (repeatable), e.g. --set negatives=in_batch.")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
     parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
     parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
@@ -97,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
     args.methods = [m.lower() for m in common.parse_list(args.methods)]
     args.references = [r.lower() for r in common.parse_list(args.references)]
+    args.overrides = common.parse_overrides(args.overrides)
     for method in args.methods:
         if method not in TRANSFER_METHODS:
             parser.error(f"unknown method {method!r}; choose from {sorted(TRANSFER_METHODS)}")
@@ -135,7 +139,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                 backbone, distill_s = distill_unlabelled(
                     backbone, _WORKER["teacher"], _WORKER["unlabelled"], method, tmp, seed=seed, epochs=task["epochs"],
                     batch_size=task["batch_size"], learning_rate=task["learning_rate"], nce_k=task["nce_k"],
-                    device=device)
+                    device=device, overrides=task.get("overrides"))
     _, accuracies, probe_s = linear_probe(backbone, _WORKER["train"], _WORKER["test"], _WORKER["id2label"], seed=seed,
                                           epochs=task["probe_epochs"], learning_rate=task["probe_learning_rate"],
                                           device=device)
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "objectives": {m: TRANSFER_METHODS[m] for m in args.methods},
         "probe": {"epochs": args.probe_epochs, "learning_rate": args.probe_learning_rate, "batch_size": 256,
                   "features": "classifier input of the frozen backbone, standardised; new linear head"},
-        "device": args.device, "jobs": args.jobs, "threads_per_run": args.threads,
+        "overrides": args.overrides, "device": args.device, "jobs": args.jobs, "threads_per_run": args.threads,
     }
     note = (f"QUICK MODE: all {len(args.methods)} methods, but {len(args.seeds)} seed(s) and {args.epochs:g} "
             f"distillation epochs (full mode: {len(FULL['seeds'].split(','))} seeds, {FULL['epochs']} epochs); "
@@ -199,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common_task = dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, nce_k=args.nce_k, probe_epochs=args.probe_epochs,
                        probe_learning_rate=args.probe_learning_rate, teacher=args.teacher,
-                       data={k: len(v) for k, v in splits.items()})
+                       data={k: len(v) for k, v in splits.items()},
+                       **({"overrides": args.overrides} if args.overrides else {}))
     tasks = [dict(method=m, seed=seed, **common_task) for seed in args.seeds for m in args.methods + args.references]
     with tempfile.TemporaryDirectory(prefix="cktf_transfer_data_") as tmp:
         paths = common.save_encoded(splits, tmp)
@@ -231,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"unlabelled training images for the distillation into a fresh {STUDENT}, then a linear probe (frozen "
         f"backbone, new head) on the same images with labels; top-1 % on {len(splits['test'])} MNIST test images, "
         f"mean ± std over seeds {args.seeds}. {args.epochs:g} distillation epochs, batch {args.batch_size}, "
-        f"AdamW lr {args.learning_rate:g}, cosine, K {args.nce_k}; probe {args.probe_epochs} epochs."
+        + (f"overrides on every method {args.overrides}, " if args.overrides else "")
+        + f"AdamW lr {args.learning_rate:g}, cosine, K {args.nce_k}; probe {args.probe_epochs} epochs."
         + (f"\n\n**{note}**" if note else ""),
         common.markdown_table(header, table),
         f"- {verdict}",

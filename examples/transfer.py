@@ -68,9 +68,11 @@ def without_labels(dataset: Any) -> Any:
 
 def distill_unlabelled(student: PreTrainedModel, teacher: Any, images: Any, method: str, output_dir: str, *,
                        seed: int = 0, epochs: float = 10, batch_size: int = 128, learning_rate: float = 2e-3,
-                       nce_k: int = 4096, device: str = "cpu") -> tuple[PreTrainedModel, float]:
+                       nce_k: int = 4096, device: str = "cpu", overrides: Optional[dict[str, Any]] = None
+                       ) -> tuple[PreTrainedModel, float]:
     """Step 2: train ``student`` against ``teacher`` (folder, Hub id or model) on unlabelled ``images`` with the
-    objective of ``method``; returns the student (distillation modules removed) and the wall time in seconds."""
+    objective of ``method`` (``overrides``: config fields changed on top of it, e.g. ``{"negatives": "in_batch"}``);
+    returns the student (distillation modules removed) and the wall time in seconds."""
     if method not in TRANSFER_METHODS:
         raise ValueError(f"Unknown transfer method {method!r}; choose one of {sorted(TRANSFER_METHODS)}.")
     if any(c in getattr(images, "column_names", []) for c in ("label", "labels")):
@@ -80,7 +82,7 @@ def distill_unlabelled(student: PreTrainedModel, teacher: Any, images: Any, meth
         per_device_train_batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.05, warmup_steps=0.05,
         lr_scheduler_type="cosine", optim="adamw_torch", eval_strategy="no", save_strategy="no",
         logging_strategy="epoch", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=device == "cpu", nce_k=nce_k, **TRANSFER_METHODS[method],
+        use_cpu=device == "cpu", nce_k=nce_k, **{**TRANSFER_METHODS[method], **(overrides or {})},
     )
     start = time.perf_counter()
     trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher, train_dataset=images)

@@ -121,9 +121,10 @@ def test_transfer_benchmark_writes_results(tiny_teacher, tmp_path):
         "--teacher", tiny_teacher, "--methods", "kd,cktf", "--references", "random", "--seeds", "0",
         "--train_subset", "128", "--test_subset", "100", "--epochs", "1", "--probe_epochs", "3", "--batch_size", "64",
         "--nce_k", "64", "--device", "cpu", "--jobs", "1", "--threads", "1", "--output", str(out),
-        "--name", "transfer",
+        "--name", "transfer", "--set", "feat_dim=32",
     ])
     data = _check_outputs(str(out), "transfer")
+    assert data["settings"]["overrides"] == {"feat_dim": 32}
     assert data == json.loads(json.dumps(payload))
     assert [r["method"] for r in data["runs"]] == ["kd", "cktf", "random"]
     for run in data["runs"]:
@@ -152,6 +153,9 @@ def test_transfer_protocol_pieces():
                        backbone.vit.embeddings.patch_embeddings.projection.weight)
     with pytest.raises(ValueError, match="unlabelled"):
         example.distill_unlabelled(backbone, backbone, ds, "cktf", "unused")
+    with pytest.raises(ValueError, match="negatives must be one of"):  # overrides reach the config
+        example.distill_unlabelled(backbone, backbone, example.without_labels(ds), "cktf", "unused",
+                                   overrides={"negatives": "queue"})
 
 
 def test_ordering_check_needs_two_seeds():
