@@ -133,13 +133,21 @@ def summary(trainer, student_metrics: dict, teacher_metrics: dict, student_name:
     lines = ["", f"{'':<22}{'teacher':>16}{'student':>16}"] + [f"{a:<22}{b:>16}{c:>16}" for a, b, c in rows]
     lines.append(f"compression {teacher_stats.parameters / student_stats.parameters:.1f}x fewer parameters; "
                  f"latency measured as: {student_stats.latency_setup}")
-    scratch = _scratch_baseline(student_name, dataset)
+    scratch = _scratch_line(student_name, dataset)
     if scratch is not None:
-        lines.append(f"the same student trained from scratch in benchmarks/accuracy.py: {scratch['mean']:.2%} "
-                     f"± {scratch.get('std', 0.0):.2%} over {scratch.get('n', 1)} seed(s), with its own budget "
-                     f"({scratch.get('train_images', '?')} training images, {scratch.get('epochs', '?')} epochs)")
+        lines.append(scratch)
     lines.append(f"student, model card and distillation_config.json written to {trainer.args.output_dir}")
     return "\n".join(lines)
+
+
+def _scratch_line(student_name: str, dataset: str) -> Optional[str]:
+    """The summary's line on the benchmark's from-scratch baseline for this student, if there is one."""
+    scratch = _scratch_baseline(student_name, dataset)
+    if scratch is None:
+        return None
+    return (f"the same student trained from scratch in benchmarks/accuracy.py: {scratch['mean']:.2%} "
+            f"± {scratch['std']:.2%} over {scratch['n']} seed(s), with its own budget "
+            f"({scratch['train_images']:,} training images, {scratch['epochs']:g} epochs)")
 
 
 def _scratch_baseline(student_name: str, dataset: str) -> Optional[dict]:

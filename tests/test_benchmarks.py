@@ -111,6 +111,10 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     baseline = distill_vit._scratch_baseline("vit-tiny", "fashion_mnist")
     assert baseline == data["scratch_baselines"]["fashion_mnist/vit-tiny"]
     assert baseline["train_images"] == 128 and baseline["epochs"] == 1
+    assert distill_vit._scratch_line("vit-tiny", "fashion_mnist") == (
+        f"the same student trained from scratch in benchmarks/accuracy.py: {baseline['mean']:.2%} ± 0.00% over 1 "
+        "seed(s), with its own budget (128 training images, 1 epochs)")
+    assert distill_vit._scratch_line("vit-nano", "fashion_mnist") is None
 
 
 def test_transfer_benchmark_writes_results(tiny_teacher, tmp_path):
