@@ -96,15 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", help="Folder with the Fashion-MNIST IDX files (default: the Debian package's).")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: accuracy, or accuracy_quick with --quick).")
-    parser.add_argument("--resume", action="store_true",
-                        help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
-                             "only the missing ones.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="Override a ContrastiveDistillationConfig field in every run, on top of the preset "
-                             "(repeatable), e.g. --set negatives=in_batch --set final_weight=0.2.")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
-    parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
-    parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
+    common.add_run_options(parser)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
@@ -113,11 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
     args.methods = [m.lower() for m in common.parse_list(args.methods)]
     args.students = common.parse_list(args.students)
-    args.overrides = common.parse_overrides(args.overrides)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
-    args.device = common.resolve_device(args.device)
-    args.jobs = args.jobs or common.default_jobs(args.device)
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    common.resolve_run_options(args)
     for student in args.students:
         if student not in common.STUDENTS:
             parser.error(f"unknown student {student!r}; choose from {common.STUDENTS}")
@@ -196,16 +185,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for s, n in student_params.items():
         print(f"  student {s}: {n:,} parameters ({teacher_params / n:.1f}x fewer than the teacher)")
 
-    extra = {"overrides": args.overrides} if args.overrides else {}  # absent when empty: older journals still match
     tasks = [dict(method=m, student=s, seed=seed, device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, nce_k=args.nce_k, teacher=args.teacher,
-                  train_images=len(train), test_images=len(test), **extra)
+                  train_images=len(train), test_images=len(test), **common.task_overrides(args))
              for seed in args.seeds for s in args.students for m in args.methods]
     with tempfile.TemporaryDirectory(prefix="cktf_bench_data_") as tmp:
         paths = common.save_encoded({"train": train, "test": test}, tmp)
         runs = common.run_tasks(run_one, tasks, args.jobs, _init_worker, (args.teacher, paths, args.threads),
                                 describe=_describe,
-                                journal=os.path.join(args.output, f"{args.name}.runs.jsonl"), resume=args.resume)
+                                journal=common.journal_path(args), resume=args.resume)
 
     rows = common.aggregate(runs)
     for row in rows:

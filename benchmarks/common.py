@@ -327,6 +327,36 @@ def load_module(path: str, name: str) -> Any:
     return sys.modules[name]
 
 
+def add_run_options(parser: Any) -> None:
+    """The options every accuracy benchmark shares: --resume, --set, --device, --jobs, --threads."""
+    parser.add_argument("--resume", action="store_true",
+                        help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
+                             "only the missing ones.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Override a ContrastiveDistillationConfig field in every run, on top of its method "
+                             "(repeatable), e.g. --set negatives=in_batch --set final_weight=0.2.")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
+    parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
+    parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
+
+
+def resolve_run_options(args: Any) -> None:
+    """Fill in what ``add_run_options`` left to defaults: overrides parsed, device, jobs and threads resolved."""
+    args.overrides = parse_overrides(args.overrides)
+    args.device = resolve_device(args.device)
+    args.jobs = args.jobs or default_jobs(args.device)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+
+
+def task_overrides(args: Any) -> dict[str, Any]:
+    """``{"overrides": ...}`` for a task, or nothing when there are none (so journals from before still match)."""
+    return {"overrides": args.overrides} if args.overrides else {}
+
+
+def journal_path(args: Any) -> str:
+    return os.path.join(args.output, f"{args.name}.runs.jsonl")
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["negatives=in_batch", "final_weight=0.2"]`` → a dict of ``ContrastiveDistillationConfig`` fields (values
     read as JSON when they parse, else kept as strings); an unknown field fails at once, naming the known ones."""

@@ -83,15 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", default=common.DEFAULT_TEACHER, help="Source-task teacher folder or Hub id.")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: transfer, or transfer_quick with --quick).")
-    parser.add_argument("--resume", action="store_true",
-                        help="Reuse the finished runs in <output>/<name>.runs.jsonl (written as each run ends) and run "
-                             "only the missing ones.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="Override a ContrastiveDistillationConfig field in every distillation, on top of the "
-                             "method (repeatable), e.g. --set negatives=in_batch.")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
-    parser.add_argument("--jobs", type=int, help="Runs in parallel (default: 2 on a CPU with 2+ cores, 1 on a GPU).")
-    parser.add_argument("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
+    common.add_run_options(parser)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
@@ -100,7 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
     args.methods = [m.lower() for m in common.parse_list(args.methods)]
     args.references = [r.lower() for r in common.parse_list(args.references)]
-    args.overrides = common.parse_overrides(args.overrides)
     for method in args.methods:
         if method not in TRANSFER_METHODS:
             parser.error(f"unknown method {method!r}; choose from {sorted(TRANSFER_METHODS)}")
@@ -108,9 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if reference not in REFERENCES:
             parser.error(f"unknown reference {reference!r}; choose from {REFERENCES}")
     args.name = args.name or ("transfer_quick" if args.quick else "transfer")
-    args.device = common.resolve_device(args.device)
-    args.jobs = args.jobs or common.default_jobs(args.device)
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    common.resolve_run_options(args)
     return args
 
 
@@ -204,13 +193,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        learning_rate=args.learning_rate, nce_k=args.nce_k, probe_epochs=args.probe_epochs,
                        probe_learning_rate=args.probe_learning_rate, teacher=args.teacher,
                        data={k: len(v) for k, v in splits.items()},
-                       **({"overrides": args.overrides} if args.overrides else {}))
+                       **common.task_overrides(args))
     tasks = [dict(method=m, seed=seed, **common_task) for seed in args.seeds for m in args.methods + args.references]
     with tempfile.TemporaryDirectory(prefix="cktf_transfer_data_") as tmp:
         paths = common.save_encoded(splits, tmp)
         runs = common.run_tasks(run_one, tasks, args.jobs, _init_worker, (args.teacher, paths, id2label, args.threads),
                                 describe=_describe,
-                                journal=os.path.join(args.output, f"{args.name}.runs.jsonl"), resume=args.resume)
+                                journal=common.journal_path(args), resume=args.resume)
 
     rows = common.aggregate(runs)
     for row in rows:
