@@ -10,13 +10,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# The package (stamp files re-run pip only when setup.cfg changes).
-$(VENV)/.installed: setup.cfg | $(PY)
-	$(PY) -m pip install --quiet -e .
+# The package with the exact tested versions (stamp files re-run pip only when setup.cfg or constraints.txt change).
+$(VENV)/.installed: setup.cfg constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[demo]"
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+$(VENV)/.installed-test: setup.cfg constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -36,8 +36,8 @@ demo: $(VENV)/.installed $(FASHION_MNIST)
 	HF_HUB_OFFLINE=1 $(PY) examples/distill_vit.py
 
 bench: $(VENV)/.installed-test
-	$(PY) benchmarks/accuracy.py --quick
-	$(PY) benchmarks/speed.py --quick
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/accuracy.py --quick
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/speed.py --quick
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

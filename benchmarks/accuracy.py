@@ -53,16 +53,13 @@ reads, the teacher-vs-scratch check and whether CKTF > CRD > KD > scratch held b
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-from cktf_hf.model_card import count_parameters  # noqa: E402
+import common
+from cktf_hf.demo import DEFAULT_TEACHER
+from cktf_hf.measure import count_parameters
 
 METHODS = ["scratch", "kd", "fitnets", "at", "pkt", "rkd", "crd", "cktf", "cktf+kd"]
 ORDER = ["cktf", "crd", "kd", "scratch"]
@@ -92,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=2e-3, help="Peak learning rate (both students).")
     parser.add_argument("--nce_k", type=int, default=4096, help="Memory-bank negatives per sample.")
-    parser.add_argument("--teacher", default=common.DEFAULT_TEACHER, help="Teacher folder or Hub id.")
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="Teacher folder or Hub id.")
     parser.add_argument("--data_dir", help="Folder with the Fashion-MNIST IDX files (default: the Debian package's).")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: accuracy, or accuracy_quick with --quick).")
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForImageClassification
 
-    from cktf_hf.builtin_datasets import load_fashion_mnist
+    from cktf_hf.demo import load_fashion_mnist
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -11,35 +11,27 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Iterable, Optional
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import datasets  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import datasets
+import numpy as np
+import torch
+from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     PretrainedConfig,
     ResNetConfig,
 )
-from transformers.trainer_callback import PrinterCallback  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
+from transformers.trainer_callback import PrinterCallback
+from transformers.utils import logging as hf_logging
+
+from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+from cktf_hf.demo import student_config
+from cktf_hf.transforms import ImageClassificationTransform
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # run from a source checkout without installing the package
-    sys.path.insert(0, REPO_ROOT)
-
-from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer  # noqa: E402
-from cktf_hf.students import student_config  # noqa: E402
-from cktf_hf.transforms import ImageClassificationTransform  # noqa: E402
-
-DEFAULT_TEACHER = os.path.join(REPO_ROOT, "examples", "teachers", "fashion-mnist-resnet")
 RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
 TEACHER_COMMAND = (
     "python examples/train_teacher.py --dataset fashion_mnist --architecture resnet --embedding_size 64 "
@@ -313,18 +305,6 @@ def write_results(output_dir: str, name: str, payload: dict[str, Any], markdown:
     with open(paths["md"], "w") as f:
         f.write(markdown.rstrip() + "\n")
     return paths
-
-
-def load_module(path: str, name: str) -> Any:
-    """Import the Python file ``path`` as module ``name`` (once)."""
-    import importlib.util
-
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def add_run_options(parser: Any) -> None:

@@ -52,8 +52,7 @@ def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str,
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, TrainerCallback
 
     from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-    from cktf_hf.builtin_datasets import load_fashion_mnist
-    from cktf_hf.students import student_config
+    from cktf_hf.demo import load_fashion_mnist, student_config
     from cktf_hf.transforms import ImageClassificationTransform
 
     processor = AutoImageProcessor.from_pretrained(TEACHER)

@@ -33,22 +33,14 @@ method; whether CKTF > CRD > KD held beyond one std), ``<name>.md`` and ``<name>
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import common  # noqa: E402
-from cktf_hf.model_card import count_parameters  # noqa: E402
-
-# The protocol lives in examples/transfer.py (loaded under its own name: this file is also called transfer.py).
-example = common.load_module(os.path.join(common.REPO_ROOT, "examples", "transfer.py"), "cktf_examples_transfer")
-TRANSFER_METHODS = example.TRANSFER_METHODS
-distill_unlabelled, linear_probe = example.distill_unlabelled, example.linear_probe
+import common
+from cktf_hf.demo import DEFAULT_TEACHER
+from cktf_hf.demo.transfer import TRANSFER_METHODS, distill_unlabelled, linear_probe, without_labels
+from cktf_hf.measure import count_parameters
 
 METHODS = ["kd", "crd", "cktf"]
 REFERENCES = ["random", "teacher"]
@@ -80,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=2e-3, help="Distillation peak learning rate.")
     parser.add_argument("--probe_learning_rate", type=float, default=1e-2)
     parser.add_argument("--nce_k", type=int, default=4096, help="Memory-bank negatives per sample.")
-    parser.add_argument("--teacher", default=common.DEFAULT_TEACHER, help="Source-task teacher folder or Hub id.")
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="Source-task teacher folder or Hub id.")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: transfer, or transfer_quick with --quick).")
     common.add_run_options(parser)
@@ -162,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test_split = target["test"].select(range(args.test_subset)) if args.test_subset else target["test"]
     id2label = dict(enumerate(train_split.features["label"].names))
     train = common.encode(train_split, processor)
-    splits = {"train": train, "unlabelled": example.without_labels(train), "test": common.encode(test_split, processor)}
+    splits = {"train": train, "unlabelled": without_labels(train), "test": common.encode(test_split, processor)}
     teacher = AutoModelForImageClassification.from_pretrained(args.teacher)
     teacher_params = count_parameters(teacher)
     student_params = count_parameters(common.build_student(STUDENT, teacher_config, image_size, 0))

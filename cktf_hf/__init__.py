@@ -1,5 +1,6 @@
 """cktf_hf: the Contrastive Knowledge Transfer Framework (CKTF, ICASSP 2023) for Hugging Face image classifiers."""
 
+from .attachment import detach_objective, objective_of
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler
 from .objectives import (
@@ -12,12 +13,13 @@ from .objectives import (
     get_preset,
     list_objectives,
 )
+from .hub import HubPushError
 from .trainer import ContrastiveDistillationTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
-    "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings", "PRESETS",
-    "get_objective", "get_preset", "list_objectives",
+    "HubPushError", "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings",
+    "PRESETS", "detach_objective", "get_objective", "get_preset", "list_objectives", "objective_of",
 ]

@@ -20,9 +20,9 @@ import torch
 from datasets.arrow_writer import ArrowWriter
 from torch import nn
 
-from .features import FeatureLayout
+from .model_io import ModelFeatures
 from .objectives import PairFeatures
-from .pairing import LayerPair, read_pair_features
+from .pairing import FeatureReader, LayerPair
 
 CACHE_FORMAT = 1
 FILE_NAME = "teacher_outputs.arrow"
@@ -75,58 +75,63 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
     return digest.hexdigest()[:16]
 
 
-class TeacherCache:
-    """Cached teacher outputs, read back as :class:`~cktf_hf.objectives.PairFeatures` for a batch of indices."""
+def cache_key(teacher: nn.Module, dataset: Any, reader: FeatureReader, **extra: Any) -> str:
+    """The cache folder name for ``reader``'s teacher features of ``dataset`` (see :func:`fingerprint`); ``extra``
+    adds what else changes the outputs (batch size, dtype)."""
+    description = {"token_pooling": reader.token_pooling, "grid_size": reader.grid_size,
+                   "batch_norm": reader.batch_norm, "maps": list(reader.map_pairs), **extra}
+    return fingerprint(teacher, dataset, reader.pairs, description)
 
-    def __init__(self, table: datasets.Dataset, pairs: Sequence[LayerPair], layouts: Sequence[FeatureLayout],
-                 token_pooling: str, grid_size: int, batch_norm: bool, raw_pairs: Sequence[str],
-                 map_pairs: Sequence[str]) -> None:
+
+class TeacherCache:
+    """Cached teacher outputs, read back as :class:`~cktf_hf.objectives.PairFeatures` for a batch of indices.
+
+    Pairs that ``reader`` batch-normalises or keeps as maps are stored whole (``raw_<pair>``) and read through
+    ``reader`` at lookup; the others are stored pooled (``pooled_<pair>``).
+    """
+
+    def __init__(self, table: datasets.Dataset, reader: FeatureReader) -> None:
         self.table = table.with_format("torch")
-        self.pairs, self.layouts = list(pairs), list(layouts)
-        self.token_pooling, self.grid_size, self.batch_norm = token_pooling, grid_size, batch_norm
-        self.raw_pairs, self.map_pairs = set(raw_pairs), list(map_pairs)
+        self.reader = reader
+        self.raw_pairs = _raw_pairs(reader)
+        self._raw_reader = reader.only(self.raw_pairs)
 
     @classmethod
     def build_or_load(
         cls,
         directory: str,
         key: str,
-        run_teacher: Callable[[torch.Tensor], Any],
+        run_teacher: Callable[[torch.Tensor], ModelFeatures],
         batches: Callable[[], Any],
-        pairs: Sequence[LayerPair],
-        layouts: Sequence[FeatureLayout],
-        token_pooling: str,
-        grid_size: int,
-        batch_norm: bool,
-        map_pairs: Sequence[str],
+        reader: FeatureReader,
     ) -> "TeacherCache":
         """Load ``<directory>/<key>``, or write it first by running ``run_teacher`` over ``batches()`` (batches with
         ``pixel_values`` and ``index``, in dataset order)."""
-        raw_pairs = [p.name for p in pairs
-                     if not p.is_final and ((batch_norm and not p.is_stem) or p.name in map_pairs)]
         path = os.path.join(directory, key, FILE_NAME)
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write(path + ".tmp", run_teacher, batches(), pairs, layouts, token_pooling, grid_size, raw_pairs)
+            _write(path + ".tmp", run_teacher, batches(), reader.raw(), _raw_pairs(reader))
             os.replace(path + ".tmp", path)
-        return cls(datasets.Dataset.from_file(path), pairs, layouts, token_pooling, grid_size, batch_norm, raw_pairs,
-                   map_pairs)
+        return cls(datasets.Dataset.from_file(path), reader)
 
     def lookup(self, index: torch.Tensor, device: torch.device) -> PairFeatures:
         rows = self.table[index.tolist()]
-        hidden = {p.teacher_index: rows[f"raw_{p.name}"].to(device) for p in self.pairs if p.name in self.raw_pairs}
-        final, logits = rows["final"].to(device), rows["logits"].to(device)
-        raw = [p for p in self.pairs if p.name in self.raw_pairs or p.is_final]
-        features = read_pair_features("teacher", hidden, final, logits, raw, self.layouts, self.token_pooling,
-                                      self.grid_size, self.batch_norm, self.map_pairs)
-        for pair in self.pairs:
+        hidden = {p.teacher_index: rows[f"raw_{p.name}"].to(device) for p in self.reader.pairs
+                  if p.name in self.raw_pairs}
+        out = ModelFeatures(rows["logits"].to(device), hidden, rows["final"].to(device))
+        features = self._raw_reader.read("teacher", out)
+        for pair in self.reader.pairs:
             if pair.name not in features.pooled:
                 features.pooled[pair.name] = rows[f"pooled_{pair.name}"].to(device)
         return features
 
 
-def _write(path: str, run_teacher: Callable, batches: Any, pairs: Sequence[LayerPair],
-           layouts: Sequence[FeatureLayout], token_pooling: str, grid_size: int, raw_pairs: Sequence[str]) -> None:
+def _raw_pairs(reader: FeatureReader) -> list[str]:
+    return [p.name for p in reader.pairs
+            if not p.is_final and ((reader.batch_norm and not p.is_stem) or p.name in reader.map_pairs)]
+
+
+def _write(path: str, run_teacher: Callable, batches: Any, reader: FeatureReader, raw_pairs: Sequence[str]) -> None:
     writer, expected = None, 0
     with torch.no_grad():
         for batch in batches:
@@ -134,10 +139,9 @@ def _write(path: str, run_teacher: Callable, batches: Any, pairs: Sequence[Layer
                 raise RuntimeError("The teacher cache must be written in dataset order.")
             expected += len(batch["index"])
             out = run_teacher(batch["pixel_values"])
-            pooled = read_pair_features("teacher", out.hidden_states, out.final, out.logits, pairs, layouts,
-                                        token_pooling, grid_size)
+            pooled = reader.read("teacher", out)
             columns = {"logits": out.logits, "final": out.final}
-            for pair in pairs:
+            for pair in reader.pairs:
                 if pair.name in raw_pairs:
                     columns[f"raw_{pair.name}"] = out.hidden_states[pair.teacher_index]
                 elif not pair.is_final:
@@ -148,8 +152,6 @@ def _write(path: str, run_teacher: Callable, batches: Any, pairs: Sequence[Layer
             writer.write_batch(columns)
     writer.finalize()
     writer.close()
-
-
 def _features(columns: dict[str, Any]) -> datasets.Features:
     kinds = {2: datasets.Array2D, 3: datasets.Array3D, 4: datasets.Array4D}
     features = {}

@@ -132,9 +132,15 @@ class ContrastiveDistillationConfig(TrainingArguments):
             classic=parse_classic_objectives(self.classic_objectives) if self.classic_objectives else None,
         )
 
+    @classmethod
+    def distillation_fields(cls) -> list[str]:
+        """The names of the fields this class adds to ``TrainingArguments``."""
+        inherited = {f.name for f in fields(TrainingArguments)}
+        return [f.name for f in fields(cls) if f.name not in inherited]
+
     def distillation_dict(self) -> dict[str, Any]:
         """The distillation fields (not the generic Trainer ones) plus the resolved objective settings."""
-        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _DISTILLATION_FIELDS}
+        own = {name: getattr(self, name) for name in self.distillation_fields()}
         settings = self.objective_settings
         own["resolved_objective"] = {f.name: getattr(settings, f.name) for f in fields(settings)}
         return own
@@ -155,7 +161,7 @@ class ContrastiveDistillationConfig(TrainingArguments):
             path = os.path.join(path, CONFIG_NAME)
         with open(path) as f:
             saved = json.load(f)
-        kwargs = {k: v for k, v in saved.items() if k in _DISTILLATION_FIELDS}
+        kwargs = {k: v for k, v in saved.items() if k in cls.distillation_fields()}
         return cls(**{**kwargs, **overrides})
 
 
@@ -171,11 +177,3 @@ def parse_classic_objectives(spec: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"Cannot read classic objective {item!r}: write name=weight, e.g. 'at=1000'.") from None
     return weights
-
-
-_DISTILLATION_FIELDS = {
-    "teacher", "teacher_revision", "teacher_dtype", "trust_remote_code", "preset", "ce_weight", "kd_weight",
-    "final_weight", "layer_weight", "temperature", "kd_temperature", "classic_objectives", "feature_batch_norm",
-    "negatives", "nce_k", "nce_momentum", "feat_dim", "projector", "layer_pairs", "token_pooling", "grid_size",
-    "label_column", "teacher_cache_dir",
-}

@@ -7,6 +7,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 
 class IndexedDataset(Dataset):
@@ -108,3 +111,33 @@ class DistillationCollator:
             if self.negative_sampler is not None:
                 batch["contrast_idx"] = self.negative_sampler(batch["index"])
         return batch
+
+
+def prepare_training_data(
+    dataset: Any,
+    collator: Optional[Any],
+    uses_bank: bool,
+    needs_index: bool,
+    nce_k: int,
+    label_column: Optional[str] = None,
+    seed: int = 0,
+) -> tuple[Any, Any, Optional[int]]:
+    """The training data path: dataset indices where the memory bank (``uses_bank``) or the teacher cache
+    (``needs_index``) reads them, other-class negatives for the bank, and the default collator.
+
+    Returns ``(dataset, collator, bank size or None)``.
+    """
+    if (uses_bank or needs_index) and not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise ValueError(
+            "negatives='memory_bank' and teacher_cache_dir need a map-style train_dataset with stable indices (not an "
+            "iterable or streaming dataset); use negatives='in_batch' without a teacher cache for those."
+        )
+    if (uses_bank or needs_index) and not isinstance(dataset, IndexedDataset):
+        dataset = IndexedDataset(dataset)
+    if not uses_bank:
+        return dataset, collator or DistillationCollator(), None
+    labels = dataset_labels(dataset, label_column)
+    if labels is None:
+        logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
+    sampler = NegativeSampler(len(dataset), nce_k, labels, seed=seed)
+    return dataset, collator or DistillationCollator(sampler), len(dataset)

@@ -1,51 +1,36 @@
-"""Model cards for CKTF-distilled students: measured size and CPU latency, Hub metadata, and a Jinja template.
+"""Model cards for CKTF-distilled students: the facts of a finished run, Hub metadata, and a Jinja template.
 
-The card is a :class:`huggingface_hub.ModelCard` rendered from ``model_cards/cktf_model_card.md``. Its metadata goes
-through :class:`huggingface_hub.ModelCardData` (``base_model``, ``datasets``, ``tags``, ``model-index`` with the
-student's accuracy as :class:`huggingface_hub.EvalResult`), so the Hub parses it like any other card. Every optional
-part of the card disappears when its value is unknown (``None``).
+The card is a :class:`huggingface_hub.ModelCard` rendered from the template ``model_cards/cktf_model_card.md``
+(shipped as ``cktf_hf.model_cards``). Its metadata goes through :class:`huggingface_hub.ModelCardData`
+(``base_model``, ``datasets``, ``tags``, ``model-index`` with the student's accuracy as
+:class:`huggingface_hub.EvalResult`), so the Hub parses it like any other card. Every optional part of the card
+disappears when its value is unknown (``None``). Measurements come from :mod:`cktf_hf.measure`.
 
-Typical use::
+Typical use (the trainer's ``create_model_card`` does this)::
 
-    student_stats = measure_model(student, (3, 224, 224))
-    teacher_stats = measure_model(teacher, (3, 224, 224))
-    info = DistillationCardInfo(
-        teacher="google/vit-base-patch16-224", student_architecture="ViTForImageClassification",
-        repo_id="me/vit-tiny-cktf", student_stats=student_stats, teacher_stats=teacher_stats,
-        student_metrics={"accuracy": 0.91}, teacher_metrics={"accuracy": 0.93},
-        dataset_id="uoft-cs/cifar100", dataset_split="test",
-        objective=objective_from_args(args), hyperparameters=hyperparameters_from_args(args),
-        seed=args.seed, checkpoint=checkpoint_from_args(args), pairing=pairing_rows,
-    )
+    info = DistillationCardInfo.from_trainer(trainer, dataset="uoft-cs/cifar100", dataset_split="test")
     build_model_card(info).save("out/README.md")
 """
 
 from __future__ import annotations
 
-import copy
-import glob
 import os
-import platform
-import statistics
-import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from importlib import metadata, resources
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from torch import nn
+
+from .measure import ModelStats, measure_model
+
+if TYPE_CHECKING:
+    from .trainer import ContrastiveDistillationTrainer
 
 __all__ = [
     "DEFAULT_TAGS",
     "DistillationCardInfo",
-    "ModelStats",
     "build_model_card",
     "checkpoint_from_args",
-    "count_parameters",
     "default_template_path",
     "format_bytes",
     "format_count",
@@ -53,145 +38,14 @@ __all__ = [
     "format_ratio",
     "framework_versions",
     "hyperparameters_from_args",
-    "measure_latency",
-    "measure_model",
-    "model_size_bytes",
     "objective_from_args",
-    "saved_size_bytes",
 ]
 
-OBJECTIVE_ATTRIBUTE = "cktf_objective"  # the trainer's projectors / memory banks (same name as trainer.py)
-TEMPLATE_NAME = "cktf_model_card.md"
+TEMPLATE_PACKAGE, TEMPLATE_NAME = "cktf_hf.model_cards", "cktf_model_card.md"
 DEFAULT_TAGS = ["knowledge-distillation", "cktf", "image-classification"]
 TOP1, TOP5 = "accuracy", "top5_accuracy"
 _FRAMEWORKS = (("cktf_hf", "cktf_hf"), ("Transformers", "transformers"), ("PyTorch", "torch"),
                ("Datasets", "datasets"), ("huggingface_hub", "huggingface_hub"))
-
-
-# --------------------------------------------------------------------------------------------- measurements
-@dataclass
-class ModelStats:
-    """Size and CPU speed of one model: trainable + frozen parameters, weight-file bytes, latency per batch size."""
-
-    parameters: int
-    size_bytes: int
-    latency_ms: dict[int, float]
-    latency_setup: str
-
-
-@contextmanager
-def _without_objective(model: nn.Module) -> Iterator[nn.Module]:
-    """Detach the trainer's ``cktf_objective`` submodule for the duration (it is put back, in place, afterwards)."""
-    objective = model._modules.pop(OBJECTIVE_ATTRIBUTE, None)
-    try:
-        yield model
-    finally:
-        if objective is not None:
-            model._modules[OBJECTIVE_ATTRIBUTE] = objective
-
-
-def count_parameters(model: nn.Module, exclude_prefixes: Sequence[str] = (OBJECTIVE_ATTRIBUTE + ".",)) -> int:
-    """Number of parameters of ``model`` (shared ones once), leaving out those under ``exclude_prefixes``."""
-    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(tuple(exclude_prefixes)))
-
-
-def saved_size_bytes(folder: str | os.PathLike) -> int:
-    """Total size of the weight files in a saved model folder: ``*.safetensors`` (or ``*.bin`` when there are none)."""
-    files = glob.glob(os.path.join(folder, "*.safetensors")) or glob.glob(os.path.join(folder, "*.bin"))
-    if not files:
-        raise FileNotFoundError(f"No *.safetensors or *.bin weight file in {folder}.")
-    return sum(os.path.getsize(f) for f in files)
-
-
-def model_size_bytes(model: nn.Module) -> int:
-    """On-disk size of ``model.save_pretrained`` (safetensors, current dtype) without the ``cktf_objective`` part."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with tempfile.TemporaryDirectory(prefix="cktf_size_") as folder, _without_objective(model):
-            model.save_pretrained(folder)
-            return saved_size_bytes(folder)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _cpu_name() -> Optional[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def measure_latency(
-    model: nn.Module,
-    pixel_shape: tuple[int, int, int],
-    batch_sizes: Sequence[int] = (1, 32),
-    warmup: int = 3,
-    repeats: int = 10,
-    num_threads: Optional[int] = None,
-) -> tuple[dict[int, float], str]:
-    """CPU forward latency in milliseconds per batch size: the median of ``repeats`` timed passes after ``warmup``.
-
-    Random ``pixel_values`` of shape ``[batch, *pixel_shape]`` go through ``model(pixel_values=...)`` in eval mode
-    under ``torch.inference_mode()``. A model on another device or in another dtype is measured as a float32 CPU
-    copy, so the numbers are always CPU numbers. The model's training flag is left as it was. ``num_threads`` sets
-    torch's intra-op threads for the measurement (restored afterwards; default: the current setting). Returns the
-    latencies and a readable description of the set-up.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError("repeats must be >= 1 and warmup >= 0.")
-    on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    if on_cpu_fp32:
-        target = model
-    else:
-        with _without_objective(model):
-            target = copy.deepcopy(model).cpu().float()
-    modes = [(m, m.training) for m in model.modules()]
-    generator = torch.Generator().manual_seed(0)
-    latencies: dict[int, float] = {}
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    threads = torch.get_num_threads()
-    target.eval()
-    try:
-        with torch.inference_mode(), _without_objective(target):
-            for batch in batch_sizes:
-                pixel_values = torch.randn((batch, *pixel_shape), generator=generator)
-                for _ in range(warmup):
-                    target(pixel_values=pixel_values)
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    target(pixel_values=pixel_values)
-                    times.append((time.perf_counter() - start) * 1000.0)
-                latencies[int(batch)] = statistics.median(times)
-    finally:
-        for module, training in modes:
-            module.training = training
-        torch.set_num_threads(previous_threads)
-    cpu = _cpu_name()
-    setup = (
-        f"CPU{f' ({cpu})' if cpu else ''}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__}, "
-        f"float32, median of {repeats} run{'s' if repeats != 1 else ''} after {warmup} warm-up "
-        f"run{'s' if warmup != 1 else ''}, input {'×'.join(str(d) for d in pixel_shape)}"
-    )
-    return latencies, setup
-
-
-def measure_model(
-    model: nn.Module, pixel_shape: tuple[int, int, int], batch_sizes: Sequence[int] = (1, 32), **latency_kwargs: Any
-) -> ModelStats:
-    """Parameters, on-disk size and CPU latency of ``model`` (the ``cktf_objective`` part left out)."""
-    latency, setup = measure_latency(model, pixel_shape, batch_sizes, **latency_kwargs)
-    return ModelStats(count_parameters(model), model_size_bytes(model), latency, setup)
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -323,6 +177,55 @@ class DistillationCardInfo:
         if self.repo_id:
             return self.repo_id.split("/")[-1]
         return f"{self.student_architecture or 'Student'} distilled from {self.teacher_display_name}"
+
+    @classmethod
+    def from_trainer(
+        cls,
+        trainer: "ContrastiveDistillationTrainer",
+        model_name: Optional[str] = None,
+        dataset: Optional[Union[str, list[str]]] = None,
+        dataset_split: Optional[str] = None,
+        license: Optional[str] = None,
+        baselines: Optional[dict[str, Any]] = None,
+    ) -> "DistillationCardInfo":
+        """Everything the card says about a run of ``trainer``: the latest ``evaluate()`` / ``evaluate_teacher()``
+        metrics from its log history, the objective, the pairing and the hyperparameters; parameters, size and CPU
+        latency of both models are measured now."""
+        args, unwrap = trainer.args, trainer.accelerator.unwrap_model
+        teacher, student = unwrap(trainer.teacher), unwrap(trainer.model)
+        pixel_shape = trainer.pairing.pixel_shape
+        dataset_id = dataset[0] if isinstance(dataset, (list, tuple)) else dataset
+        return cls(
+            teacher=args.teacher or getattr(teacher.config, "_name_or_path", None) or type(teacher).__name__,
+            teacher_architecture=type(teacher).__name__,
+            student_architecture=type(student).__name__,
+            repo_id=args.hub_model_id or trainer.hub_model_id,
+            model_name=model_name,
+            teacher_stats=measure_model(teacher, pixel_shape),
+            student_stats=measure_model(student, pixel_shape),
+            teacher_metrics=latest_metrics(trainer.state.log_history, "teacher_"),
+            student_metrics=latest_metrics(trainer.state.log_history, "eval_"),
+            baselines=baselines,
+            dataset_id=dataset_id,
+            dataset_on_hub=bool(dataset_id) and not os.path.isdir(dataset_id) and "/" in dataset_id,
+            dataset_name=dataset_id,
+            dataset_split=dataset_split,
+            objective=objective_from_args(args),
+            pairing=trainer.pairing.dicts,
+            hyperparameters=hyperparameters_from_args(args),
+            seed=args.seed,
+            checkpoint=checkpoint_from_args(args),
+            license=license,
+        )
+
+
+def latest_metrics(log_history: list[dict[str, Any]], prefix: str) -> Optional[dict[str, float]]:
+    """The accuracy metrics of the latest log entry with ``<prefix>accuracy``, unprefixed."""
+    for entry in reversed(log_history):
+        if f"{prefix}{TOP1}" in entry:
+            return {key[len(prefix):]: value for key, value in entry.items()
+                    if key.startswith(prefix) and key[len(prefix):] in (TOP1, TOP5)}
+    return None
 
 
 def _metric(metrics: Optional[dict[str, float]], name: str) -> Optional[float]:
@@ -461,14 +364,12 @@ def _compression(info: DistillationCardInfo) -> tuple[list[dict[str, Optional[st
 
 # ------------------------------------------------------------------------------------------------ the card
 def default_template_path() -> str:
-    """``cktf_model_card.md``: inside the installed package (wheel) or at the repository root (editable install)."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "model_cards" / TEMPLATE_NAME, package.parent / "model_cards" / TEMPLATE_NAME):
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        f"{TEMPLATE_NAME} is neither in {package / 'model_cards'} nor in {package.parent / 'model_cards'}."
-    )
+    """The shipped ``cktf_model_card.md`` (package ``cktf_hf.model_cards``: ``model_cards/`` in the repository)."""
+    path = resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_NAME)
+    if not path.is_file():
+        raise FileNotFoundError(f"The model-card template {TEMPLATE_NAME} is missing from {TEMPLATE_PACKAGE}: "
+                                "reinstall cktf_hf.")
+    return str(path)
 
 
 def _eval_results(info: DistillationCardInfo) -> Optional[list[EvalResult]]:
@@ -542,4 +443,20 @@ def build_model_card(info: DistillationCardInfo, template_path: Optional[str] = 
         checkpoint=info.checkpoint,
         framework_versions=info.framework_versions,
     )
+    fields = {key: value if key in _VERBATIM else markdown_escape(value) for key, value in fields.items()}
     return ModelCard.from_template(card_data, template_path=template_path or default_template_path(), **fields)
+
+
+_VERBATIM = {"teacher_url", "dataset_url", "repo_id"}  # links and code, where a backslash would be taken literally
+
+
+def markdown_escape(value: Any) -> Any:
+    """``value`` safe inside a markdown table cell or line: ``|`` escaped, line breaks made spaces (strings inside
+    lists and dicts too; other values unchanged)."""
+    if isinstance(value, str):
+        return " ".join(value.splitlines()).replace("|", "\\|")
+    if isinstance(value, dict):
+        return {k: markdown_escape(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(markdown_escape(v) for v in value)
+    return value

@@ -67,3 +67,32 @@ def run_model(model: nn.Module, capture: ClassifierInputCapture, pixel_values: t
     """One forward pass with hidden states; ``model`` may be wrapped (DDP) around the hooked module."""
     outputs = model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
     return ModelFeatures(outputs.logits, select_hidden_states(outputs, name), capture.pop())
+
+
+def probe(model: nn.Module, pixel_values: torch.Tensor, side: str) -> ModelFeatures:
+    """One no-grad eval-mode forward of ``model`` (the ``side``, "student" or "teacher") on a probe batch, with a
+    clear error when the images do not fit it. The model's training flag is left as it was."""
+    param = next(model.parameters())
+    expected = getattr(model.config, "num_channels", None)
+    if expected is not None and pixel_values.shape[1] != expected:
+        raise ValueError(
+            f"The {side} expects {expected}-channel images but the batch has pixel_values of shape "
+            f"{tuple(pixel_values.shape)}; convert images to RGB in the transform (ImageClassificationTransform does)."
+        )
+    capture = ClassifierInputCapture(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return run_model(model, capture, pixel_values.to(param.device, param.dtype), side)
+    except ValueError as error:
+        if "hidden states" in str(error):
+            raise
+        raise ValueError(
+            f"The {side} ({type(model).__name__}) cannot take the training images (pixel_values "
+            f"{tuple(pixel_values.shape)}): {error}. Resize them to the size its config expects "
+            f"(image_size={getattr(model.config, 'image_size', '?')}) with the image processor."
+        ) from error
+    finally:
+        capture.remove()
+        model.train(was_training)

@@ -6,13 +6,15 @@ models) or layer (token models) outputs. The classifier inputs always form one m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence, Union
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
+from torch import nn
 
 from .features import FeatureLayout, batch_l2_normalize, pool, to_map
-from .objectives import FINAL, PairFeatures
+from .model_io import ModelFeatures, probe
+from .objectives import FINAL, PairFeatures, PairShape
 
 PairSpec = Union[str, Sequence[tuple[Union[int, str], Union[int, str]]]]
 
@@ -115,12 +117,30 @@ def build_pairs(
     return pairs + [LayerPair(FINAL, None, None)]
 
 
-def pairing_table(rows: Sequence[tuple[str, str, tuple, str, tuple, float]]) -> str:
-    """Render ``(pair, student layer, student shape, teacher layer, teacher shape, weight)`` rows as a text table."""
+@dataclass(frozen=True)
+class PairingRow:
+    """One line of the pairing table: the pair, each side's layer name and per-sample shape, the pair's weight."""
+
+    pair: str
+    student_layer: str
+    student_shape: tuple[int, ...]
+    teacher_layer: str
+    teacher_shape: tuple[int, ...]
+    weight: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (shapes as lists), as ``distillation_config.json`` and the model card hold it."""
+        row = asdict(self)
+        row["student_shape"], row["teacher_shape"] = list(self.student_shape), list(self.teacher_shape)
+        return row
+
+
+def pairing_table(rows: Sequence[PairingRow]) -> str:
+    """Render pairing rows as a text table."""
     header = ("pair", "student layer", "shape", "teacher layer", "shape", "weight")
     cells = [header] + [
-        (name, s_name, _shape(s_shape), t_name, _shape(t_shape), f"{weight:g}")
-        for name, s_name, s_shape, t_name, t_shape, weight in rows
+        (r.pair, r.student_layer, _shape(r.student_shape), r.teacher_layer, _shape(r.teacher_shape), f"{r.weight:g}")
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells]
@@ -132,30 +152,118 @@ def _shape(shape: Union[tuple, torch.Size]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def read_pair_features(
-    side: str,
-    hidden_states: Sequence[torch.Tensor],
-    final: torch.Tensor,
-    logits: torch.Tensor,
-    pairs: Sequence[LayerPair],
-    layouts: Sequence[FeatureLayout],
+@dataclass(frozen=True)
+class FeatureReader:
+    """Reads one side's :class:`~cktf_hf.objectives.PairFeatures` out of a forward pass.
+
+    Every pair in ``pairs`` gets a pooled vector (intermediate ones batch-L2-normalised first when ``batch_norm``,
+    CKTF's stage preprocessing), and the pairs named in ``map_pairs`` also keep their spatial map.
+    """
+
+    pairs: tuple[LayerPair, ...]
+    layouts: Mapping[str, Sequence[FeatureLayout]]  # "student" / "teacher" → one layout per hidden state
+    token_pooling: str = "mean"
+    grid_size: int = 1
+    batch_norm: bool = False
+    map_pairs: tuple[str, ...] = ()
+
+    def only(self, names: Sequence[str]) -> "FeatureReader":
+        """A reader of the named pairs alone (the final pair always included)."""
+        return replace(self, pairs=tuple(p for p in self.pairs if p.is_final or p.name in names))
+
+    def raw(self) -> "FeatureReader":
+        """The same pairs, pooled without batch normalisation and without maps."""
+        return replace(self, batch_norm=False, map_pairs=())
+
+    def read(self, side: str, out: ModelFeatures) -> PairFeatures:
+        """The features of ``side`` (``"student"`` or ``"teacher"``); ``out.hidden_states`` may be a mapping from
+        hidden-state index to tensor holding just the indices this reader's pairs use."""
+        layouts = self.layouts[side]
+        pooled, maps = {}, {}
+        for pair in self.pairs:
+            if pair.is_final:
+                pooled[FINAL] = out.final.flatten(1)
+                continue
+            index = pair.student_index if side == "student" else pair.teacher_index
+            hidden, layout = out.hidden_states[index], layouts[index]
+            if pair.name in self.map_pairs:
+                maps[pair.name] = to_map(hidden, layout)
+            if self.batch_norm and not pair.is_stem:
+                hidden = batch_l2_normalize(hidden)
+            pooled[pair.name] = pool(hidden, layout, self.token_pooling, self.grid_size)
+        return PairFeatures(out.logits, pooled, maps)
+
+
+@dataclass
+class PairingPlan:
+    """Everything decided from the probe batch: the pairs, each side's layouts, the pairs' shapes (what the
+    objective is built from), the pairing table and the per-example pixel shape."""
+
+    pairs: list[LayerPair]
+    layouts: dict[str, list[FeatureLayout]]
+    shapes: list[PairShape]
+    rows: list[PairingRow]
+    pixel_shape: tuple[int, ...]
+    token_pooling: str = "mean"
+    grid_size: int = 1
+
+    @property
+    def table(self) -> str:
+        return pairing_table(self.rows)
+
+    @property
+    def dicts(self) -> list[dict[str, Any]]:
+        return [row.as_dict() for row in self.rows]
+
+    def reader(self, read_pairs: Sequence[str], map_pairs: Sequence[str], batch_norm: bool) -> FeatureReader:
+        """The reader of the pairs an objective declares it reads (the final pair always)."""
+        pairs = tuple(p for p in self.pairs if p.is_final or p.name in read_pairs or p.name in map_pairs)
+        return FeatureReader(pairs, self.layouts, self.token_pooling, self.grid_size, batch_norm, tuple(map_pairs))
+
+
+def plan_pairs(
+    student: nn.Module,
+    teacher: nn.Module,
+    pixel_values: torch.Tensor,
+    layer_pairs: PairSpec = "auto",
     token_pooling: str = "mean",
     grid_size: int = 1,
-    batch_norm: bool = False,
-    map_pairs: Sequence[str] = (),
-) -> PairFeatures:
-    """One side's (``"student"`` or ``"teacher"``) :class:`~cktf_hf.objectives.PairFeatures`: a pooled vector per
-    pair, intermediate ones batch-L2-normalised first when ``batch_norm``, and the spatial maps of ``map_pairs``."""
-    pooled, maps = {}, {}
+    final_weight: float = 0.0,
+    layer_weight: float = 0.0,
+) -> PairingPlan:
+    """Probe both models on ``pixel_values`` and plan the layer pairs of ``layer_pairs`` from the real shapes."""
+    outputs = {"student": probe(student, pixel_values, "student"), "teacher": probe(teacher, pixel_values, "teacher")}
+    layouts = {side: [FeatureLayout.infer(h) for h in out.hidden_states] for side, out in outputs.items()}
+    pairs = build_pairs(layer_pairs, layouts["student"], layouts["teacher"])
+    shapes, rows = [], []
     for pair in pairs:
-        if pair.is_final:
-            pooled[FINAL] = final.flatten(1)
-            continue
-        index = pair.student_index if side == "student" else pair.teacher_index
-        hidden, layout = hidden_states[index], layouts[index]
-        if pair.name in map_pairs:
-            maps[pair.name] = to_map(hidden, layout)
-        if batch_norm and not pair.is_stem:
-            hidden = batch_l2_normalize(hidden)
-        pooled[pair.name] = pool(hidden, layout, token_pooling, grid_size)
-    return PairFeatures(logits, pooled, maps)
+        with_map = not pair.is_final and all(
+            layouts[side][_index(pair, side)].kind != "vector" for side in ("student", "teacher"))
+        reader = FeatureReader((pair,), layouts, token_pooling, grid_size, map_pairs=(pair.name,) if with_map else ())
+        features = {side: reader.read(side, out) for side, out in outputs.items()}
+        s_map, t_map = (features[side].maps.get(pair.name) for side in ("student", "teacher"))
+        shapes.append(PairShape(
+            pair.name,
+            features["student"].pooled[pair.name].shape[1],
+            features["teacher"].pooled[pair.name].shape[1],
+            tuple(s_map.shape[1:]) if s_map is not None else None,
+            tuple(t_map.shape[1:]) if t_map is not None else None,
+            is_stem=pair.is_stem,
+        ))
+        rows.append(_pairing_row(pair, outputs, layouts, final_weight if pair.is_final else layer_weight))
+    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), token_pooling, grid_size)
+
+
+def _index(pair: LayerPair, side: str) -> Optional[int]:
+    return pair.student_index if side == "student" else pair.teacher_index
+
+
+def _pairing_row(pair: LayerPair, outputs: dict[str, ModelFeatures], layouts: dict[str, list[FeatureLayout]],
+                 weight: float) -> PairingRow:
+    if pair.is_final:
+        return PairingRow(FINAL, "classifier input", tuple(outputs["student"].final.shape[1:]), "classifier input",
+                          tuple(outputs["teacher"].final.shape[1:]), weight)
+    s, t = pair.student_index, pair.teacher_index
+    return PairingRow(pair.name, layer_name(s, layouts["student"][s]),
+                      tuple(outputs["student"].hidden_states[s].shape[1:]), layer_name(t, layouts["teacher"][t]),
+                      tuple(outputs["teacher"].hidden_states[t].shape[1:]), weight)

@@ -35,12 +35,10 @@ from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_s
 from transformers.utils import logging
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-from cktf_hf.builtin_datasets import load_image_dataset
-from cktf_hf.students import load_or_build_student
+from cktf_hf.demo import DEFAULT_TEACHER, load_image_dataset, load_or_build_student
 from cktf_hf.transforms import ImageClassificationTransform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_TEACHER = os.path.join(HERE, "teachers", "fashion-mnist-resnet")
 SCRATCH_RESULTS = os.path.join(HERE, "..", "benchmarks", "results", "accuracy.json")
 # Without --teacher: the offline CPU demo. In-batch negatives, because the reference memory bank costs two
 # [64 × 60,000 × 128] products per layer pair and direction each step (about 0.6 s a step on 2 CPU cores, against

@@ -33,7 +33,6 @@ Fine-tuning a Hub checkpoint on an image folder::
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 
@@ -52,14 +51,11 @@ from transformers import (
     ViTImageProcessor,
 )
 
-# Let the script run from a source checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import datasets
 
-import datasets  # noqa: E402
-
-from cktf_hf.builtin_datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_image_dataset  # noqa: E402
-from cktf_hf.metrics import make_compute_metrics  # noqa: E402
-from cktf_hf.transforms import ImageClassificationTransform, to_rgb  # noqa: E402
+from cktf_hf.demo import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_image_dataset
+from cktf_hf.metrics import make_compute_metrics
+from cktf_hf.transforms import ImageClassificationTransform, to_rgb
 
 logger = logging.getLogger("train_teacher")
 

@@ -19,6 +19,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _load(relative_path: str, name: str):
+    folder = os.path.dirname(os.path.join(ROOT, relative_path))
+    if folder not in sys.path:  # as when the script runs: its own folder first on the path (benchmarks' `common`)
+        sys.path.insert(0, folder)
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
         module = importlib.util.module_from_spec(spec)
@@ -37,7 +40,7 @@ def _restore_threads():
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory) -> str:
     """A ResNet with Fashion-MNIST's labels and processor (28 px), trained for 6 steps on 384 images."""
-    from cktf_hf.builtin_datasets import fashion_mnist_available
+    from cktf_hf.demo.datasets import fashion_mnist_available
 
     if not fashion_mnist_available():
         pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist)")

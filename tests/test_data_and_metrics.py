@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from transformers import EvalPrediction, ViTImageProcessor
 
-from cktf_hf import builtin_datasets
-from cktf_hf.builtin_datasets import (
+from cktf_hf.demo import datasets as builtin_datasets
+from cktf_hf.demo.datasets import (
     FASHION_MNIST_CLASSES,
     fashion_mnist_available,
     load_digits_dataset,

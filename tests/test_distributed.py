@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cktf_hf.trainer import OBJECTIVE_ATTRIBUTE
+from cktf_hf.attachment import OBJECTIVE_ATTRIBUTE
 
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
 

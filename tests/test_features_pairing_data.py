@@ -17,7 +17,8 @@ from cktf_hf.features import (
     to_map,
     tokens_to_map,
 )
-from cktf_hf.pairing import LayerPair, build_pairs, pairing_table, parse_pair_spec, read_pair_features
+from cktf_hf.model_io import ModelFeatures
+from cktf_hf.pairing import FeatureReader, LayerPair, PairingRow, build_pairs, pairing_table, parse_pair_spec
 
 MAP = FeatureLayout("map")
 VECTOR = FeatureLayout("vector")
@@ -179,9 +180,9 @@ def test_bad_spec_text_errors():
 
 def test_pairing_table():
     rows = [
-        ("s0_t0", "embeddings", (64, 8, 8), "embeddings", (64, 8, 8), 0.1),
-        ("s1_t2", "stage1", (64, 8, 8), "stage2", torch.Size([128, 4, 4]), 0.1),
-        ("final", "classifier input", (512,), "classifier input", (2048,), 0.8),
+        PairingRow("s0_t0", "embeddings", (64, 8, 8), "embeddings", (64, 8, 8), 0.1),
+        PairingRow("s1_t2", "stage1", (64, 8, 8), "stage2", torch.Size([128, 4, 4]), 0.1),
+        PairingRow("final", "classifier input", (512,), "classifier input", (2048,), 0.8),
     ]
     lines = pairing_table(rows).splitlines()
     assert len(lines) == 2 + len(rows)
@@ -201,7 +202,8 @@ def test_read_pair_features():
     hidden = [torch.randn(3, 2, 4, 4) + 1, torch.randn(3, 4, 2, 2) + 1]
     pairs = [LayerPair("s0_t0", 0, 0), LayerPair("s1_t1", 1, 1), LayerPair("final", None, None)]
     final, logits = torch.randn(3, 4, 1, 1), torch.randn(3, 5)
-    out = read_pair_features("student", hidden, final, logits, pairs, _maps(1), batch_norm=True, map_pairs=("s1_t1",))
+    reader = FeatureReader(tuple(pairs), {"student": _maps(1)}, batch_norm=True, map_pairs=("s1_t1",))
+    out = reader.read("student", ModelFeatures(logits, tuple(hidden), final))
     assert out.logits is logits and set(out.maps) == {"s1_t1"}
     torch.testing.assert_close(out.maps["s1_t1"], hidden[1])  # raw map, not normalised
     torch.testing.assert_close(out.pooled["s0_t0"], hidden[0].mean(dim=(2, 3)))  # stem: no batch normalisation

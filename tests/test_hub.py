@@ -13,7 +13,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Vi
 
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-from cktf_hf.trainer import HubPushError
+from cktf_hf import HubPushError
 
 PROCESSOR = dict(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import re
-import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,22 +18,17 @@ from torch import nn
 from transformers import ViTConfig, ViTForImageClassification
 
 from cktf_hf import ContrastiveDistillationConfig
+from cktf_hf.measure import ModelStats, count_parameters, measure_latency, measure_model, model_size_bytes, saved_size_bytes
 from cktf_hf.model_card import (
     DistillationCardInfo,
-    ModelStats,
     build_model_card,
     checkpoint_from_args,
-    count_parameters,
     default_template_path,
     format_count,
     format_ms,
     format_ratio,
     hyperparameters_from_args,
-    measure_latency,
-    measure_model,
-    model_size_bytes,
     objective_from_args,
-    saved_size_bytes,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -270,21 +265,19 @@ def test_model_stats_fields(stats):
 
 
 # ------------------------------------------------------------------------------------------- packaging
-def test_template_lookup_in_both_layouts(tmp_path):
+def test_template_is_found_as_package_data_of_the_source_checkout():
     assert Path(default_template_path()) == REPO_ROOT / "model_cards" / "cktf_model_card.md"
-    # Wheel layout: the template inside the package (setup.cfg maps model_cards/ to cktf_hf.model_cards).
-    package = tmp_path / "cktf_hf"
-    (package / "model_cards").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "cktf_hf" / "model_card.py", package / "model_card.py")
-    shutil.copy(REPO_ROOT / "model_cards" / "cktf_model_card.md", package / "model_cards" / "cktf_model_card.md")
-    spec = importlib.util.spec_from_file_location("_wheel_layout_model_card", package / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up while the class is created
-    try:
-        spec.loader.exec_module(module)
-        assert Path(module.default_template_path()) == package / "model_cards" / "cktf_model_card.md"
-    finally:
-        del sys.modules[spec.name]
+
+
+def test_wheel_ships_the_template_and_the_demo_package(tmp_path):
+    # The one lookup (importlib.resources on cktf_hf.model_cards) works in a wheel only if the wheel holds the file.
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheel = next(tmp_path.glob("cktf_hf-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"cktf_hf/model_cards/cktf_model_card.md", "cktf_hf/model_cards/__init__.py", "cktf_hf/trainer.py",
+            "cktf_hf/demo/datasets.py", "cktf_hf/objectives/combined.py"} <= names
 
 
 def test_setup_cfg_ships_the_template_and_every_package():
@@ -294,3 +287,25 @@ def test_setup_cfg_ships_the_template_and_every_package():
     assert set(find_packages(str(REPO_ROOT), include=["cktf_hf*"])) | {"cktf_hf.model_cards"} <= listed
     assert "cktf_hf.model_cards = model_cards" in cfg["options"]["package_dir"]
     assert "*.md" in cfg["options.package_data"]["cktf_hf.model_cards"]
+
+
+# ---------------------------------------------------------------------------------------------- escaping
+def _cells(line: str) -> list[str]:
+    """The cells of a markdown table row, splitting only at unescaped pipes."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_pipes_and_newlines_in_names_do_not_break_the_card(stats):
+    info = _full_info(stats, dataset_name="fashion|mnist\nv2", student_architecture="Vi|T",
+                      baselines={"from scratch | seed 0\nrun 2": 0.801},
+                      pairing=[{**PAIRING[0], "student_layer": "stage|1\nx"}] + PAIRING[1:])
+    text = str(build_model_card(info))
+    body = text.split("---", 2)[2]
+    table_rows = [line for line in body.splitlines() if line.startswith("|")]
+    result_rows = [line for line in table_rows if "seed 0" in line]
+    assert result_rows and len(_cells(result_rows[0])) == 3  # model | top-1 | top-5
+    assert "from scratch \\| seed 0 run 2" in result_rows[0]
+    pairing_row = next(line for line in table_rows if "stage\\|1 x" in line)
+    assert len(_cells(pairing_row)) == 6
+    assert "fashion\\|mnist v2" in body and "fashion|mnist\nv2" not in body
+    assert "`Vi\\|T`" in body

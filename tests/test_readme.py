@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cktf_hf.builtin_datasets import fashion_mnist_available
+from cktf_hf.demo.datasets import fashion_mnist_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)

@@ -14,7 +14,8 @@ from transformers import AutoModelForImageClassification, TrainerCallback, ViTIm
 
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-from cktf_hf.trainer import OBJECTIVE_ATTRIBUTE, STATE_NAME
+from cktf_hf.attachment import OBJECTIVE_ATTRIBUTE
+from cktf_hf.trainer import STATE_NAME
 
 
 def make_args(tmp_path, **overrides) -> ContrastiveDistillationConfig:
@@ -88,7 +89,7 @@ def test_pairing_follows_model_families(tmp_path):
         teacher_model=tiny.resnet((16, 32, 64, 128)), train_dataset=tiny.digits("train", 64),
     )
     assert [(p.student_index, p.teacher_index) for p in trainer.pairs] == [(0, 0), (1, 2), (2, 4), (None, None)]
-    assert [row[1] for row in trainer.pairing_rows] == ["embeddings", "stage1", "stage2", "classifier input"]
+    assert [row.student_layer for row in trainer.pairing_rows] == ["embeddings", "stage1", "stage2", "classifier input"]
     explicit = ContrastiveDistillationTrainer(
         model=tiny.vit(32, 2, seed=1), args=make_args(tmp_path, max_steps=1, layer_pairs="layer1:layer3,-1:-1"),
         teacher_model=tiny.vit(64, 4), train_dataset=tiny.digits("train", 64),

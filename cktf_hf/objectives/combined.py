@@ -126,6 +126,19 @@ class CKTFObjective(nn.Module):
         """Intermediate pairs other than the stem: what AT, VID, NST, FitNets and SP read."""
         return [name for name, pair in self.pairs.items() if not pair.is_final and not pair.is_stem]
 
+    @property
+    def map_pairs(self) -> list[str]:
+        """Pairs whose spatial maps the classic terms read."""
+        names = {n for name, loss in self.classic.items() if loss.inputs not in ("logits", "final")
+                 for n in self._classic_inputs(name, loss.inputs)}
+        return [name for name in self.pairs if name in names]
+
+    @property
+    def read_pairs(self) -> list[str]:
+        """Every pair whose features :meth:`forward` reads: the final pair, the contrastive pairs and the map pairs."""
+        used = {FINAL, *self.contrastive, *self.map_pairs}
+        return [name for name in self.pairs if name in used]
+
     def _classic_inputs(self, name: str, inputs: str) -> list[str]:
         if inputs in ("logits", "final"):
             return [FINAL]

