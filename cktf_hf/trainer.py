@@ -203,6 +203,7 @@ class ContrastiveDistillationTrainer(Trainer):
                                         "teacher")
             teacher_features = self._pair_features("teacher", teacher_out)
         student_out = run_model(model, self._student_capture, pixel_values, "student")
+        self.objective.set_epoch(self.state.epoch or 0.0)  # warm-ups of classic terms (DKD) read the progress
         result = self.objective(
             self._pair_features("student", student_out), teacher_features,
             labels=labels, index=index, contrast_idx=contrast_idx,
