@@ -191,6 +191,11 @@ class CKTFObjective(nn.Module):
             if labels is None:
                 raise ValueError("ce_weight > 0 needs labels; set ce_weight=0 (e.g. preset 'transfer') for unlabelled data.")
             add("ce", s.ce_weight, F.cross_entropy(student.logits.float(), labels))
+        if labels is None and (missing := [name for name, fn in self.classic.items() if fn.needs_labels]):
+            raise ValueError(
+                f"Objective(s) {missing} need the ground-truth labels: pass labels (a 'labels' column in the batch), "
+                "or drop them for unlabelled data."
+            )
         if self.kd is not None:
             add("kd", s.kd_weight, self.kd(student.logits, teacher.logits.detach()))
         if self.needs_indices and (index is None or contrast_idx is None):
@@ -200,11 +205,6 @@ class CKTFObjective(nn.Module):
             v_t = self.teacher_projectors[name](teacher.pooled[name].detach())
             value = loss_fn(v_s, v_t, index, contrast_idx) if self.negatives == "memory_bank" else loss_fn(v_s, v_t)
             add(f"contrast_{name}", self.pair_weights[name], value)
-        if labels is None and (missing := [name for name, fn in self.classic.items() if fn.needs_labels]):
-            raise ValueError(
-                f"Objective(s) {missing} need the ground-truth labels: pass labels (a 'labels' column in the batch), "
-                "or drop them for unlabelled data."
-            )
         for name, loss_fn in self.classic.items():
             weight = s.classic[name] * self._weight_factor(name, loss_fn)
             add(name, weight, self._run_classic(name, loss_fn, student, teacher, labels))

@@ -20,9 +20,9 @@ class ObjectiveSettings:
     """Weights of ``γ·CE + α·KD + β·contrastive(final) + θ·Σ contrastive(intermediate) + Σ_X w_X·L_X``.
 
     ``temperature`` is the contrastive τ, ``kd_temperature`` the KD T, ``classic`` maps a registered classic
-    objective name to its weight w_X, ``classic_options`` maps such a name to keyword arguments of its constructor
-    (e.g. ``{"dkd": {"warmup": 1.0}}``; options of a term not in ``classic`` are unused), and ``feature_batch_norm``
-    turns on CKTF's batch-dimension L2 normalisation of the intermediate features before pooling.
+    objective name to its weight w_X, ``feature_batch_norm`` turns on CKTF's batch-dimension L2 normalisation of the
+    intermediate features before pooling, and ``classic_options`` maps a classic name to keyword arguments of its
+    constructor (e.g. ``{"dkd": {"warmup": 1.0}}``; options of a term not in ``classic`` are unused).
     """
 
     ce_weight: float = 1.0
@@ -32,8 +32,8 @@ class ObjectiveSettings:
     temperature: float = 0.1
     kd_temperature: float = 4.0
     classic: dict[str, float] = field(default_factory=dict)
-    classic_options: dict[str, dict[str, float]] = field(default_factory=dict)
     feature_batch_norm: bool = True
+    classic_options: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
