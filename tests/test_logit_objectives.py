@@ -68,7 +68,7 @@ def numpy_dist(z_s, z_t, beta: float, gamma: float, tau: float) -> float:
     return tau**2 * (beta * inter + gamma * intra)
 
 
-# --- DKD values --------------------------------------------------------------------------------------------------------
+# --- DKD values -------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("alpha, beta, temperature", [(1.0, 8.0, 4.0), (1.0, 0.5, 1.0), (0.3, 2.0, 2.0)])
@@ -83,7 +83,8 @@ def test_dkd_matches_numpy_from_the_paper(alpha, beta, temperature):
 def test_dkd_by_hand_two_samples_three_classes():
     # Teacher uniform; student p = [1/2, 1/4, 1/4]; labels 0 and 1, T = 1, α = 1, β = 8.
     # Sample 1: TCKD = KL([1/3, 2/3] ‖ [1/2, 1/2]) = 5/3 ln2 − ln3; NCKD = 0 (both uniform over classes 1, 2).
-    # Sample 2: TCKD = KL([1/3, 2/3] ‖ [1/4, 3/4]) = 8/3 ln2 − 5/3 ln3; NCKD = KL([1/2, 1/2] ‖ [2/3, 1/3]) = ln3 − 3/2 ln2.
+    # Sample 2: TCKD = KL([1/3, 2/3] ‖ [1/4, 3/4]) = 8/3 ln2 − 5/3 ln3;
+    #           NCKD = KL([1/2, 1/2] ‖ [2/3, 1/3]) = ln3 − 3/2 ln2.
     # Mean: (16 ln3 − 23 ln2) / 6.
     z_s = torch.tensor([[math.log(2.0), 0.0, 0.0]] * 2)
     z_t = torch.zeros(2, 3)
@@ -130,7 +131,7 @@ def test_dkd_warmup_factor_as_mdistiller():
     assert DKDLoss(warmup=0.0).weight_factor(1) == 1.0
 
 
-# --- DIST values -------------------------------------------------------------------------------------------------------
+# --- DIST values ------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("beta, gamma, tau", [(1.0, 1.0, 4.0), (1.0, 1.0, 1.0), (2.0, 0.5, 2.0)])
@@ -223,7 +224,7 @@ def test_dist_relaxed_match_zero_where_kd_is_not():
         assert KDLoss(1.0)(z_s, z_t).item() > 1e-2
 
 
-# --- shared contract ---------------------------------------------------------------------------------------------------
+# --- shared contract --------------------------------------------------------------------------------------------------
 
 
 def _call(name: str, z_s, z_t, labels):
@@ -280,7 +281,7 @@ def test_bad_shapes_and_parameters_rejected():
             DISTLoss(**kwargs)
 
 
-# --- CKTFObjective: labels, warm-up, presets ---------------------------------------------------------------------------
+# --- CKTFObjective: labels, warm-up, presets --------------------------------------------------------------------------
 
 PAIRS = [PairShape("s1_t2", 5, 6, (5, 4, 4), (6, 2, 2)), PairShape("final", 6, 8)]
 
@@ -334,7 +335,8 @@ def test_dkd_warmup_follows_the_epoch_and_needs_it():
 
 
 def test_classic_options_reach_the_term_and_are_validated():
-    objective = _objective(ObjectiveSettings(classic={"dkd": 1.0}, classic_options={"dkd": {"beta": 6.0, "warmup": 1.0}}))
+    settings = ObjectiveSettings(classic={"dkd": 1.0}, classic_options={"dkd": {"beta": 6.0, "warmup": 1.0}})
+    objective = _objective(settings)
     assert objective.classic["dkd"].beta == 6.0 and objective.classic["dkd"].warmup == 1.0
     with pytest.raises(ValueError, match=r"Unknown option\(s\) \['betta'\].*accepts"):
         ObjectiveSettings(classic={"dkd": 1.0}, classic_options={"dkd": {"betta": 6.0}})
