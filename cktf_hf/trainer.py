@@ -152,6 +152,7 @@ class ContrastiveDistillationTrainer(Trainer):
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         teacher_features = self._teacher_features(pixel_values, index)
         student_out = run_model(model, self._student_capture, pixel_values, "student")
+        self.objective.set_epoch(self.state.epoch or 0.0)  # warm-ups of classic terms (DKD) read the progress
         result = self.objective(self.reader.read("student", student_out), teacher_features,
                                 labels=labels, index=index, contrast_idx=contrast_idx)
         for name, value in result.components.items():

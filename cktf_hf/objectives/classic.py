@@ -9,6 +9,9 @@ takes:
 - ``"last_stage"``: one feature tensor of any shape ``[B, ...]``, flattened inside;
 - ``"stages"``: two equally long lists of feature maps ``[B, C, H, W]``, one entry per stage pair.
 
+Logit objectives with ``needs_labels = True`` (DKD) take the ground-truth labels ``[B]`` as a third argument. An
+objective with ``warmup > 0`` (epochs) has its weight scaled by :meth:`~ClassicObjective.weight_factor`.
+
 ``from_shapes(student_shapes, teacher_shapes, **kwargs)`` builds an objective from the per-sample shapes (no batch
 dimension) of exactly those tensors. Teacher inputs are detached. Learnable parts (regressors, embeddings) run under
 the caller's autocast; the loss arithmetic itself runs in float32 with autocast disabled, so the result is a 0-dim
@@ -51,6 +54,13 @@ class ClassicObjective(nn.Module):
     """Base class: declares the ``inputs`` kind and builds the objective from feature shapes."""
 
     inputs: ClassVar[InputKind]
+    needs_labels: ClassVar[bool] = False
+    warmup: float = 0.0
+
+    def weight_factor(self, epoch: int) -> float:
+        """Multiplier of this term's weight in training epoch ``epoch`` (counted from 1): ``min(epoch / warmup, 1)``,
+        or 1 without a warm-up."""
+        return min(epoch / self.warmup, 1.0) if self.warmup > 0 else 1.0
 
     @classmethod
     def from_shapes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -63,8 +64,9 @@ class CKTFObjective(nn.Module):
     ``C`` is :class:`MemoryBankNCELoss` (``negatives="memory_bank"``, the reference) or
     :class:`InBatchInfoNCELoss` (``"in_batch"``) on the projected pair embeddings; each pair has its own student and
     teacher projector (both trained) and, in bank mode, its own banks. Terms with zero weight are not built.
-    Classic terms read: ``logits`` (KD), ``final`` pooled features (CC, RKD, PKT), the middle stage map (FitNets),
-    the last stage map (SP) or every stage map but the stem (AT, VID, NST).
+    Classic terms read: ``logits`` (KD, DKD, DIST), ``final`` pooled features (CC, RKD, PKT), the middle stage map
+    (FitNets), the last stage map (SP) or every stage map but the stem (AT, VID, NST). Terms that need labels (DKD)
+    receive them; terms with a warm-up (DKD) read the training progress given by :meth:`set_epoch`.
     """
 
     def __init__(
@@ -110,6 +112,12 @@ class CKTFObjective(nn.Module):
         self.classic = nn.ModuleDict(
             {name: self._build_classic(name) for name, weight in settings.classic.items() if weight > 0}
         )
+        self.epochs_done: Optional[float] = None
+
+    def set_epoch(self, epochs_done: float) -> None:
+        """Record the training progress in epochs (``Trainer.state.epoch``: 0 at the start, fractional within an
+        epoch); warm-ups count epochs from 1 as mdistiller does, so epoch ``floor(epochs_done) + 1`` is running."""
+        self.epochs_done = float(epochs_done)
 
     @property
     def needs_indices(self) -> bool:
@@ -163,7 +171,17 @@ class CKTFObjective(nn.Module):
         else:
             student_shapes = [self.pairs[n].student_map for n in names]
             teacher_shapes = [self.pairs[n].teacher_map for n in names]
-        return cls.from_shapes(student_shapes, teacher_shapes)
+        return cls.from_shapes(student_shapes, teacher_shapes, **self.settings.classic_options.get(name, {}))
+
+    def _weight_factor(self, name: str, loss_fn: nn.Module) -> float:
+        if loss_fn.warmup <= 0:
+            return 1.0
+        if self.epochs_done is None:
+            raise ValueError(
+                f"Objective {name!r} warms its weight up over {loss_fn.warmup:g} epochs and needs the training "
+                "progress: call set_epoch(trainer.state.epoch) before each step (ContrastiveDistillationTrainer does)."
+            )
+        return loss_fn.weight_factor(math.floor(self.epochs_done) + 1)
 
     def forward(
         self,
@@ -186,6 +204,11 @@ class CKTFObjective(nn.Module):
             if labels is None:
                 raise ValueError("ce_weight > 0 needs labels; set ce_weight=0 (e.g. preset 'transfer') for unlabelled data.")
             add("ce", s.ce_weight, F.cross_entropy(student.logits.float(), labels))
+        if labels is None and (missing := [name for name, fn in self.classic.items() if fn.needs_labels]):
+            raise ValueError(
+                f"Objective(s) {missing} need the ground-truth labels: pass labels (a 'labels' column in the batch), "
+                "or drop them for unlabelled data."
+            )
         if self.kd is not None:
             add("kd", s.kd_weight, self.kd(student.logits, teacher.logits.detach()))
         if self.needs_indices and (index is None or contrast_idx is None):
@@ -196,15 +219,24 @@ class CKTFObjective(nn.Module):
             value = loss_fn(v_s, v_t, index, contrast_idx) if self.negatives == "memory_bank" else loss_fn(v_s, v_t)
             add(f"contrast_{name}", self.pair_weights[name], value)
         for name, loss_fn in self.classic.items():
-            add(name, s.classic[name], self._run_classic(name, loss_fn, student, teacher))
+            weight = s.classic[name] * self._weight_factor(name, loss_fn)
+            add(name, weight, self._run_classic(name, loss_fn, student, teacher, labels))
         if not weighted:
             raise ValueError("Every objective weight is zero: nothing to train.")
         return ObjectiveOutput(torch.stack(weighted).sum(), components)
 
-    def _run_classic(self, name: str, loss_fn: nn.Module, student: PairFeatures, teacher: PairFeatures) -> torch.Tensor:
+    def _run_classic(
+        self,
+        name: str,
+        loss_fn: nn.Module,
+        student: PairFeatures,
+        teacher: PairFeatures,
+        labels: Optional[torch.Tensor],
+    ) -> torch.Tensor:
         kind = loss_fn.inputs
         if kind == "logits":
-            return loss_fn(student.logits, teacher.logits.detach())
+            extra = (labels,) if loss_fn.needs_labels else ()
+            return loss_fn(student.logits, teacher.logits.detach(), *extra)
         if kind == "final":
             return loss_fn(student.pooled[FINAL], teacher.pooled[FINAL].detach())
         names = self._classic_inputs(name, kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 from .registry import get_objective
@@ -19,8 +20,9 @@ class ObjectiveSettings:
     """Weights of ``γ·CE + α·KD + β·contrastive(final) + θ·Σ contrastive(intermediate) + Σ_X w_X·L_X``.
 
     ``temperature`` is the contrastive τ, ``kd_temperature`` the KD T, ``classic`` maps a registered classic
-    objective name to its weight w_X, and ``feature_batch_norm`` turns on CKTF's batch-dimension L2 normalisation
-    of the intermediate features before pooling.
+    objective name to its weight w_X, ``feature_batch_norm`` turns on CKTF's batch-dimension L2 normalisation of the
+    intermediate features before pooling, and ``classic_options`` maps a classic name to keyword arguments of its
+    constructor (e.g. ``{"dkd": {"warmup": 1.0}}``; options of a term not in ``classic`` are unused).
     """
 
     ce_weight: float = 1.0
@@ -31,6 +33,7 @@ class ObjectiveSettings:
     kd_temperature: float = 4.0
     classic: dict[str, float] = field(default_factory=dict)
     feature_batch_norm: bool = True
+    classic_options: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
@@ -44,6 +47,13 @@ class ObjectiveSettings:
                 raise ValueError(f"{name!r} is not a classic term here: {_WEIGHTED_BY_FIELD[name]}")
             if weight < 0:
                 raise ValueError(f"The weight of classic objective {name!r} must be >= 0, got {weight}.")
+        for name, options in self.classic_options.items():
+            accepted = inspect.signature(get_objective(name)).parameters
+            unknown = sorted(set(options) - set(accepted))
+            if unknown:
+                raise ValueError(
+                    f"Unknown option(s) {unknown} for classic objective {name!r}; it accepts {sorted(accepted)}."
+                )
 
     def with_overrides(self, **overrides: object) -> "ObjectiveSettings":
         """A copy with every override that is not None applied."""
@@ -51,9 +61,11 @@ class ObjectiveSettings:
 
 
 _CKTF = ObjectiveSettings()
-# RepDistiller's recommended weights for the classic feature losses (scripts/run_cifar_distill.sh).
+# RepDistiller's recommended weights for the classic feature losses (scripts/run_cifar_distill.sh); DKD's from
+# mdistiller (the loss carries α, β; its weight 1), DIST's kd_loss_weight 2 from hunto/image_classification_sota's
+# configs/strategies/distill/dist_cifar.yaml and resnet_dist.yaml.
 CLASSIC_WEIGHTS = {"fitnets": 100.0, "at": 1000.0, "sp": 3000.0, "cc": 0.02, "vid": 1.0, "rkd": 1.0, "pkt": 30000.0,
-                   "nst": 50.0}
+                   "nst": 50.0, "dkd": 1.0, "dist": 2.0}
 _ONLY_CE = dict(ce_weight=1.0, kd_weight=0.0, final_weight=0.0, layer_weight=0.0, feature_batch_norm=False)
 
 PRESETS: dict[str, ObjectiveSettings] = {
