@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Compression benchmark: a Fashion-MNIST teacher distilled into two small students by nine methods, 3 seeds each.
 
-Data: the real Fashion-MNIST (``cktf_hf.builtin_datasets.load_fashion_mnist``), a fixed class-stratified training
+Data: the real Fashion-MNIST (``cktf_hf.demo.load_fashion_mnist``), a fixed class-stratified training
 subset (``--train_subset``, chosen with seed 0, the same for every run) and the full 10,000-image test split, both
 run once through the teacher's image processor (28 px). No augmentation.
 
 Models: the teacher (default ``examples/teachers/fashion-mnist-resnet``, a ResNet trained once and shipped in the
-repository); the students ``vit-tiny`` (``cktf_hf.students``, cross-family with a CNN teacher) and ``resnet-small``
+repository); the students ``vit-tiny`` (``cktf_hf.demo.students``, cross-family with a CNN teacher) and ``resnet-small``
 (``transformers.ResNetConfig``, same family), both fresh and with the teacher's labels.
 
 Methods: ``scratch`` (CE only), ``kd``, ``fitnets``, ``at``, ``pkt``, ``rkd``, ``crd``, ``cktf``, ``cktf+kd``, each
@@ -20,7 +20,7 @@ comparison to mean anything; the output says whether it did.
 
 Budget. Step times measured with the shipped teacher (ResNet, 1.24M parameters) on the development machine: 2 vCPUs
 shared with other jobs, one thread per run, CPU time per step of 128 images (wall time equals it on an idle core),
-N = 10,000 banked images, K = 4,096; vit-tiny as in cktf_hf.students (0.21M parameters, MLP ratio 4):
+N = 10,000 banked images, K = 4,096; vit-tiny as in cktf_hf.demo.students (0.21M parameters, MLP ratio 4):
 
     ms per step      scratch   kd  fitnets   at  pkt  rkd  crd  cktf  cktf+kd   sum of 9
     vit-tiny             186  233      248  246  240  297  299   499      455   2,703 ms

