@@ -147,7 +147,7 @@ def test_transfer_protocol_pieces():
     import datasets
     from transformers import ViTConfig, ViTForImageClassification
 
-    example = _load("examples/transfer.py", "cktf_examples_transfer")
+    from cktf_hf.demo import transfer as example
     ds = datasets.Dataset.from_dict({"image": [0, 1], "label": [0, 1]})
     assert example.without_labels(ds).column_names == ["image"]
     backbone = ViTForImageClassification(ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
