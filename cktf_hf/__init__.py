@@ -14,6 +14,7 @@ from .objectives import (
     list_objectives,
 )
 from .hub import HubPushError
+from .shrink import shrink_teacher
 from .trainer import ContrastiveDistillationTrainer
 
 __version__ = "0.1.0"
@@ -21,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
     "HubPushError", "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings",
-    "PRESETS", "detach_objective", "get_objective", "get_preset", "list_objectives", "objective_of",
+    "PRESETS", "detach_objective", "get_objective", "get_preset", "list_objectives", "objective_of", "shrink_teacher",
 ]

@@ -58,6 +58,10 @@ class ContrastiveDistillationConfig(TrainingArguments):
             Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
             stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
             instead of running the teacher each step. Refused with random augmentation.
+        card_latency (`bool`, *optional*, defaults to `True`):
+            Measure the CPU latency of student and teacher for the model card (about 0.2 s per model and batch size,
+            or a few forward passes of a slow model). `False` leaves latency out of the card.
+        card_latency_batch_sizes (`list[int]`, *optional*, defaults to `[1, 32]`): Batch sizes timed for the card.
     """
 
     teacher: Optional[str] = field(default=None, metadata={"help": "Hub id or local folder of the teacher."})
@@ -90,6 +94,10 @@ class ContrastiveDistillationConfig(TrainingArguments):
         default=None, metadata={"help": "Cache the teacher's outputs per training image in this folder (opt-in; "
                                         "needs deterministic preprocessing)."}
     )
+    card_latency: bool = field(default=True, metadata={"help": "Measure CPU latency for the model card."})
+    card_latency_batch_sizes: list[int] = field(
+        default_factory=lambda: [1, 32], metadata={"help": "Batch sizes whose CPU latency the model card reports."}
+    )
 
     # Defaults that distillation needs from the Trainer (overridable).
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns for the transform."})
@@ -110,6 +118,8 @@ class ContrastiveDistillationConfig(TrainingArguments):
             raise ValueError(f"projector must be one of {PROJECTOR_KINDS}, got {self.projector!r}.")
         if self.token_pooling not in TOKEN_POOLING:
             raise ValueError(f"token_pooling must be one of {TOKEN_POOLING}, got {self.token_pooling!r}.")
+        if any(not isinstance(b, int) or b < 1 for b in self.card_latency_batch_sizes):
+            raise ValueError(f"card_latency_batch_sizes must be positive integers, got {self.card_latency_batch_sizes}.")
         if self.nce_k < 1 or self.feat_dim < 1 or self.grid_size < 1:
             raise ValueError("nce_k, feat_dim and grid_size must be positive integers.")
         if not 0 <= self.nce_momentum < 1:

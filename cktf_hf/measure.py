@@ -6,9 +6,7 @@ import copy
 import glob
 import os
 import platform
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -22,12 +20,13 @@ __all__ = ["ModelStats", "count_parameters", "measure_latency", "measure_model",
 
 @dataclass
 class ModelStats:
-    """Size and CPU speed of one model: trainable + frozen parameters, weight-file bytes, latency per batch size."""
+    """Size and CPU speed of one model: trainable + frozen parameters, weight-file bytes, latency per batch size (empty,
+    with ``latency_setup`` ``None``, when latency was not measured)."""
 
     parameters: int
     size_bytes: int
     latency_ms: dict[int, float]
-    latency_setup: str
+    latency_setup: Optional[str]
 
 
 def count_parameters(model: nn.Module, exclude_prefixes: Sequence[str] = (OBJECTIVE_ATTRIBUTE + ".",)) -> int:
@@ -73,20 +72,25 @@ def measure_latency(
     model: nn.Module,
     pixel_shape: tuple[int, int, int],
     batch_sizes: Sequence[int] = (1, 32),
-    warmup: int = 3,
-    repeats: int = 10,
+    min_run_time: float = 0.2,
     num_threads: Optional[int] = None,
 ) -> tuple[dict[int, float], str]:
-    """CPU forward latency in milliseconds per batch size: the median of ``repeats`` timed passes after ``warmup``.
+    """CPU forward latency in milliseconds per batch size, timed with ``torch.utils.benchmark``.
 
     Random ``pixel_values`` of shape ``[batch, *pixel_shape]`` go through ``model(pixel_values=...)`` in eval mode
-    under ``torch.inference_mode()``. A model on another device or in another dtype is measured as a float32 CPU
-    copy, so the numbers are always CPU numbers. The model's training flag is left as it was. ``num_threads`` sets
-    torch's intra-op threads for the measurement (restored afterwards; default: the current setting). Returns the
-    latencies and a readable description of the set-up.
+    under ``torch.inference_mode()``: one warm-up pass, then ``Timer.blocked_autorange`` times blocks of passes until
+    ``min_run_time`` seconds have run (at least one block) and the median time per pass is kept. Each batch size thus
+    costs about ``min_run_time`` seconds, or a few passes for a model slower than that. A model on another device or in
+    another dtype is measured as a float32 CPU copy, so the numbers are always CPU numbers. The model's training flags
+    are left as they were. ``num_threads`` sets torch's intra-op threads for the measurement (default: the current
+    setting). Returns the latencies and a readable description of the set-up.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError("repeats must be >= 1 and warmup >= 0.")
+    from torch.utils import benchmark
+
+    if min_run_time <= 0:
+        raise ValueError(f"min_run_time must be positive, got {min_run_time}.")
+    if any(int(b) < 1 for b in batch_sizes):
+        raise ValueError(f"Latency batch sizes must be positive integers, got {list(batch_sizes)}.")
     on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     if on_cpu_fp32:
         target = model
@@ -95,24 +99,24 @@ def measure_latency(
             target = copy.deepcopy(model).cpu().float()
     modes = [(m, m.training) for m in model.modules()]
     generator = torch.Generator().manual_seed(0)
+    threads = num_threads or torch.get_num_threads()
     latencies: dict[int, float] = {}
+
+    def forward(pixel_values: torch.Tensor) -> None:
+        with torch.inference_mode():
+            target(pixel_values=pixel_values)
+
     previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    threads = torch.get_num_threads()
     target.eval()
     try:
-        with torch.inference_mode(), without_objective(target):
+        with without_objective(target):
             for batch in batch_sizes:
-                pixel_values = torch.randn((batch, *pixel_shape), generator=generator)
-                for _ in range(warmup):
-                    target(pixel_values=pixel_values)
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    target(pixel_values=pixel_values)
-                    times.append((time.perf_counter() - start) * 1000.0)
-                latencies[int(batch)] = statistics.median(times)
+                pixel_values = torch.randn((int(batch), *pixel_shape), generator=generator)
+                timer = benchmark.Timer(stmt="forward(pixel_values)", num_threads=threads,
+                                        globals={"forward": forward, "pixel_values": pixel_values})
+                timer.timeit(1)  # warm-up (lazy initialisation, allocator)
+                measurement = timer.blocked_autorange(min_run_time=min_run_time)
+                latencies[int(batch)] = measurement.median * 1000.0
     finally:
         for module, training in modes:
             module.training = training
@@ -120,8 +124,8 @@ def measure_latency(
     cpu = _cpu_name()
     setup = (
         f"CPU{f' ({cpu})' if cpu else ''}, {threads} thread{'s' if threads != 1 else ''}, torch {torch.__version__}, "
-        f"float32, median of {repeats} run{'s' if repeats != 1 else ''} after {warmup} warm-up "
-        f"run{'s' if warmup != 1 else ''}, input {'×'.join(str(d) for d in pixel_shape)}"
+        f"float32, median per pass of torch.utils.benchmark's blocked_autorange (at least {min_run_time:g} s per "
+        f"batch size, after a warm-up pass), input {'×'.join(str(d) for d in pixel_shape)}"
     )
     return latencies, setup
 
@@ -129,6 +133,9 @@ def measure_latency(
 def measure_model(
     model: nn.Module, pixel_shape: tuple[int, int, int], batch_sizes: Sequence[int] = (1, 32), **latency_kwargs: Any
 ) -> ModelStats:
-    """Parameters, on-disk size and CPU latency of ``model`` (the ``cktf_objective`` part left out)."""
+    """Parameters, on-disk size and CPU latency of ``model`` (the ``cktf_objective`` part left out); no
+    ``batch_sizes`` (empty) measures no latency (``latency_ms`` empty, ``latency_setup`` ``None``)."""
+    if not batch_sizes:
+        return ModelStats(count_parameters(model), model_size_bytes(model), {}, None)
     latency, setup = measure_latency(model, pixel_shape, batch_sizes, **latency_kwargs)
     return ModelStats(count_parameters(model), model_size_bytes(model), latency, setup)

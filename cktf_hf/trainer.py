@@ -20,7 +20,7 @@ from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
 from .hub import explain_push_failure
 from .metrics import make_compute_metrics
-from .model_card import DEFAULT_TAGS, DistillationCardInfo, build_model_card
+from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
 from .model_io import ClassifierInputCapture, run_model
 from .objectives import CKTFObjective, PairFeatures
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
@@ -259,17 +259,19 @@ class ContrastiveDistillationTrainer(Trainer):
         baselines: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
-        """Write ``README.md`` in ``output_dir``: the CKTF model card (see ``model_cards/cktf_model_card.md``).
+        """Write ``README.md`` in ``output_dir``: the CKTF model card (see ``model_cards/cktf_model_card.md``), with
+        ``training_curves.png`` and the widget's ``example.png`` next to it (see ``model_card.write_model_card``).
 
         Accuracy comes from the latest ``evaluate()`` / ``evaluate_teacher()`` of this run (call them first to have it
-        in the card); parameters, size and CPU latency are measured now. ``baselines`` adds rows such as
-        ``{"from scratch": 0.84}``. Other keyword arguments of ``Trainer.create_model_card`` are accepted and ignored.
+        in the card); parameters, size and CPU latency (``card_latency``, ``card_latency_batch_sizes``) are measured
+        now. ``baselines`` adds rows such as ``{"from scratch": 0.84}``. The keyword arguments of
+        ``Trainer.create_model_card`` (``language``, ``tags``, ``finetuned_from``, ``dataset_tags``, ...) are honoured
+        as :meth:`~cktf_hf.model_card.DistillationCardInfo.from_trainer` says.
         """
         if not self.is_world_process_zero():
             return
-        self.card_info = DistillationCardInfo.from_trainer(self, model_name, dataset, dataset_split, license, baselines)
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        build_model_card(self.card_info).save(os.path.join(self.args.output_dir, "README.md"))
+        self.card_info = write_model_card(self, self.args.output_dir, model_name=model_name, dataset=dataset,
+                                          dataset_split=dataset_split, license=license, baselines=baselines, **kwargs)
 
     def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True, **kwargs: Any):
         """Save the student, write its model card and upload the output folder (never the teacher, projectors or

@@ -60,7 +60,7 @@ def models():
 @pytest.fixture(scope="module")
 def stats(models):
     student, teacher = models
-    kwargs = dict(warmup=1, repeats=3, num_threads=1)
+    kwargs = dict(min_run_time=0.01, num_threads=1)
     return measure_model(student, PIXELS, **kwargs), measure_model(teacher, PIXELS, **kwargs)
 
 
@@ -146,7 +146,7 @@ def test_rendered_text(stats):
         speedup = format_ratio(teacher_stats.latency_ms[batch], student_stats.latency_ms[batch])
         assert (f"| CPU latency, batch {batch} (ms) | {format_ms(teacher_stats.latency_ms[batch])} | "
                 f"{format_ms(student_stats.latency_ms[batch])} | {speedup} |") in text
-    assert "1 thread, torch" in text and "median of 3 runs after 1 warm-up run, input 3×16×16" in text
+    assert "1 thread, torch" in text and "blocked_autorange (at least 0.01 s per batch size" in text and "input 3×16×16" in text
     # results, with top-5 and baselines
     assert "| Model | Top-1 accuracy | Top-5 accuracy |" in text
     assert "| Teacher (google/vit-base-patch16-224) | 95.12% | 100.00% |" in text
@@ -242,17 +242,17 @@ def test_measure_latency(training):
     model.vit.embeddings.eval()  # mixed modes (e.g. a frozen part) are restored module by module
     modes = [m.training for m in model.modules()]
     threads = torch.get_num_threads()
-    latency, setup = measure_latency(model, PIXELS, batch_sizes=(1, 4), warmup=1, repeats=2, num_threads=1)
+    latency, setup = measure_latency(model, PIXELS, batch_sizes=(1, 4), min_run_time=0.01, num_threads=1)
     assert set(latency) == {1, 4} and all(v > 0 for v in latency.values())
     assert [m.training for m in model.modules()] == modes and model.training is training
     assert torch.get_num_threads() == threads
-    assert setup.startswith("CPU") and "median of 2 runs after 1 warm-up run" in setup and "3×16×16" in setup
+    assert setup.startswith("CPU") and "torch.utils.benchmark" in setup and "3×16×16" in setup
     assert isinstance(model.cktf_objective, nn.Linear)
 
 
 def test_measure_latency_of_a_non_float32_model_uses_a_cpu_copy():
     model = _vit(32, 2).to(torch.bfloat16)
-    latency, _ = measure_latency(model, PIXELS, batch_sizes=(2,), warmup=0, repeats=1, num_threads=1)
+    latency, _ = measure_latency(model, PIXELS, batch_sizes=(2,), min_run_time=0.01, num_threads=1)
     assert latency[2] > 0 and next(model.parameters()).dtype == torch.bfloat16
 
 
@@ -297,7 +297,7 @@ def _cells(line: str) -> list[str]:
 
 def test_pipes_and_newlines_in_names_do_not_break_the_card(stats):
     info = _full_info(stats, dataset_name="fashion|mnist\nv2", student_architecture="Vi|T",
-                      baselines={"from scratch | seed 0\nrun 2": 0.801},
+                      baselines={"from scratch | seed 0\nrun 2": {"accuracy": 0.801, "top5_accuracy": 0.97}},
                       pairing=[{**PAIRING[0], "student_layer": "stage|1\nx"}] + PAIRING[1:])
     text = str(build_model_card(info))
     body = text.split("---", 2)[2]
@@ -309,3 +309,234 @@ def test_pipes_and_newlines_in_names_do_not_break_the_card(stats):
     assert len(_cells(pairing_row)) == 6
     assert "fashion\\|mnist v2" in body and "fashion|mnist\nv2" not in body
     assert "`Vi\\|T`" in body
+
+
+# ------------------------------------------------------------------------------- latency: bounded, optional, verdict
+def test_measure_model_without_batch_sizes_measures_no_latency():
+    stats = measure_model(_vit(32, 2), PIXELS, batch_sizes=())
+    assert stats.latency_ms == {} and stats.latency_setup is None and stats.parameters > 0
+
+
+def test_measure_latency_rejects_a_bad_bound():
+    with pytest.raises(ValueError, match="min_run_time"):
+        measure_latency(_vit(32, 2), PIXELS, min_run_time=0)
+
+
+def test_latency_batch_sizes_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="card_latency_batch_sizes"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), card_latency_batch_sizes=[1, 0], report_to="none")
+
+
+def test_card_without_latency_says_so(stats):
+    student_stats, teacher_stats = stats
+    unmeasured = [ModelStats(s.parameters, s.size_bytes, {}, None) for s in (student_stats, teacher_stats)]
+    text = str(build_model_card(_full_info(stats, student_stats=unmeasured[0], teacher_stats=unmeasured[1])))
+    assert "CPU latency, batch" not in text and "CPU latency was not measured (`card_latency=False`)" in text
+    assert "faster" not in text
+    _assert_clean(text.split("---", 2)[2])
+
+
+def test_card_says_plainly_when_the_student_is_not_faster(stats):
+    student_stats, teacher_stats = stats
+    student = ModelStats(student_stats.parameters, student_stats.size_bytes, {1: 1.0, 32: 7.3}, "set-up")
+    teacher = ModelStats(teacher_stats.parameters, teacher_stats.size_bytes, {1: 1.06, 32: 4.86}, "set-up")
+    text = str(build_model_card(_full_info(stats, student_stats=student, teacher_stats=teacher)))
+    assert ("The student is **not faster** than the teacher on CPU at batch size 32 (7.30 ms vs 4.86 ms for the "
+            "teacher).") in text
+    assert "runs" not in text.split("## Teacher")[0]  # no speed-up claim at batch 1 alone
+
+    faster = ModelStats(student_stats.parameters, student_stats.size_bytes, {1: 0.5, 32: 2.0}, "set-up")
+    text = str(build_model_card(_full_info(stats, student_stats=faster, teacher_stats=teacher)))
+    assert "and runs 2.12× faster at batch size 1 on CPU." in text and "not faster" not in text
+
+    bigger = ModelStats(teacher_stats.parameters * 2, teacher_stats.size_bytes * 2, {1: 2.0}, "set-up")
+    text = str(build_model_card(_full_info(stats, student_stats=bigger, teacher_stats=teacher)))
+    assert "does **not** have fewer parameters than the teacher" in text and "fewer parameters than" in text
+    assert "**not faster** than the teacher on CPU at batch size 1 (2.00 ms vs 1.06 ms" in text
+
+
+# ------------------------------------------------------------------------------------- metadata: base_model, tags...
+def test_user_tags_language_finetuned_from_and_widget(stats):
+    info = _full_info(stats, tags=["vision", "cktf"], language="en", finetuned_from="someone/deit-tiny",
+                      example_image="example.png", example_label="cat")
+    card = build_model_card(info)
+    data = ModelCard(str(card)).data.to_dict()
+    assert data["tags"] == ["knowledge-distillation", "cktf", "image-classification", "vision"]
+    assert data["language"] == "en"
+    assert data["base_model"] == "someone/deit-tiny"  # the student's own starting point, as transformers' card
+    assert data["widget"] == [{"src": f"https://huggingface.co/{REPO_ID}/resolve/main/example.png",
+                               "example_title": "cat"}]
+    assert "initialised from [someone/deit-tiny](https://huggingface.co/someone/deit-tiny)" in card.text
+    # no repository, no widget (its image would have no address)
+    assert "widget" not in ModelCard(str(build_model_card(_full_info(stats, repo_id=None,
+                                                                     example_image="example.png")))).data.to_dict()
+
+
+def test_datasets_metadata_honours_hub_names_and_keeps_local_paths_out(stats, tmp_path):
+    canonical = ModelCard(str(build_model_card(_full_info(stats, dataset_id="fashion_mnist", dataset_name=None))))
+    assert canonical.data.to_dict()["datasets"] == ["fashion_mnist"]  # no "/" but a Hub id: kept (dropped before)
+    folder = tmp_path / "my-images"
+    folder.mkdir()
+    card = build_model_card(_full_info(stats, dataset_id=str(folder), dataset_name=None))
+    data = ModelCard(str(card)).data.to_dict()
+    assert "datasets" not in data and str(tmp_path) not in str(card)
+    assert data["model-index"][0]["results"][0]["dataset"]["type"] == "my-images"
+    assert "the `test` split of my-images" in card.text and "huggingface.co/datasets" not in card.text
+
+
+def test_teacher_fingerprint_is_shown(stats):
+    fingerprint = {"source": "hub", "repo_id": TEACHER_ID, "commit": "0123abcd" * 5,
+                   "weights_sha256": {"model.safetensors": "f" * 64}}
+    text = str(build_model_card(_full_info(stats, teacher_fingerprint=fingerprint, teacher_revision="0123abcd" * 5)))
+    assert f"at revision `{'0123abcd' * 5}`" in text
+    assert f"- `model.safetensors`: `{'f' * 64}`" in text
+    obj = {"source": "model object", "name": "MyNet", "state_dict_sha256": "e" * 64}
+    text = str(build_model_card(_full_info(stats, teacher="MyNet", teacher_on_hub=False, teacher_source="model object",
+                                           teacher_fingerprint=obj)))
+    assert f"- `state dict`: `{'e' * 64}`" in text and "MyNet (a model passed as an object" in text
+
+
+# ------------------------------------------------------------------------------------- the log history → table
+def test_summarise_log_history():
+    from cktf_hf.training_log import summarise_log_history
+
+    history = [
+        {"loss": 3.0, "grad_norm": 1.0, "learning_rate": 1e-3, "ce": 2.0, "contrast_final": 1.0, "epoch": 0.5, "step": 2},
+        {"loss": 2.5, "grad_norm": 1.0, "learning_rate": 1e-3, "ce": 1.8, "contrast_final": 0.7, "epoch": 1.0, "step": 4},
+        {"eval_loss": 1.9, "eval_accuracy": 0.5, "eval_runtime": 0.1, "epoch": 1.0, "step": 4},
+        {"loss": 2.0, "grad_norm": 1.0, "learning_rate": 1e-4, "ce": 1.5, "kd": 0.1, "contrast_final": 0.5,
+         "epoch": 2.0, "step": 8},
+        {"eval_loss": 1.5, "eval_accuracy": 0.75, "eval_runtime": 0.1, "epoch": 2.0, "step": 8},
+        {"train_runtime": 12.5, "train_loss": 2.4, "total_flos": 1.0, "epoch": 2.0, "step": 8},
+        {"eval_loss": 1.5, "eval_accuracy": 0.75, "epoch": 2.0, "step": 8},  # after training: not in the table
+    ]
+    run = summarise_log_history(history)
+    assert run.components == ["ce", "contrast_final", "kd"]
+    assert (run.train_runtime, run.epochs, run.steps) == (12.5, 2.0, 8)
+    assert run.rows == [
+        {"epoch": 1.0, "step": 4, "loss": 2.5, "ce": 1.8, "contrast_final": 0.7, "kd": None, "eval_loss": 1.9,
+         "accuracy": 0.5},
+        {"epoch": 2.0, "step": 8, "loss": 2.0, "ce": 1.5, "contrast_final": 0.5, "kd": 0.1, "eval_loss": 1.5,
+         "accuracy": 0.75},
+    ]
+    unevaluated = summarise_log_history(history[:2] + history[5:6])
+    assert [row["loss"] for row in unevaluated.rows] == [3.0, 2.5] and "accuracy" not in unevaluated.rows[0]
+    assert summarise_log_history([]).rows == [] and summarise_log_history([]).train_runtime is None
+
+
+def test_curves_need_matplotlib_and_a_curve(tmp_path, monkeypatch):
+    from cktf_hf.card_assets import plot_training_curves
+
+    assert plot_training_curves([], 0.9, str(tmp_path)) is None
+    assert plot_training_curves([(1.0, 0.5), (2.0, 0.7)], 0.9, str(tmp_path)) == "training_curves.png"
+    assert (tmp_path / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if matplotlib were missing
+    assert plot_training_curves([(1.0, 0.5)], 0.9, str(tmp_path / "none")) is None
+    assert not (tmp_path / "none").exists()
+
+
+# ---------------------------------------------------------------------------------------- a card from a real run
+def _distil(output_dir, teacher=None, **config):
+    import tiny
+    from cktf_hf import ContrastiveDistillationTrainer
+
+    defaults = dict(output_dir=str(output_dir), num_train_epochs=2, per_device_train_batch_size=32, nce_k=16,
+                    eval_strategy="epoch", logging_strategy="epoch", save_strategy="no", report_to="none",
+                    disable_tqdm=True, card_latency_batch_sizes=[2])
+    args = ContrastiveDistillationConfig(**{**defaults, **config})
+    trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), teacher_model=teacher or tiny.vit(64, 4),
+                                             args=args, train_dataset=tiny.digits("train", 64),
+                                             eval_dataset=tiny.digits("test", 32))
+    trainer.train()
+    trainer.evaluate()
+    trainer.evaluate_teacher()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    trainer = _distil(tmp_path_factory.mktemp("run") / "student")
+    trainer.create_model_card(dataset="sklearn/digits", dataset_split="test", tags="digits", language=["en"])
+    return trainer
+
+
+def test_card_of_a_run_states_its_evidence(run):
+    folder = Path(run.args.output_dir)
+    text = (folder / "README.md").read_text()
+    assert "Accuracy on 32 evaluation images from the `test` split of sklearn/digits." in text
+    runtime = next(e["train_runtime"] for e in run.state.log_history if "train_runtime" in e)
+    from cktf_hf.model_card import format_duration
+    assert (f"Trained on 64 images for 2 epochs (4 optimisation steps) in {format_duration(runtime)} of wall time "
+            "(`train_runtime`).") in text
+    # the training-results table: one row per evaluation, every logged loss component a column
+    header = next(line for line in text.splitlines() if line.startswith("| Epoch |"))
+    components = [k for k in run.state.log_history[0] if k not in ("loss", "grad_norm", "learning_rate", "epoch", "step")]
+    assert "ce" in components and "contrast_final" in components
+    assert header == ("| Epoch | Step | Training loss | " + " | ".join(f"`{c}`" for c in components)
+                      + " | Validation loss | Top-1 accuracy | Top-5 accuracy |")
+    train_logs = [e for e in run.state.log_history if "loss" in e]
+    evals = [e for e in run.state.log_history if "eval_loss" in e][:2]
+    for epoch, (log, evaluation) in enumerate(zip(train_logs, evals), start=1):
+        row = (f"| {epoch} | {log['step']} | {log['loss']:.4f} | "
+               + " | ".join(f"{log[c]:.4f}" for c in components)
+               + f" | {evaluation['eval_loss']:.4f} | {100 * evaluation['eval_accuracy']:.2f}% |")
+        assert row in text
+    # the plot and the example image, next to the card and linked from it
+    assert "![Student evaluation accuracy per epoch against the teacher's](training_curves.png)" in text
+    assert (folder / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    from PIL import Image
+    with Image.open(folder / "example.png") as image:
+        assert image.mode == "RGB" and image.size == (16, 16)
+    assert "CPU latency, batch 2 (ms)" in text and "batch 1 " not in text and "batch 32" not in text
+    _assert_clean(text.split("---", 2)[2])
+
+
+def test_card_of_a_run_metadata(run):
+    data = ModelCard.load(Path(run.args.output_dir) / "README.md").data.to_dict()
+    assert "base_model" not in data  # a teacher built in Python is no Hub model (was: base_model: ViTForImage...)
+    assert data["tags"] == ["knowledge-distillation", "cktf", "image-classification", "digits"]
+    assert data["language"] == ["en"] and data["datasets"] == ["sklearn/digits"]
+    text = (Path(run.args.output_dir) / "README.md").read_text()
+    assert "huggingface.co/ViTForImageClassification" not in text
+    assert "(a model passed as an object, not from the Hub)" in text
+
+
+def test_card_reads_the_teacher_fingerprint_and_can_skip_latency(run, tmp_path):
+    run.teacher_fingerprint = {"source": "hub", "repo_id": "tester/teacher", "commit": "c0ffee" * 6 + "beef",
+                               "weights_sha256": {"model.safetensors": "ab" * 32}}
+    output_dir, card_latency = run.args.output_dir, run.args.card_latency
+    run.args.output_dir, run.args.card_latency = str(tmp_path), False
+    try:
+        run.create_model_card(tasks="image-classification")  # transformers' keywords are accepted
+        with pytest.raises(TypeError, match="datset"):
+            run.create_model_card(datset="typo")
+    finally:
+        run.args.output_dir, run.args.card_latency = output_dir, card_latency
+        del run.teacher_fingerprint
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.to_dict()["base_model"] == "tester/teacher"
+    assert ("[tester/teacher](https://huggingface.co/tester/teacher) (`ViTForImageClassification`) at revision "
+            f"`{'c0ffee' * 6 + 'beef'}`") in card.text
+    assert f"- `model.safetensors`: `{'ab' * 32}`" in card.text
+    assert "CPU latency was not measured" in card.text and "CPU latency, batch" not in card.text
+    assert run.card_info.student_stats.latency_ms == {}
+
+
+def test_push_uploads_the_plot_and_the_widget_image(fake_hub, tmp_path):
+    from transformers import AutoModelForImageClassification
+    import tiny
+
+    folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(folder)
+    fake_hub.publish("tester/tiny-teacher", str(folder))
+    teacher = AutoModelForImageClassification.from_pretrained("tester/tiny-teacher")  # passed as an object
+    trainer = _distil(tmp_path / "student", teacher=teacher, hub_model_id="tester/card-student",
+                      card_latency=False)
+    trainer.push_to_hub(dataset="sklearn/digits", tags=["digits"])
+    files = fake_hub.repo_files("tester/card-student")
+    assert files["training_curves.png"].startswith(b"\x89PNG") and files["example.png"].startswith(b"\x89PNG")
+    card = ModelCard(files["README.md"].decode())
+    data = card.data.to_dict()
+    assert data["base_model"] == "tester/tiny-teacher"  # an object from the Hub (found in the Hub cache) keeps it
+    assert data["widget"][0]["src"] == "https://huggingface.co/tester/card-student/resolve/main/example.png"
+    assert "digits" in data["tags"]

@@ -16,7 +16,7 @@ from .datasets import (
     load_image_dataset,
     load_mnist_5k,
 )
-from .students import STUDENT_SIZES, load_or_build_student, student_config
+from .students import DEPRECATED_STUDENT_NAMES, STUDENT_SIZES, load_or_build_student, student_config
 
 DEFAULT_TEACHER = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples", "teachers",
@@ -24,7 +24,8 @@ DEFAULT_TEACHER = os.path.join(
 )
 
 __all__ = [
-    "BUILTIN_DATASETS", "DEFAULT_TEACHER", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "STUDENT_SIZES",
+    "BUILTIN_DATASETS", "DEFAULT_TEACHER", "DEPRECATED_STUDENT_NAMES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
+    "STUDENT_SIZES",
     "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_mnist_5k", "load_or_build_student",
     "student_config",
 ]

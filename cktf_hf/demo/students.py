@@ -1,19 +1,41 @@
-"""Named student sizes, built from a config derived from the teacher's (same labels, image size and patching)."""
+"""Students for the demo's command line: named small ViTs (``cktf-vit-*``), a shrunken copy of the teacher
+(``teacher:depth=0.5``), or a Hub id / folder.
+
+The named ViTs are built from a config derived from the teacher's (same labels, image size and patching). Their names
+carry a ``cktf-`` prefix so that they cannot pass for standard checkpoints (``cktf-vit-base`` has 3.75M parameters,
+ViT-B/16 86M); the former names ``vit-nano``, ``vit-tiny``, ``vit-small``, ``vit-base`` still work, with a
+``FutureWarning``.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+import warnings
+from typing import Optional, Union
 
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel, ViTConfig
 
+from ..shrink import shrink_teacher
+
 # hidden size, layers, attention heads, MLP size
 STUDENT_SIZES: dict[str, tuple[int, int, int, int]] = {
-    "vit-nano": (48, 3, 2, 192),
-    "vit-tiny": (64, 4, 2, 256),  # 0.21M parameters at 28 px, patch 4
-    "vit-small": (128, 6, 4, 512),
-    "vit-base": (192, 8, 4, 768),
+    "cktf-vit-nano": (48, 3, 2, 192),
+    "cktf-vit-tiny": (64, 4, 2, 256),  # 0.21M parameters at 28 px, patch 4
+    "cktf-vit-small": (128, 6, 4, 512),
+    "cktf-vit-base": (192, 8, 4, 768),
 }
+DEPRECATED_STUDENT_NAMES = {name.removeprefix("cktf-"): name for name in STUDENT_SIZES}
+TEACHER_STUDENT = "teacher"
+
+
+def resolve_student_name(size: str) -> str:
+    """The current name of a named student size: ``vit-tiny`` → ``cktf-vit-tiny`` with a ``FutureWarning``."""
+    if size in DEPRECATED_STUDENT_NAMES:
+        new = DEPRECATED_STUDENT_NAMES[size]
+        warnings.warn(f"The student name {size!r} is deprecated (it reads like a standard checkpoint): use {new!r}.",
+                      FutureWarning, stacklevel=3)
+        return new
+    return size
 
 
 def student_config(size: str, teacher_config: PretrainedConfig, image_size: Optional[int] = None) -> ViTConfig:
@@ -22,6 +44,7 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
     For a CNN teacher the image size comes from ``image_size`` (the image processor's) and the patch size is 4 up to
     64 px, 16 above.
     """
+    size = resolve_student_name(size)
     if size not in STUDENT_SIZES:
         raise ValueError(f"Unknown student size {size!r}; choose one of {sorted(STUDENT_SIZES)}, or a Hub id / folder.")
     hidden, layers, heads, mlp = STUDENT_SIZES[size]
@@ -39,15 +62,46 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
     )
 
 
+def parse_teacher_student(spec: str) -> dict[str, float]:
+    """``"teacher"`` → ``{}``; ``"teacher:depth=0.5,width=0.75"`` → ``{"depth": 0.5, "width": 0.75}``."""
+    _, _, options = spec.partition(":")
+    shrink: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in options.split(","))):
+        key, sep, value = item.partition("=")
+        if key.strip() not in ("depth", "width") or not sep:
+            raise ValueError(f"Cannot read {item!r} in --student {spec!r}: write teacher:depth=0.5,width=1.0.")
+        try:
+            shrink[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{key.strip()} in --student {spec!r} must be a number, got {value!r}.") from None
+    return shrink
+
+
 def load_or_build_student(
-    student: str, teacher_config: PretrainedConfig, image_size: Optional[int] = None
+    student: str, teacher_config: PretrainedConfig, image_size: Optional[int] = None,
+    teacher: Optional[Union[PreTrainedModel, str]] = None,
 ) -> PreTrainedModel:
-    """A named size (``vit-tiny``, ...) built fresh, or a Hub id / folder loaded with the teacher's label space."""
+    """A named size (``cktf-vit-tiny``, ...) built fresh; ``teacher[:depth=..,width=..]``, the teacher shrunk by
+    :func:`cktf_hf.shrink_teacher` (depth 0.5 by default); or a Hub id / folder loaded with the teacher's label space.
+
+    For ``teacher:...`` the teacher is ``teacher`` (a model, or a Hub id / folder), else loaded from
+    ``teacher_config``'s own name and commit.
+    """
+    student = resolve_student_name(student)
     if student in STUDENT_SIZES:
         return AutoModelForImageClassification.from_config(student_config(student, teacher_config, image_size))
+    if student == TEACHER_STUDENT or student.startswith(TEACHER_STUDENT + ":"):
+        options = parse_teacher_student(student)
+        if teacher is None:
+            teacher = AutoModelForImageClassification.from_pretrained(
+                teacher_config._name_or_path, revision=getattr(teacher_config, "_commit_hash", None))
+        elif isinstance(teacher, str):
+            teacher = AutoModelForImageClassification.from_pretrained(teacher)
+        return shrink_teacher(teacher, **{"depth": 0.5, **options})
     labels = dict(num_labels=teacher_config.num_labels, id2label=dict(teacher_config.id2label),
                   label2id=dict(teacher_config.label2id))
     if os.path.isdir(student) or "/" in student:
         config = AutoConfig.from_pretrained(student, **labels)
         return AutoModelForImageClassification.from_pretrained(student, config=config, ignore_mismatched_sizes=True)
-    raise ValueError(f"Unknown student {student!r}: a size in {sorted(STUDENT_SIZES)}, a Hub id or a folder.")
+    raise ValueError(f"Unknown student {student!r}: a size in {sorted(STUDENT_SIZES)}, 'teacher:depth=0.5' (a "
+                     "shrunken copy of the teacher), a Hub id or a folder.")

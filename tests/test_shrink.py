@@ -1,0 +1,159 @@
+"""shrink_teacher: a shallower copy of the teacher initialised from its kept layers; the demo's student names."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    ConvNextConfig,
+    ConvNextForImageClassification,
+    DeiTConfig,
+    DeiTForImageClassification,
+    ResNetConfig,
+    ResNetForImageClassification,
+    Swinv2Config,
+    Swinv2ForImageClassification,
+)
+
+import tiny
+from cktf_hf import shrink_teacher
+from cktf_hf.demo import STUDENT_SIZES, load_or_build_student, student_config
+from cktf_hf.shrink import kept_layers
+
+LABELS = dict(num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)})
+
+
+def _resnet():
+    torch.manual_seed(0)
+    return ResNetForImageClassification(ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[2, 4], layer_type="bottleneck",
+        downsample_in_first_stage=False, **LABELS))
+
+
+def _convnext():
+    torch.manual_seed(0)
+    return ConvNextForImageClassification(ConvNextConfig(
+        num_stages=2, hidden_sizes=[8, 16], depths=[2, 4], patch_size=2, image_size=16, **LABELS))
+
+
+def _deit():
+    torch.manual_seed(0)
+    return DeiTForImageClassification(DeiTConfig(
+        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+        intermediate_size=64, **LABELS))
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return model.state_dict()
+
+
+def _pixels():
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def test_kept_layers():
+    assert kept_layers(12, 0.5) == [0, 2, 4, 6, 8, 10]  # every other layer, as DistilBERT
+    assert kept_layers(4, 0.5) == [0, 2] and kept_layers(3, 0.5) == [0, 1] and kept_layers(1, 0.5) == [0]
+    assert kept_layers(4, 1.0) == [0, 1, 2, 3] and kept_layers(6, 0.34) == [0, 3]
+
+
+@pytest.mark.parametrize("build", [lambda: tiny.vit(32, 4), _deit])
+def test_vit_and_deit_keep_every_other_layer_with_the_teachers_weights(build):
+    teacher = build()
+    student = shrink_teacher(teacher, depth=0.5)
+    n = teacher.config.num_hidden_layers
+    assert type(student) is type(teacher) and student.config.num_hidden_layers == n // 2
+    t, s = _state(teacher), _state(student)
+    prefix = next(p for p in (f"{teacher.base_model_prefix}.layers.", f"{teacher.base_model_prefix}.encoder.layer.")
+                  if any(k.startswith(p) for k in t))
+    kept = kept_layers(n, 0.5)
+    for key in s:
+        if key.startswith(prefix):
+            j, rest = key[len(prefix):].split(".", 1)
+            assert torch.equal(s[key], t[f"{prefix}{kept[int(j)]}.{rest}"]), key
+        else:
+            assert torch.equal(s[key], t[key]), key  # embeddings, final norm, classifier: the teacher's
+    weight = next(k for k in s if k.startswith(f"{prefix}1.") and k.endswith("weight") and s[k].dim() == 2)
+    assert not torch.equal(s[weight], t[weight])  # student layer 1 is teacher layer 2, not teacher layer 1
+    logits = student(pixel_values=_pixels()).logits
+    assert logits.shape == (2, 10) and student.config.id2label == teacher.config.id2label
+    assert student.training and all(p.requires_grad for p in student.parameters())
+
+
+@pytest.mark.parametrize("build", [_resnet, _convnext])
+def test_cnns_shrink_every_stage(build):
+    teacher = build()
+    student = shrink_teacher(teacher, depth=0.5)
+    assert student.config.depths == [len(kept_layers(d, 0.5)) for d in teacher.config.depths] == [1, 2]
+    t, s = _state(teacher), _state(student)
+    base = teacher.base_model_prefix
+    # stage 1 keeps the teacher's layers 0 and 2, renumbered 0 and 1
+    for j, i in ((0, 0), (1, 2)):
+        prefix_s, prefix_t = f"{base}.encoder.stages.1.layers.{j}.", f"{base}.encoder.stages.1.layers.{i}."
+        keys = [k for k in s if k.startswith(prefix_s)]
+        assert keys and all(torch.equal(s[k], t[prefix_t + k[len(prefix_s):]]) for k in keys)
+    others = [k for k in s if ".layers." not in k]
+    assert others and all(torch.equal(s[k], t[k]) for k in others)  # stem, downsampling, norms, classifier
+    with torch.no_grad():
+        assert student(pixel_values=_pixels()).logits.shape == (2, 10)
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+
+
+def test_a_copy_at_full_depth_computes_what_the_teacher_does():
+    teacher = _convnext().eval()
+    student = shrink_teacher(teacher, depth=1.0).eval()
+    with torch.no_grad():
+        assert torch.equal(student(pixel_values=_pixels()).logits, teacher(pixel_values=_pixels()).logits)
+
+
+def test_width_shrinks_fresh_and_the_dtype_is_float32():
+    teacher = tiny.vit(64, 4).to(torch.bfloat16)
+    teacher.requires_grad_(False)
+    student = shrink_teacher(teacher, depth=0.5, width=0.5)
+    assert student.config.hidden_size == 32 and student.config.intermediate_size == 64
+    assert student.config.num_hidden_layers == 2 and student.config._name_or_path == ""
+    assert next(student.parameters()).dtype == torch.float32 and all(p.requires_grad for p in student.parameters())
+    assert student(pixel_values=_pixels()).logits.shape == (2, 10)
+    narrow = shrink_teacher(_resnet(), width=0.5)
+    assert narrow.config.hidden_sizes == [8, 8] and narrow.config.embedding_size == 8
+
+
+def test_unsupported_architecture_and_bad_fractions_are_refused():
+    swin = Swinv2ForImageClassification(Swinv2Config(image_size=16, patch_size=4, embed_dim=8, depths=[1],
+                                                     num_heads=[1], window_size=2, **LABELS))
+    with pytest.raises(ValueError, match=r"ViT, DeiT, ResNet and ConvNeXt.*'swinv2'.*Swinv2ForImageClassification"):
+        shrink_teacher(swin)
+    with pytest.raises(ValueError, match="depth must be in"):
+        shrink_teacher(tiny.vit(), depth=0)
+    with pytest.raises(ValueError, match="width must be in"):
+        shrink_teacher(tiny.vit(), width=1.5)
+
+
+# ------------------------------------------------------------------------------------------- the demo's names
+def test_named_students_have_unmistakable_names_and_the_old_ones_warn():
+    assert all(name.startswith("cktf-vit-") for name in STUDENT_SIZES)
+    config = tiny.vit().config
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = student_config("cktf-vit-tiny", config, image_size=16)
+    with pytest.warns(FutureWarning, match="'vit-tiny' is deprecated.*'cktf-vit-tiny'"):
+        old = student_config("vit-tiny", config, image_size=16)
+    assert old.to_dict() == new.to_dict()
+    with pytest.warns(FutureWarning, match="'vit-nano' is deprecated"):
+        assert load_or_build_student("vit-nano", config, 16).config.num_hidden_layers == 3
+
+
+def test_load_or_build_student_from_the_teacher(tmp_path):
+    teacher = tiny.vit(32, 4)
+    teacher.save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    student = load_or_build_student("teacher:depth=0.5", config)  # the teacher loaded from the config's folder
+    assert student.config.num_hidden_layers == 2
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert load_or_build_student("teacher", config, teacher=teacher).config.num_hidden_layers == 2  # depth 0.5
+    assert load_or_build_student("teacher:depth=1,width=0.5", config, teacher=teacher).config.hidden_size == 16
+    with pytest.raises(ValueError, match="teacher:depth=0.5,width=1.0"):
+        load_or_build_student("teacher:layers=2", config, teacher=teacher)
