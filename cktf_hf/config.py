@@ -8,14 +8,19 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from transformers import TrainingArguments
+from transformers.utils import logging
 
 from .features import TOKEN_POOLING
+from .locations import looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
 
 CONFIG_NAME = "distillation_config.json"
+LOCAL_PATHS_KEY = "local_paths_removed"
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -140,23 +145,54 @@ class ContrastiveDistillationConfig(TrainingArguments):
         return own
 
     def save_distillation_config(self, directory: str, **extra: Any) -> str:
-        """Write ``distillation_config.json`` (distillation fields, resolved weights, ``extra``) to ``directory``."""
+        """Write ``distillation_config.json`` (distillation fields, resolved weights, ``extra``) to ``directory``.
+
+        The file is published with the student, so it holds no local path: a teacher loaded from a local folder is
+        written as the folder's name and the teacher cache folder as null, both listed under ``local_paths_removed``.
+        """
         path = os.path.join(directory, CONFIG_NAME)
         os.makedirs(directory, exist_ok=True)
+        content, removed = {**self.distillation_dict(), **extra}, {}
+        if content.get("teacher") and looks_like_local_path(content["teacher"]):
+            content["teacher"] = os.path.basename(os.path.normpath(content["teacher"]))
+            removed["teacher"] = "a local folder: only its name is kept"
+        if content.get("teacher_cache_dir"):
+            content["teacher_cache_dir"] = None
+            removed["teacher_cache_dir"] = "a local folder: not recorded"
+        if removed:
+            content[LOCAL_PATHS_KEY] = removed
         with open(path, "w") as f:
-            json.dump({**self.distillation_dict(), **extra}, f, indent=2, sort_keys=True)
+            json.dump(content, f, indent=2, sort_keys=True)
         return path
 
     @classmethod
     def from_distillation_config(cls, path: str, **overrides: Any) -> "ContrastiveDistillationConfig":
         """Read back a ``distillation_config.json`` (file or folder) into a config; ``overrides`` set other fields
-        (``output_dir`` at least)."""
+        (``output_dir`` at least).
+
+        Reading a file never enables remote code: ``trust_remote_code`` is taken from ``overrides`` only, whatever
+        the file says. Fields the file lists under ``local_paths_removed`` are left unset (pass ``teacher=`` again).
+        """
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
-        with open(path) as f:
-            saved = json.load(f)
-        kwargs = {k: v for k, v in saved.items() if k in _DISTILLATION_FIELDS}
+        saved = read_json(path, "a distillation_config.json written by ContrastiveDistillationTrainer.save_model")
+        skipped = {"trust_remote_code", *saved.get(LOCAL_PATHS_KEY, {})}
+        kwargs = {k: v for k, v in saved.items() if k in _DISTILLATION_FIELDS and k not in skipped}
+        if saved.get("trust_remote_code") and "trust_remote_code" not in overrides:
+            logger.warning("%s asks for trust_remote_code=True; reading a config never enables remote code: pass "
+                           "trust_remote_code=True yourself if you have read and trust the teacher's code.", path)
         return cls(**{**kwargs, **overrides})
+
+
+def read_json(path: str, expected: str) -> Any:
+    """``json.load`` of ``path``, with an error naming the file and what it should hold when it is not valid JSON."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); it should be {expected}. Restore or re-create the file."
+            ) from None
 
 
 def parse_classic_objectives(spec: str) -> dict[str, float]:

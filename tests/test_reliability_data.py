@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from cktf_hf import ContrastiveDistillationConfig
+from cktf_hf.config import CONFIG_NAME
+from cktf_hf.teacher import load_teacher
 from cktf_hf.transforms import to_rgb
 
 
@@ -40,3 +45,53 @@ def test_deep_arrays_and_eight_bit_ranges_are_scaled_the_same_way():
     odd = Image.fromarray((_gradient(2.0) - 1.0).astype(np.float32))     # F in [-1, 1]: min-max rescaled
     row = np.asarray(to_rgb(odd))[0, :, 0]
     assert row[0] == 0 and row[-1] == 255
+
+
+# ------------------------------------------------------------------------- distillation_config.json (item 2)
+def _remote_code_teacher(folder, marker) -> None:
+    """A teacher folder whose config names custom code (auto_map) that writes ``marker`` when it is imported."""
+    folder.mkdir()
+    (folder / "marker_model.py").write_text(
+        f"open({str(marker)!r}, 'w').write('remote code ran')\n"
+        "from transformers import ViTConfig, ViTForImageClassification\n"
+        "class MarkerConfig(ViTConfig):\n    model_type = 'marker-vit'\n"
+        "class MarkerModel(ViTForImageClassification):\n    config_class = MarkerConfig\n"
+    )
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "marker-vit", "architectures": ["MarkerModel"],
+        "auto_map": {"AutoConfig": "marker_model.MarkerConfig",
+                     "AutoModelForImageClassification": "marker_model.MarkerModel"},
+    }))
+
+
+def test_a_distillation_config_never_enables_remote_code(tmp_path):
+    marker, teacher = tmp_path / "marker.txt", tmp_path / "evil-teacher"
+    _remote_code_teacher(teacher, marker)
+    saved = tmp_path / "published"
+    saved.mkdir()
+    (saved / CONFIG_NAME).write_text(json.dumps({"teacher": str(teacher), "trust_remote_code": True, "nce_k": 8}))
+    args = ContrastiveDistillationConfig.from_distillation_config(str(saved), output_dir=str(tmp_path / "out"))
+    assert args.trust_remote_code is False and args.teacher == str(teacher) and args.nce_k == 8
+    with pytest.raises((OSError, ValueError)):
+        load_teacher(args.teacher, args)
+    assert not marker.exists()
+    explicit = ContrastiveDistillationConfig.from_distillation_config(str(saved), output_dir=str(tmp_path / "out"),
+                                                                       trust_remote_code=True)
+    assert explicit.trust_remote_code is True  # only the caller can turn it on
+
+
+def test_a_saved_distillation_config_holds_no_local_path(tmp_path):
+    teacher = tmp_path / "my-teacher"
+    teacher.mkdir()
+    config = ContrastiveDistillationConfig(output_dir=str(tmp_path / "run"), teacher=str(teacher),
+                                           teacher_cache_dir=str(tmp_path / "cache"), nce_k=8)
+    text = open(config.save_distillation_config(str(tmp_path / "saved"))).read()
+    assert str(tmp_path) not in text
+    saved = json.loads(text)
+    assert saved["teacher"] == "my-teacher" and saved["teacher_cache_dir"] is None
+    assert set(saved["local_paths_removed"]) == {"teacher", "teacher_cache_dir"}
+    restored = ContrastiveDistillationConfig.from_distillation_config(str(tmp_path / "saved"),
+                                                                       output_dir=str(tmp_path / "b"))
+    assert restored.teacher is None and restored.teacher_cache_dir is None and restored.nce_k == 8
+    hub = ContrastiveDistillationConfig(output_dir=str(tmp_path / "run"), teacher="org/teacher")
+    assert json.loads(open(hub.save_distillation_config(str(tmp_path / "hub"))).read())["teacher"] == "org/teacher"
