@@ -32,7 +32,7 @@ from .model_card import (
 from .model_io import ClassifierInputCapture, run_model
 from .objectives import CKTFObjective, PairFeatures, PairShape
 from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
-from .teacher import check_label_spaces, load_teacher
+from .teacher import check_label_spaces, load_teacher, teacher_fingerprint
 
 logger = logging.get_logger(__name__)
 
@@ -71,6 +71,8 @@ class ContrastiveDistillationTrainer(Trainer):
         set_seed(args.seed)
         settings = args.objective_settings
         self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
+        self.teacher_fingerprint = teacher_fingerprint(  # what the student is distilled from (commit or sha256)
+            teacher_model if teacher_model is not None else args.teacher, self.teacher, args.teacher_revision)
         check_label_spaces(model, self.teacher, uses_teacher_labels=settings.kd_weight > 0 or settings.ce_weight > 0)
 
         train_dataset, data_collator, num_samples = _prepare_training_data(train_dataset, data_collator, args)
@@ -302,7 +304,8 @@ class ContrastiveDistillationTrainer(Trainer):
         finally:
             self.args.hub_token = hub_token
         self.args.save_distillation_config(
-            output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing_dicts
+            output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing_dicts,
+            teacher_fingerprint=self.teacher_fingerprint,
         )
 
     @property

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from cktf_hf import ContrastiveDistillationConfig
+import tiny
+from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.config import CONFIG_NAME
-from cktf_hf.teacher import load_teacher
+from cktf_hf.teacher import load_teacher, teacher_fingerprint
 from cktf_hf.transforms import to_rgb
 
 
@@ -95,3 +98,58 @@ def test_a_saved_distillation_config_holds_no_local_path(tmp_path):
     assert restored.teacher is None and restored.teacher_cache_dir is None and restored.nce_k == 8
     hub = ContrastiveDistillationConfig(output_dir=str(tmp_path / "run"), teacher="org/teacher")
     assert json.loads(open(hub.save_distillation_config(str(tmp_path / "hub"))).read())["teacher"] == "org/teacher"
+
+
+# ----------------------------------------------------------------------------- teacher fingerprint (item 3)
+def _trainer(tmp_path, teacher_model, dataset=None, student=None, **config):
+    args = ContrastiveDistillationConfig(**{**dict(output_dir=str(tmp_path / "student"), max_steps=1, nce_k=8,
+                                                   report_to="none", save_strategy="no", disable_tqdm=True), **config})
+    return ContrastiveDistillationTrainer(model=student or tiny.vit(32, 2, seed=1), args=args, teacher_model=teacher_model,
+                                          train_dataset=dataset if dataset is not None else tiny.digits("train", 32))
+
+
+def test_a_teacher_with_flipped_bytes_has_another_sha256(tmp_path):
+    folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(folder)
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path / "out"))
+    weights = folder / "model.safetensors"
+    before = teacher_fingerprint(str(folder), load_teacher(str(folder), args))
+    assert before == {"source": "local folder", "name": "teacher",
+                      "weights_sha256": {"model.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()}}
+    data = bytearray(weights.read_bytes())
+    for i in range(len(data) - 5000, len(data)):  # tensor bytes, not the header: the teacher still loads
+        data[i] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    corrupted = load_teacher(str(folder), args)
+    assert teacher_fingerprint(str(folder), corrupted)["weights_sha256"] != before["weights_sha256"]
+    model = tiny.vit(64, 4)
+    by_object = teacher_fingerprint(model, model)["state_dict_sha256"]
+    with torch.no_grad():
+        model.classifier.bias[0] += 1
+    assert teacher_fingerprint(model, model)["state_dict_sha256"] != by_object
+
+
+def test_the_trainer_records_the_teacher_in_distillation_config(tmp_path):
+    folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(folder)
+    trainer = _trainer(tmp_path, str(folder))
+    assert trainer.teacher_fingerprint["source"] == "local folder"
+    trainer.save_model()
+    saved = json.loads((tmp_path / "student" / CONFIG_NAME).read_text())
+    assert saved["teacher_fingerprint"] == trainer.teacher_fingerprint
+    assert str(tmp_path) not in json.dumps(saved)
+
+
+def test_a_hub_teacher_is_recorded_by_its_commit(fake_hub, tmp_path):
+    folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(folder)
+    commit = fake_hub.publish("tester/fingerprinted-teacher", str(folder))
+    later = fake_hub.publish("tester/fingerprinted-teacher", {"notes.txt": b"a later commit"})
+    trainer = _trainer(tmp_path, None, teacher="tester/fingerprinted-teacher", teacher_revision=commit)
+    assert trainer.teacher_fingerprint == {
+        "source": "hub", "repo_id": "tester/fingerprinted-teacher", "commit": commit,
+        "weights_sha256": {"model.safetensors": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()},
+    }
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path / "out"))  # no revision: main, the later commit
+    latest = teacher_fingerprint("tester/fingerprinted-teacher", load_teacher("tester/fingerprinted-teacher", args))
+    assert latest["commit"] == later != commit
