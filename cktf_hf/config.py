@@ -202,8 +202,12 @@ def parse_classic_objectives(spec: str) -> dict[str, float]:
         if not item.strip():
             continue
         name, sep, weight = item.partition("=")
+        key = name.strip().lower()
+        if key in weights:
+            raise ValueError(f"Classic objective {name.strip()!r} is named twice in {spec!r}: give each objective "
+                             "once, with its weight (e.g. 'at=1000,pkt=30000').")
         try:
-            weights[name.strip().lower()] = float(weight) if sep else 1.0
+            weights[key] = float(weight) if sep else 1.0
         except ValueError:
             raise ValueError(f"Cannot read classic objective {item!r}: write name=weight, e.g. 'at=1000'.") from None
     return weights
