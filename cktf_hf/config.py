@@ -59,6 +59,10 @@ class ContrastiveDistillationConfig(TrainingArguments):
         token_pooling (`str`, *optional*, defaults to `"mean"`): Token layers pooled by patch-token `mean` or `cls`.
         grid_size (`int`, *optional*, defaults to `1`): Keep a g×g grid when pooling maps (1 = global average).
         label_column (`str`, *optional*): Dataset column with the labels, for other-class negatives.
+        allow_label_mismatch (`bool`, *optional*, defaults to `False`):
+            Train although the dataset's `ClassLabel` names differ from the teacher's `id2label` (e.g. transfer to new
+            classes with cross-entropy): the student's `id2label` becomes the dataset's. Without it that is an error
+            (the same names in another order are remapped either way).
         teacher_cache_dir (`str`, *optional*):
             Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
             stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
@@ -91,6 +95,9 @@ class ContrastiveDistillationConfig(TrainingArguments):
     token_pooling: str = field(default="mean", metadata={"help": f"Token pooling: one of {TOKEN_POOLING}."})
     grid_size: int = field(default=1, metadata={"help": "Pooling grid g (g×g kept; 1 = global)."})
     label_column: Optional[str] = field(default=None, metadata={"help": "Label column for other-class negatives."})
+    allow_label_mismatch: bool = field(
+        default=False, metadata={"help": "Train although the dataset's class names differ from the teacher's."}
+    )
     teacher_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Cache the teacher's outputs per training image in this folder (opt-in; "
                                         "needs deterministic preprocessing)."}
@@ -217,5 +224,5 @@ _DISTILLATION_FIELDS = {
     "teacher", "teacher_revision", "teacher_dtype", "trust_remote_code", "preset", "ce_weight", "kd_weight",
     "final_weight", "layer_weight", "temperature", "kd_temperature", "classic_objectives", "feature_batch_norm",
     "negatives", "nce_k", "nce_momentum", "feat_dim", "projector", "layer_pairs", "token_pooling", "grid_size",
-    "label_column", "teacher_cache_dir",
+    "label_column", "teacher_cache_dir", "allow_label_mismatch",
 }

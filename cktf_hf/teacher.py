@@ -95,8 +95,9 @@ def teacher_fingerprint(
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     name = getattr(teacher.config, "_name_or_path", "") or type(teacher).__name__
-    return {"source": "model object", "name": os.path.basename(os.path.normpath(name)),
-            "dtype": str(next(teacher.parameters()).dtype).replace("torch.", ""), "state_dict_sha256": digest.hexdigest()}
+    dtype = str(next(teacher.parameters()).dtype).replace("torch.", "")
+    return {"source": "model object", "name": os.path.basename(os.path.normpath(name)), "dtype": dtype,
+            "state_dict_sha256": digest.hexdigest()}
 
 
 def _weight_files(locate: Any) -> dict[str, str]:

@@ -32,7 +32,8 @@ from .model_card import (
 from .model_io import ClassifierInputCapture, run_model
 from .objectives import CKTFObjective, PairFeatures, PairShape
 from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
-from .teacher import check_label_spaces, load_teacher, teacher_fingerprint
+from .teacher import load_teacher, teacher_fingerprint
+from .validation import validate_training_setup
 
 logger = logging.get_logger(__name__)
 
@@ -69,11 +70,10 @@ class ContrastiveDistillationTrainer(Trainer):
         if train_dataset is None:
             raise ValueError("ContrastiveDistillationTrainer needs a train_dataset (the probe batch comes from it).")
         set_seed(args.seed)
-        settings = args.objective_settings
         self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
         self.teacher_fingerprint = teacher_fingerprint(  # what the student is distilled from (commit or sha256)
             teacher_model if teacher_model is not None else args.teacher, self.teacher, args.teacher_revision)
-        check_label_spaces(model, self.teacher, uses_teacher_labels=settings.kd_weight > 0 or settings.ce_weight > 0)
+        validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)  # labels, class names, sizes
 
         train_dataset, data_collator, num_samples = _prepare_training_data(train_dataset, data_collator, args)
         self.objective, self.pairs, self.layouts, self.pairing_rows = self._build_objective(

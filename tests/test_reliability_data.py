@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from PIL import Image
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.config import CONFIG_NAME
+from cktf_hf.objectives import ObjectiveSettings
 from cktf_hf.teacher import load_teacher, teacher_fingerprint
 from cktf_hf.transforms import to_rgb
 
@@ -104,7 +106,8 @@ def test_a_saved_distillation_config_holds_no_local_path(tmp_path):
 def _trainer(tmp_path, teacher_model, dataset=None, student=None, **config):
     args = ContrastiveDistillationConfig(**{**dict(output_dir=str(tmp_path / "student"), max_steps=1, nce_k=8,
                                                    report_to="none", save_strategy="no", disable_tqdm=True), **config})
-    return ContrastiveDistillationTrainer(model=student or tiny.vit(32, 2, seed=1), args=args, teacher_model=teacher_model,
+    return ContrastiveDistillationTrainer(model=student or tiny.vit(32, 2, seed=1), args=args,
+                                          teacher_model=teacher_model,
                                           train_dataset=dataset if dataset is not None else tiny.digits("train", 32))
 
 
@@ -146,10 +149,145 @@ def test_a_hub_teacher_is_recorded_by_its_commit(fake_hub, tmp_path):
     commit = fake_hub.publish("tester/fingerprinted-teacher", str(folder))
     later = fake_hub.publish("tester/fingerprinted-teacher", {"notes.txt": b"a later commit"})
     trainer = _trainer(tmp_path, None, teacher="tester/fingerprinted-teacher", teacher_revision=commit)
-    assert trainer.teacher_fingerprint == {
-        "source": "hub", "repo_id": "tester/fingerprinted-teacher", "commit": commit,
-        "weights_sha256": {"model.safetensors": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()},
-    }
+    weights = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert trainer.teacher_fingerprint == {"source": "hub", "repo_id": "tester/fingerprinted-teacher",
+                                           "commit": commit, "weights_sha256": {"model.safetensors": weights}}
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path / "out"))  # no revision: main, the later commit
     latest = teacher_fingerprint("tester/fingerprinted-teacher", load_teacher("tester/fingerprinted-teacher", args))
     assert latest["commit"] == later != commit
+
+
+# ------------------------------------------------------------------------------------------ labels (item 9)
+def _digits_with(labels, dtype=None, limit=32):
+    data = tiny.digits("train", limit).with_format(None)
+    data = data.remove_columns("labels").add_column("labels", labels)
+    if dtype is not None:
+        data = data.cast_column("labels", datasets.Value(dtype))
+    return data.with_format("torch")
+
+
+def test_float_labels_are_refused(tmp_path):
+    labels = [float(v) for v in tiny.digits("train", 32)["labels"]]
+    labels[5] = 2.5
+    with pytest.raises(ValueError, match=r"'labels' holds floats.*2\.5 at row 5.*cast_column\('labels'"):
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=_digits_with(labels, "float32"))
+    with pytest.raises(ValueError, match=r"holds floats"):  # integral floats too: a float label is a bug
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=_digits_with([float(v) for v in range(10)] * 3, "float64", 30))
+
+
+def test_string_labels_are_refused_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"str values \(e\.g\. '0' at row 0\).*class_encode_column\('labels'\)"):
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=_digits_with([str(i % 10) for i in range(32)]))
+
+
+@pytest.mark.parametrize("bad, message", [(10, r"label 10 at row 7 .*outside \[0, 10\).*10 classes"),
+                                          (-1, r"label -1 at row 7 .*missing label.*filter")])
+def test_labels_out_of_range_are_refused_before_training(tmp_path, bad, message):
+    labels = [int(v) for v in tiny.digits("train", 32)["labels"]]
+    labels[7] = bad
+    with pytest.raises(ValueError, match=message):
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=_digits_with(labels))
+
+
+def test_empty_training_set_and_bad_evaluation_labels(tmp_path):
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=tiny.digits("train", 32).select([]))
+    labels = [int(v) for v in tiny.digits("train", 32)["labels"]]
+    labels[3] = 12
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), max_steps=1, nce_k=8, report_to="none")
+    with pytest.raises(ValueError, match=r"eval_dataset has label 12 at row 3"):
+        ContrastiveDistillationTrainer(model=tiny.vit(32, 2), args=args, teacher_model=tiny.vit(64, 4),
+                                       train_dataset=tiny.digits("train", 32), eval_dataset=_digits_with(labels))
+
+
+# ------------------------------------------------------------------------------------ class names (item 10)
+ORDER = [3, 7, 0, 9, 1, 5, 2, 8, 6, 4]  # dataset class d is the teacher's class ORDER[d]
+
+
+def _named(dataset, names):
+    return dataset.with_format(None).cast_column("labels", datasets.ClassLabel(names=names)).with_format("torch")
+
+
+def _permuted_copy(dataset):
+    """The same images with the classes renumbered in ORDER, named accordingly."""
+    inverse = {teacher_class: d for d, teacher_class in enumerate(ORDER)}
+    data = dataset.with_format(None)
+    data = data.map(lambda e: {"labels": inverse[e["labels"]]})
+    return _named(data, [str(t) for t in ORDER])
+
+
+def _student_in_order(order):
+    student = tiny.vit(32, 2, seed=1)
+    with torch.no_grad():
+        student.classifier.weight.copy_(student.classifier.weight[order])
+        student.classifier.bias.copy_(student.classifier.bias[order])
+    return student
+
+
+def test_same_class_names_in_another_order_are_remapped(tmp_path):
+    train = tiny.digits("train", 64)
+    original = _named(train, [str(i) for i in range(10)])
+    permuted = _permuted_copy(train)
+    config = dict(preset="cktf+kd", negatives="in_batch", per_device_eval_batch_size=64)
+    a = _trainer(tmp_path / "a", tiny.vit(64, 4), dataset=original, student=tiny.vit(32, 2, seed=1), **config)
+    b = _trainer(tmp_path / "b", tiny.vit(64, 4), dataset=permuted, student=_student_in_order(ORDER), **config)
+    assert b.model.config.id2label == dict(enumerate(str(t) for t in ORDER))
+    assert b.model.config.label2id == {str(t): d for d, t in enumerate(ORDER)}
+
+    def losses(trainer):
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(32)])
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        return loss.item(), {k: float(v) for k, v in trainer._components.items()}
+
+    loss_a, parts_a = losses(a)
+    loss_b, parts_b = losses(b)
+    assert parts_a["kd"] > 0 and parts_a["ce"] > 0
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert parts_b == pytest.approx(parts_a, rel=1e-5)
+    accuracy_a = a.evaluate_teacher(original)["teacher_accuracy"]
+    assert b.evaluate_teacher(permuted)["teacher_accuracy"] == pytest.approx(accuracy_a)
+
+
+def test_different_class_names_need_an_opt_in(tmp_path):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    renamed = _named(tiny.digits("train", 32), names)
+    with pytest.raises(ValueError, match=r"class names differ.*0: dataset 'zero' vs teacher '0'.*allow_label_mismatch"):
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed)
+    trainer = _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed, allow_label_mismatch=True)
+    assert trainer.model.config.id2label == dict(enumerate(names))
+    transfer = _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed, student=tiny.vit(32, 2, num_labels=5),
+                        preset="transfer")  # no term reads labels against the teacher
+    assert transfer.model.config.num_labels == 5
+
+
+def test_evaluation_classes_in_another_order_than_training_are_refused(tmp_path):
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), max_steps=1, nce_k=8, report_to="none")
+    train = _named(tiny.digits("train", 32), [str(i) for i in range(10)])
+    with pytest.raises(ValueError, match=r"eval_dataset's class names .* not in the order.*align_labels_with_mapping"):
+        ContrastiveDistillationTrainer(model=tiny.vit(32, 2), args=args, teacher_model=tiny.vit(64, 4),
+                                       train_dataset=train, eval_dataset=_permuted_copy(tiny.digits("test", 32)))
+
+
+# ------------------------------------------------------------------------------- refuse early (item 11)
+def test_settings_the_data_cannot_support_are_refused_early(tmp_path):
+    teacher = tiny.vit(64, 4)
+    with pytest.raises(ValueError, match=r"in_batch' with one sample per batch.*per_device_train_batch_size >= 2"):
+        _trainer(tmp_path, teacher, negatives="in_batch", per_device_train_batch_size=1)
+    counts = np.bincount(np.asarray(tiny.digits("train", 32).with_format(None)["labels"]))
+    pool = 32 - counts.max()
+    with pytest.raises(ValueError, match=rf"nce_k=10,000,000 is larger than the {pool} other-class negatives.*"
+                                         rf"at most {pool}"):
+        _trainer(tmp_path, teacher, nce_k=10_000_000)
+    _trainer(tmp_path, teacher, nce_k=int(pool))  # the largest that fits
+    with pytest.raises(ValueError, match=r"grid_size=64 is larger than a paired feature map of 4×4.*at most 4"):
+        _trainer(tmp_path, teacher, grid_size=64)
+    with pytest.raises(ValueError, match=r"label_column='fine_label' is not a column.*\['labels', 'pixel_values'\]"):
+        _trainer(tmp_path, teacher, label_column="fine_label")
+
+
+def test_duplicate_objective_names_are_refused():
+    with pytest.raises(ValueError, match=r"'AT' is named twice"):
+        ContrastiveDistillationConfig(output_dir="unused", classic_objectives="at=1000,AT=5")
+    with pytest.raises(ValueError, match=r"named more than once.*\['at'\]"):
+        ObjectiveSettings(classic={"at": 1000.0, "AT": 5.0})
