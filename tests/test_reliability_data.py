@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import datasets
 import numpy as np
@@ -291,3 +292,36 @@ def test_duplicate_objective_names_are_refused():
         ContrastiveDistillationConfig(output_dir="unused", classic_objectives="at=1000,AT=5")
     with pytest.raises(ValueError, match=r"named more than once.*\['at'\]"):
         ObjectiveSettings(classic={"at": 1000.0, "AT": 5.0})
+
+
+# ------------------------------------------------------------------------------------ teacher cache (item 12)
+class PlainDataset(torch.utils.data.Dataset):
+    """A map-style torch dataset: no datasets fingerprint, only a type and a length."""
+
+    def __init__(self, data) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.data[i]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (PlainDataset(tiny.digits("train", 64)), PlainDataset(tiny.digits("test", 64))),
+    lambda: (torch.utils.data.Subset(tiny.digits("train", 96), range(64)),
+             torch.utils.data.Subset(tiny.digits("train", 96), range(32, 96))),
+], ids=["plain", "subset"])
+def test_same_length_datasets_never_share_a_teacher_cache(tmp_path, make):
+    first, second = make()
+    cache, teacher = tmp_path / "cache", tiny.vit(64, 4)
+    _trainer(tmp_path, teacher, dataset=first, teacher_cache_dir=str(cache))
+    trainer = _trainer(tmp_path, teacher, dataset=second, teacher_cache_dir=str(cache))
+    assert len(os.listdir(cache)) == 2
+    pixel_values = torch.stack([second[i]["pixel_values"] for i in range(8)])
+    with torch.no_grad():
+        expected = trainer.teacher(pixel_values=pixel_values).logits
+    torch.testing.assert_close(trainer.teacher_cache.lookup(torch.arange(8), torch.device("cpu")).logits, expected)
+    _trainer(tmp_path, teacher, dataset=make()[1], teacher_cache_dir=str(cache))  # the same content: reused
+    assert len(os.listdir(cache)) == 2
