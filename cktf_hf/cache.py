@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets.arrow_writer import ArrowWriter
 from PIL import Image
@@ -149,8 +150,14 @@ class TeacherCache:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path + ".tmp", run_teacher, batches(), pairs, layouts, token_pooling, grid_size, raw_pairs)
             os.replace(path + ".tmp", path)
-        return cls(datasets.Dataset.from_file(path), pairs, layouts, token_pooling, grid_size, batch_norm, raw_pairs,
-                   map_pairs)
+        try:
+            table = datasets.Dataset.from_file(path)
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(
+                f"The teacher-output cache {path} is unreadable ({error}): it is corrupted or was cut short. Delete "
+                f"the folder {os.path.dirname(path)} to rebuild it on the next run."
+            ) from None
+        return cls(table, pairs, layouts, token_pooling, grid_size, batch_norm, raw_pairs, map_pairs)
 
     def lookup(self, index: torch.Tensor, device: torch.device) -> PairFeatures:
         rows = self.table[index.tolist()]

@@ -11,7 +11,7 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from .features import TOKEN_POOLING
-from .locations import looks_like_local_path
+from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
@@ -114,6 +114,8 @@ class ContrastiveDistillationConfig(TrainingArguments):
         if not isinstance(self.layer_pairs, str):  # a list of (student, teacher) pairs from Python
             self.layer_pairs = ",".join(f"{s}:{t}" for s, t in self.layer_pairs)
         super().__post_init__()
+        if self.teacher:
+            check_teacher_location(self.teacher)  # "folder not found", not "invalid repo id", for a missing path
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES}, got {self.teacher_dtype!r}.")
         if self.negatives not in NEGATIVE_MODES:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError
 from transformers import AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .config import ContrastiveDistillationConfig
+from .config import ContrastiveDistillationConfig, read_json
+from .locations import check_teacher_location
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,6 +47,7 @@ def load_teacher(
 
 
 def _from_pretrained(name: str, args: ContrastiveDistillationConfig) -> PreTrainedModel:
+    check_teacher_location(name)
     try:
         return AutoModelForImageClassification.from_pretrained(
             name,
@@ -53,6 +55,13 @@ def _from_pretrained(name: str, args: ContrastiveDistillationConfig) -> PreTrain
             use_safetensors=True,
             trust_remote_code=args.trust_remote_code,
         )
+    except SafetensorError as error:
+        files = _weight_files(lambda file: os.path.join(name, file)) if os.path.isdir(name) else {}
+        where = ", ".join(files.values()) or f"the weights of {name!r}"
+        refetch = (f"re-save or re-copy the folder {name!r}" if os.path.isdir(name) else
+                   f"download it again (hf download {name} --force-download)")
+        raise OSError(f"The teacher's weights could not be read from {where}: {error}. The file is corrupted or "
+                      f"truncated: {refetch}.") from None
     except OSError as error:
         if os.path.isdir(name):
             raise OSError(f"Could not load the teacher from folder {name!r}: {error}") from error
@@ -109,8 +118,7 @@ def _weight_files(locate: Any) -> dict[str, str]:
     index = locate(SAFE_WEIGHTS_INDEX_NAME)
     if not index or not os.path.isfile(index):
         return {}
-    with open(index) as f:
-        shards = sorted(set(json.load(f).get("weight_map", {}).values()))
+    shards = sorted(set(read_json(index, "a safetensors index (weight_map)").get("weight_map", {}).values()))
     return {name: path for name in shards if (path := locate(name))}
 
 
