@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 import torch
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -30,6 +30,7 @@ from .model_card import (
     objective_from_args,
 )
 from .model_io import ClassifierInputCapture, run_model
+from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures, PairShape
 from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
 from .teacher import load_teacher, teacher_fingerprint
@@ -280,7 +281,7 @@ class ContrastiveDistillationTrainer(Trainer):
                 "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
             )
         self._reload_student(resume_from_checkpoint, model)
-        self.objective.load_state_dict(load_file(state_path, device=str(self.args.device)))
+        load_objective_state(self.objective, state_path, str(self.args.device))  # errors say what changed
 
     def _load_best_model(self) -> None:
         """``load_best_model_at_end``: the best student weights, read as in :meth:`_load_from_checkpoint`."""

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import re
+import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.config import CONFIG_NAME
 from cktf_hf.objectives import ObjectiveSettings
 from cktf_hf.teacher import load_teacher, teacher_fingerprint
+from cktf_hf.trainer import STATE_NAME
 from cktf_hf.transforms import to_rgb
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------- deep images (item 13)
@@ -325,3 +333,66 @@ def test_same_length_datasets_never_share_a_teacher_cache(tmp_path, make):
     torch.testing.assert_close(trainer.teacher_cache.lookup(torch.arange(8), torch.device("cpu")).logits, expected)
     _trainer(tmp_path, teacher, dataset=make()[1], teacher_cache_dir=str(cache))  # the same content: reused
     assert len(os.listdir(cache)) == 2
+
+
+# ------------------------------------------------------------------------------------ clear errors (item 15)
+def test_a_missing_teacher_folder_is_reported_as_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teachers").mkdir()
+    for path in ["./no-such-teacher", str(tmp_path / "gone"), "teachers/typo", "~/no/such/teacher", "a/b/c"]:
+        with pytest.raises(FileNotFoundError, match=r"Teacher folder not found: .*Check the path"):
+            ContrastiveDistillationConfig(output_dir="out", teacher=path)
+    args = ContrastiveDistillationConfig(output_dir="out")
+    with pytest.raises(FileNotFoundError, match="Teacher folder not found: './gone'"):
+        load_teacher("./gone", args)
+    assert ContrastiveDistillationConfig(output_dir="out", teacher="someone/model").teacher == "someone/model"
+    distill_vit = _load_example("examples/distill_vit.py")  # the CLI builds the config first: the same message
+    monkeypatch.setattr("sys.argv", ["distill_vit.py", "--teacher", "./missing-teacher", "--output_dir", "out"])
+    with pytest.raises(FileNotFoundError, match="Teacher folder not found: './missing-teacher'"):
+        distill_vit.parse_args()
+
+
+def _load_example(relative_path):
+    name = "cktf_reliability_" + Path(relative_path).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def test_corrupted_files_are_named_with_the_fix(tmp_path):
+    folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])  # a broken header
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path / "out"))
+    with pytest.raises(OSError, match=rf"could not be read from {re.escape(str(weights))}.*corrupted"):
+        load_teacher(str(folder), args)
+    (tmp_path / CONFIG_NAME).write_text('{"teacher": "org/teacher",')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / CONFIG_NAME))} is not valid JSON"):
+        ContrastiveDistillationConfig.from_distillation_config(str(tmp_path), output_dir=str(tmp_path / "out"))
+
+
+def test_a_corrupted_teacher_cache_is_named_with_the_fix(tmp_path):
+    cache, teacher = tmp_path / "cache", tiny.vit(64, 4)
+    _trainer(tmp_path, teacher, teacher_cache_dir=str(cache))
+    (arrow,) = cache.glob("*/teacher_outputs.arrow")
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"cache {re.escape(str(arrow))} is unreadable.*Delete the folder"):
+        _trainer(tmp_path, teacher, teacher_cache_dir=str(cache))
+
+
+def test_a_resume_that_no_longer_fits_says_what_changed(tmp_path):
+    teacher = tiny.vit(64, 4)
+    first = _trainer(tmp_path, teacher, preset="crd")
+    checkpoint = tmp_path / "checkpoint-1"
+    first.save_model(str(checkpoint))
+    save_file(first.objective.state_dict(), str(checkpoint / STATE_NAME))
+    bigger = _trainer(tmp_path, teacher, dataset=tiny.digits("train", 48), preset="crd", feat_dim=64)
+    with pytest.raises(ValueError, match=r"does not fit this run: the training set had 32 examples, now 48 .*"
+                                         r"feat_dim was 128, now 64.*projector.*Resume with the training set"):
+        bigger._load_from_checkpoint(str(checkpoint))
+    (checkpoint / STATE_NAME).write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(checkpoint / STATE_NAME))} is unreadable.*corrupted"):
+        first._load_from_checkpoint(str(checkpoint))
