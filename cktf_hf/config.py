@@ -66,7 +66,8 @@ class ContrastiveDistillationConfig(TrainingArguments):
         teacher_cache_dir (`str`, *optional*):
             Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
             stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
-            instead of running the teacher each step. Refused with random augmentation.
+            instead of running the teacher each step. Refused with random augmentation. A dataset that is not a
+            `datasets.Dataset` is fingerprinted by a hash of all its examples (one extra pass over the data).
     """
 
     teacher: Optional[str] = field(default=None, metadata={"help": "Hub id or local folder of the teacher."})
