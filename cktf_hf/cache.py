@@ -3,7 +3,9 @@
 With deterministic preprocessing the teacher's outputs for a dataset index never change, so they are computed once
 (one pass over the training set) and read back by index instead of running the teacher on every step. The cache
 lives in ``<cache_dir>/<fingerprint>/``: a different teacher (weights or config), transform, pairing or dataset
-gives another fingerprint, hence a fresh cache. Features that the objective pools per sample are stored pooled;
+gives another fingerprint, hence a fresh cache. A ``datasets.Dataset`` is identified by its own fingerprint; any other
+dataset by a sha256 of every example's content (one pass over the data, no model), never by its type and length.
+Features that the objective pools per sample are stored pooled;
 those that it normalises across the batch first (CKTF's ``feature_batch_norm``) or hands to a classic map loss are
 stored whole, so the cached path computes exactly what the uncached one does.
 """
@@ -16,16 +18,23 @@ import os
 from typing import Any, Callable, Sequence
 
 import datasets
+import numpy as np
+import pyarrow as pa
 import torch
 from datasets.arrow_writer import ArrowWriter
+from PIL import Image
 from torch import nn
+from transformers.utils import logging
 
+from .data import IndexedDataset
 from .model_io import ModelFeatures
 from .objectives import PairFeatures
 from .pairing import FeatureReader, LayerPair
 
 CACHE_FORMAT = 1
 FILE_NAME = "teacher_outputs.arrow"
+
+logger = logging.get_logger(__name__)
 
 
 def check_deterministic(dataset: Any) -> None:
@@ -62,11 +71,11 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    base = getattr(dataset, "dataset", dataset)
+    base = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
     transform = _format_transform(base)
     processor = getattr(transform, "image_processor", None)
     digest.update(json.dumps({
-        "dataset": getattr(base, "_fingerprint", None) or type(base).__name__,
+        "dataset": getattr(base, "_fingerprint", None) or content_digest(base),
         "length": len(base),
         "transform": repr(transform),
         "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else None,
@@ -81,6 +90,38 @@ def cache_key(teacher: nn.Module, dataset: Any, reader: FeatureReader, **extra: 
     description = {"token_pooling": reader.token_pooling, "grid_size": reader.grid_size,
                    "batch_norm": reader.batch_norm, "maps": list(reader.map_pairs), **extra}
     return fingerprint(teacher, dataset, reader.pairs, description)
+
+
+def content_digest(dataset: Any) -> str:
+    """A sha256 of every example of ``dataset`` (tensors, arrays, images and plain values, in order): what tells two
+    datasets apart that have no ``datasets`` fingerprint. One pass over the data, no model."""
+    logger.info("Fingerprinting the teacher cache by the content of all %d examples of a %s (a datasets.Dataset "
+                "needs no such pass).", len(dataset), type(dataset).__name__)
+    digest = hashlib.sha256(type(dataset).__name__.encode())
+    for i in range(len(dataset)):
+        _update(digest, dataset[i])
+    return digest.hexdigest()
+
+
+def _update(digest: Any, value: Any) -> None:
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(f"<{key}>".encode())
+            _update(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _update(digest, item)
+    elif isinstance(value, (torch.Tensor, np.ndarray)):
+        array = value.detach().cpu().contiguous() if isinstance(value, torch.Tensor) else np.ascontiguousarray(value)
+        digest.update(f"{array.dtype}{tuple(array.shape)}".encode())
+        digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if isinstance(array, torch.Tensor)
+                      else array.tobytes())
+    elif isinstance(value, Image.Image):
+        digest.update(f"{value.mode}{value.size}".encode())
+        digest.update(value.tobytes())
+    else:
+        digest.update(repr(value).encode())
 
 
 class TeacherCache:
@@ -112,7 +153,14 @@ class TeacherCache:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path + ".tmp", run_teacher, batches(), reader.raw(), _raw_pairs(reader))
             os.replace(path + ".tmp", path)
-        return cls(datasets.Dataset.from_file(path), reader)
+        try:
+            table = datasets.Dataset.from_file(path)
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(
+                f"The teacher-output cache {path} is unreadable ({error}): it is corrupted or was cut short. Delete "
+                f"the folder {os.path.dirname(path)} to rebuild it on the next run."
+            ) from None
+        return cls(table, reader)
 
     def lookup(self, index: torch.Tensor, device: torch.device) -> PairFeatures:
         rows = self.table[index.tolist()]

@@ -8,14 +8,19 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from transformers import TrainingArguments
+from transformers.utils import logging
 
 from .features import TOKEN_POOLING
+from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
 
 CONFIG_NAME = "distillation_config.json"
+LOCAL_PATHS_KEY = "local_paths_removed"
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -54,10 +59,15 @@ class ContrastiveDistillationConfig(TrainingArguments):
         token_pooling (`str`, *optional*, defaults to `"mean"`): Token layers pooled by patch-token `mean` or `cls`.
         grid_size (`int`, *optional*, defaults to `1`): Keep a g×g grid when pooling maps (1 = global average).
         label_column (`str`, *optional*): Dataset column with the labels, for other-class negatives.
+        allow_label_mismatch (`bool`, *optional*, defaults to `False`):
+            Train although the dataset's `ClassLabel` names differ from the teacher's `id2label` (e.g. transfer to new
+            classes with cross-entropy): the student's `id2label` becomes the dataset's. Without it that is an error
+            (the same names in another order are remapped either way).
         teacher_cache_dir (`str`, *optional*):
             Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
             stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
-            instead of running the teacher each step. Refused with random augmentation.
+            instead of running the teacher each step. Refused with random augmentation. A dataset that is not a
+            `datasets.Dataset` is fingerprinted by a hash of all its examples (one extra pass over the data).
         card_latency (`bool`, *optional*, defaults to `True`):
             Measure the CPU latency of student and teacher for the model card (about 0.2 s per model and batch size,
             or a few forward passes of a slow model). `False` leaves latency out of the card.
@@ -90,6 +100,9 @@ class ContrastiveDistillationConfig(TrainingArguments):
     token_pooling: str = field(default="mean", metadata={"help": f"Token pooling: one of {TOKEN_POOLING}."})
     grid_size: int = field(default=1, metadata={"help": "Pooling grid g (g×g kept; 1 = global)."})
     label_column: Optional[str] = field(default=None, metadata={"help": "Label column for other-class negatives."})
+    allow_label_mismatch: bool = field(
+        default=False, metadata={"help": "Train although the dataset's class names differ from the teacher's."}
+    )
     teacher_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Cache the teacher's outputs per training image in this folder (opt-in; "
                                         "needs deterministic preprocessing)."}
@@ -110,6 +123,8 @@ class ContrastiveDistillationConfig(TrainingArguments):
         if not isinstance(self.layer_pairs, str):  # a list of (student, teacher) pairs from Python
             self.layer_pairs = ",".join(f"{s}:{t}" for s, t in self.layer_pairs)
         super().__post_init__()
+        if self.teacher:
+            check_teacher_location(self.teacher)  # "folder not found", not "invalid repo id", for a missing path
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES}, got {self.teacher_dtype!r}.")
         if self.negatives not in NEGATIVE_MODES:
@@ -156,23 +171,54 @@ class ContrastiveDistillationConfig(TrainingArguments):
         return own
 
     def save_distillation_config(self, directory: str, **extra: Any) -> str:
-        """Write ``distillation_config.json`` (distillation fields, resolved weights, ``extra``) to ``directory``."""
+        """Write ``distillation_config.json`` (distillation fields, resolved weights, ``extra``) to ``directory``.
+
+        The file is published with the student, so it holds no local path: a teacher loaded from a local folder is
+        written as the folder's name and the teacher cache folder as null, both listed under ``local_paths_removed``.
+        """
         path = os.path.join(directory, CONFIG_NAME)
         os.makedirs(directory, exist_ok=True)
+        content, removed = {**self.distillation_dict(), **extra}, {}
+        if content.get("teacher") and looks_like_local_path(content["teacher"]):
+            content["teacher"] = os.path.basename(os.path.normpath(content["teacher"]))
+            removed["teacher"] = "a local folder: only its name is kept"
+        if content.get("teacher_cache_dir"):
+            content["teacher_cache_dir"] = None
+            removed["teacher_cache_dir"] = "a local folder: not recorded"
+        if removed:
+            content[LOCAL_PATHS_KEY] = removed
         with open(path, "w") as f:
-            json.dump({**self.distillation_dict(), **extra}, f, indent=2, sort_keys=True)
+            json.dump(content, f, indent=2, sort_keys=True)
         return path
 
     @classmethod
     def from_distillation_config(cls, path: str, **overrides: Any) -> "ContrastiveDistillationConfig":
         """Read back a ``distillation_config.json`` (file or folder) into a config; ``overrides`` set other fields
-        (``output_dir`` at least)."""
+        (``output_dir`` at least).
+
+        Reading a file never enables remote code: ``trust_remote_code`` is taken from ``overrides`` only, whatever
+        the file says. Fields the file lists under ``local_paths_removed`` are left unset (pass ``teacher=`` again).
+        """
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
-        with open(path) as f:
-            saved = json.load(f)
-        kwargs = {k: v for k, v in saved.items() if k in cls.distillation_fields()}
+        saved = read_json(path, "a distillation_config.json written by ContrastiveDistillationTrainer.save_model")
+        skipped = {"trust_remote_code", *saved.get(LOCAL_PATHS_KEY, {})}
+        kwargs = {k: v for k, v in saved.items() if k in cls.distillation_fields() and k not in skipped}
+        if saved.get("trust_remote_code") and "trust_remote_code" not in overrides:
+            logger.warning("%s asks for trust_remote_code=True; reading a config never enables remote code: pass "
+                           "trust_remote_code=True yourself if you have read and trust the teacher's code.", path)
         return cls(**{**kwargs, **overrides})
+
+
+def read_json(path: str, expected: str) -> Any:
+    """``json.load`` of ``path``, with an error naming the file and what it should hold when it is not valid JSON."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); it should be {expected}. Restore or re-create the file."
+            ) from None
 
 
 def parse_classic_objectives(spec: str) -> dict[str, float]:
@@ -182,8 +228,12 @@ def parse_classic_objectives(spec: str) -> dict[str, float]:
         if not item.strip():
             continue
         name, sep, weight = item.partition("=")
+        key = name.strip().lower()
+        if key in weights:
+            raise ValueError(f"Classic objective {name.strip()!r} is named twice in {spec!r}: give each objective "
+                             "once, with its weight (e.g. 'at=1000,pkt=30000').")
         try:
-            weights[name.strip().lower()] = float(weight) if sep else 1.0
+            weights[key] = float(weight) if sep else 1.0
         except ValueError:
             raise ValueError(f"Cannot read classic objective {item!r}: write name=weight, e.g. 'at=1000'.") from None
     return weights

@@ -93,4 +93,11 @@ def pool(
             return hidden_state[:, layout.prefix_tokens :].mean(dim=1)
         raise ValueError(f"Unknown token_pooling {token_pooling!r}; choose one of {TOKEN_POOLING}.")
     feature_map = to_map(hidden_state, layout)
+    height, width = feature_map.shape[-2:]
+    if grid_size > min(height, width):
+        raise ValueError(
+            f"grid_size={grid_size} is larger than a paired feature map of {height}×{width} (hidden state of shape "
+            f"{list(hidden_state.shape)}): pooling would only repeat values. Set grid_size to at most "
+            f"{min(height, width)}, or pair earlier layers (layer_pairs)."
+        )
     return F.adaptive_avg_pool2d(feature_map, grid_size).flatten(1)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Optional, Union
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError
 from transformers import AutoModelForImageClassification, PreTrainedModel
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .config import ContrastiveDistillationConfig
+from .config import ContrastiveDistillationConfig, read_json
+from .locations import check_teacher_location
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -41,6 +47,7 @@ def load_teacher(
 
 
 def _from_pretrained(name: str, args: ContrastiveDistillationConfig) -> PreTrainedModel:
+    check_teacher_location(name)
     try:
         return AutoModelForImageClassification.from_pretrained(
             name,
@@ -48,6 +55,13 @@ def _from_pretrained(name: str, args: ContrastiveDistillationConfig) -> PreTrain
             use_safetensors=True,
             trust_remote_code=args.trust_remote_code,
         )
+    except SafetensorError as error:
+        files = _weight_files(lambda file: os.path.join(name, file)) if os.path.isdir(name) else {}
+        where = ", ".join(files.values()) or f"the weights of {name!r}"
+        refetch = (f"re-save or re-copy the folder {name!r}" if os.path.isdir(name) else
+                   f"download it again (hf download {name} --force-download)")
+        raise OSError(f"The teacher's weights could not be read from {where}: {error}. The file is corrupted or "
+                      f"truncated: {refetch}.") from None
     except OSError as error:
         if os.path.isdir(name):
             raise OSError(f"Could not load the teacher from folder {name!r}: {error}") from error
@@ -59,6 +73,61 @@ def _from_pretrained(name: str, args: ContrastiveDistillationConfig) -> PreTrain
             "elsewhere (huggingface-cli download <repo> --local-dir DIR) and pass teacher=DIR, with HF_HUB_OFFLINE=1."
         )
         raise OSError(f"Could not load the teacher {name!r} from the Hugging Face Hub. {hint}\nCause: {error}") from error
+
+
+def teacher_fingerprint(
+    source: Optional[Union[str, PreTrainedModel]], teacher: PreTrainedModel, revision: Optional[str] = None
+) -> dict[str, Any]:
+    """What the student is distilled from, so that a corrupted or swapped teacher is visible.
+
+    - from a local folder: ``{"source": "local folder", "name": <folder name>, "weights_sha256": {file: sha256}}``;
+    - from the Hub: ``{"source": "hub", "repo_id", "commit": <resolved commit sha>, "weights_sha256": {...}}``, the
+      files hashed as they lie in the local Hub cache (the sha256 the Hub lists for each LFS file);
+    - a model object: ``{"source": "model object", "name", "dtype", "state_dict_sha256"}``, a sha256 of its
+      tensors' bytes in name order, as passed (after the cast to the teacher dtype).
+    """
+    if isinstance(source, str) and os.path.isdir(source):
+        files = _weight_files(lambda name: os.path.join(source, name))
+        return {"source": "local folder", "name": os.path.basename(os.path.normpath(source)),
+                "weights_sha256": {name: _sha256_file(path) for name, path in files.items()}}
+    if isinstance(source, str):
+        def cached(name: str) -> Optional[str]:
+            path = try_to_load_from_cache(source, name, revision=revision)
+            return path if isinstance(path, str) else None
+
+        files, config = _weight_files(cached), cached("config.json")
+        commit = Path(config).parent.name if config else None  # .../snapshots/<commit>/config.json
+        return {"source": "hub", "repo_id": source, "commit": commit,
+                "weights_sha256": {name: _sha256_file(path) for name, path in files.items()}}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    name = getattr(teacher.config, "_name_or_path", "") or type(teacher).__name__
+    dtype = str(next(teacher.parameters()).dtype).replace("torch.", "")
+    return {"source": "model object", "name": os.path.basename(os.path.normpath(name)), "dtype": dtype,
+            "state_dict_sha256": digest.hexdigest()}
+
+
+def _weight_files(locate: Any) -> dict[str, str]:
+    """``{file name: path}`` of the safetensors weights (one file, or the shards of an index); ``locate(name)``
+    gives a file's path, or None when it is absent."""
+    single = locate(SAFE_WEIGHTS_NAME)
+    if single and os.path.isfile(single):
+        return {SAFE_WEIGHTS_NAME: single}
+    index = locate(SAFE_WEIGHTS_INDEX_NAME)
+    if not index or not os.path.isfile(index):
+        return {}
+    shards = sorted(set(read_json(index, "a safetensors index (weight_map)").get("weight_map", {}).values()))
+    return {name: path for name in shards if (path := locate(name))}
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_label_spaces(student: PreTrainedModel, teacher: PreTrainedModel, uses_teacher_labels: bool) -> None:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any, Optional, Union
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -22,9 +22,11 @@ from .hub import explain_push_failure
 from .metrics import make_compute_metrics
 from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
 from .model_io import ClassifierInputCapture, run_model
+from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
-from .teacher import check_label_spaces, load_teacher
+from .teacher import load_teacher, teacher_fingerprint
+from .validation import validate_training_setup
 
 logger = logging.get_logger(__name__)
 
@@ -62,7 +64,9 @@ class ContrastiveDistillationTrainer(Trainer):
         set_seed(args.seed)
         settings = args.objective_settings
         self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
-        check_label_spaces(model, self.teacher, uses_teacher_labels=settings.kd_weight > 0 or settings.ce_weight > 0)
+        self.teacher_fingerprint = teacher_fingerprint(  # what the student is distilled from (commit or sha256)
+            teacher_model if teacher_model is not None else args.teacher, self.teacher, args.teacher_revision)
+        validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)  # labels, class names, sizes
         if args.teacher_cache_dir:
             check_deterministic(train_dataset)
         uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
@@ -222,7 +226,7 @@ class ContrastiveDistillationTrainer(Trainer):
                 "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
             )
         self._reload_student(resume_from_checkpoint, model)
-        self.objective.load_state_dict(load_file(state_path, device=str(self.args.device)))
+        load_objective_state(self.objective, state_path, str(self.args.device))  # errors say what changed
 
     def _load_best_model(self) -> None:
         """``load_best_model_at_end``: the best student weights, read as in :meth:`_load_from_checkpoint`."""
@@ -246,7 +250,8 @@ class ContrastiveDistillationTrainer(Trainer):
         finally:
             self.args.hub_token = hub_token
         self.args.save_distillation_config(
-            output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing.dicts
+            output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing.dicts,
+            teacher_fingerprint=self.teacher_fingerprint,
         )
 
     # ------------------------------------------------------------------------------------------- the Hub

@@ -23,14 +23,45 @@ __all__ = ["ImageClassificationTransform", "to_rgb"]
 
 
 def to_rgb(image: Any) -> Image.Image:
-    """Return ``image`` (PIL image of any mode, or an HxW / HxWxC uint8 array) as a PIL RGB image."""
+    """Return ``image`` (PIL image of any mode, or an HxW / HxWxC array) as a PIL RGB image.
+
+    Images deeper than 8 bits are scaled to 8 bits first (PIL's own conversion clips them, turning a 16-bit image
+    black and white): 16-bit integers (mode ``I;16*``, ``uint16`` arrays) are divided by 257, so 0..65535 maps onto
+    0..255. For 32-bit integers (mode ``I``) and floats (mode ``F``) the range is read from the values: integers
+    within 0..255 are kept and within 0..65535 divided by 257; floats within [0, 1] are multiplied by 255 and
+    within [0, 255] kept; anything else is rescaled from its own minimum and maximum.
+    """
     if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image))
+        array = np.asarray(image)
+        if array.dtype.kind in "iuf" and array.dtype != np.uint8:
+            array = _to_uint8(array)
+        image = Image.fromarray(array)
+    if image.mode.startswith("I") or image.mode == "F":
+        image = Image.fromarray(_to_uint8(np.asarray(image)))
     if image.mode == "RGB":
         return image
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # avoids PIL's warning for palette transparency given as bytes
     return image.convert("RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale a 16-bit, 32-bit integer or float image to uint8 (see :func:`to_rgb` for the rules)."""
+    values = array.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:
+        scaled = values / 257.0
+    elif array.dtype.kind in "iu" and low >= 0 and high <= 255:
+        scaled = values
+    elif array.dtype.kind in "iu" and low >= 0 and high <= 65535:
+        scaled = values / 257.0
+    elif array.dtype.kind == "f" and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    elif array.dtype.kind == "f" and low >= 0 and high <= 255:
+        scaled = values
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 class ImageClassificationTransform:

@@ -53,13 +53,13 @@ def test_model_without_hidden_states(tmp_path):
 
 
 def test_grayscale_pixel_values_are_refused_with_a_fix(tmp_path):
-    gray = tiny.digits("train", 8).map(lambda e: {"pixel_values": e["pixel_values"][:1]})
+    gray = tiny.digits("train", 16).map(lambda e: {"pixel_values": e["pixel_values"][:1]})
     with pytest.raises(ValueError, match=r"expects 3-channel images.*convert images to RGB"):
         build(tmp_path, dataset=gray.with_format("torch"))
 
 
 def test_wrong_image_size_names_the_expected_size(tmp_path):
-    big = tiny.digits("train", 8).map(lambda e: {"pixel_values": torch.nn.functional.interpolate(
+    big = tiny.digits("train", 16).map(lambda e: {"pixel_values": torch.nn.functional.interpolate(
         e["pixel_values"][None], size=32)[0]})
     with pytest.raises(ValueError, match=r"cannot take the training images.*image_size=16"):
         build(tmp_path, dataset=big.with_format("torch"))

@@ -68,7 +68,7 @@ def test_random_augmentation_is_refused(tmp_path):
     processor = ViTImageProcessor(size={"height": 16, "width": 16})
     augmented = data.with_transform(ImageClassificationTransform(processor, augment=True))
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path), teacher_cache_dir=str(tmp_path / "c"),
-                                         report_to="none")
+                                         report_to="none", nce_k=4)
     with pytest.raises(ValueError, match="random augmentation"):
         ContrastiveDistillationTrainer(model=tiny.vit(32, 2, num_labels=2), args=args,
                                        teacher_model=tiny.vit(64, 4, num_labels=2), train_dataset=augmented)

@@ -85,13 +85,14 @@ def test_student_learns_from_a_trained_teacher(tmp_path, trained_teacher):
 
 def test_pairing_follows_model_families(tmp_path):
     trainer = ContrastiveDistillationTrainer(
-        model=tiny.resnet((8, 16), seed=1), args=make_args(tmp_path, max_steps=1),
+        model=tiny.resnet((8, 16), seed=1), args=make_args(tmp_path, max_steps=1, nce_k=32),
         teacher_model=tiny.resnet((16, 32, 64, 128)), train_dataset=tiny.digits("train", 64),
     )
     assert [(p.student_index, p.teacher_index) for p in trainer.pairs] == [(0, 0), (1, 2), (2, 4), (None, None)]
     assert [row.student_layer for row in trainer.pairing_rows] == ["embeddings", "stage1", "stage2", "classifier input"]
     explicit = ContrastiveDistillationTrainer(
-        model=tiny.vit(32, 2, seed=1), args=make_args(tmp_path, max_steps=1, layer_pairs="layer1:layer3,-1:-1"),
+        model=tiny.vit(32, 2, seed=1),
+        args=make_args(tmp_path, max_steps=1, nce_k=32, layer_pairs="layer1:layer3,-1:-1"),
         teacher_model=tiny.vit(64, 4), train_dataset=tiny.digits("train", 64),
     )
     assert [p.name for p in explicit.pairs] == ["s1_t3", "s2_t4", "final"]

@@ -41,6 +41,11 @@ class ObjectiveSettings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.temperature <= 0 or self.kd_temperature <= 0:
             raise ValueError("temperature and kd_temperature must be > 0.")
+        keys = [name.lower() for name in self.classic]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise ValueError(f"Classic objectives named more than once (names ignore case): {duplicates} in "
+                             f"{sorted(self.classic)}; give each objective once.")
         for name, weight in self.classic.items():
             get_objective(name)  # unknown names fail here, listing the known ones
             if name in _WEIGHTED_BY_FIELD:

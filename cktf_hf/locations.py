@@ -1,0 +1,30 @@
+"""Hub id or local folder: telling them apart, and what a published file may say about a local path."""
+
+from __future__ import annotations
+
+import os
+import re
+
+# What huggingface_hub accepts as a repo id: "name" or "namespace/name" of letters, digits, "-", "_" and ".".
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether ``name`` means a local path rather than a Hub repo id: it exists, starts with ``/``, ``./``,
+    ``../`` or ``~``, is not shaped like a repo id, or its parent folder exists locally (``examples/teachers/x``)."""
+    if os.path.exists(name) or os.path.isabs(name) or name.startswith(("./", "../", "~", "." + os.sep)):
+        return True
+    if not _REPO_ID.fullmatch(name):
+        return os.sep in name or "/" in name
+    parent = os.path.dirname(name)
+    return bool(parent) and os.path.isdir(parent)
+
+
+def check_teacher_location(name: str) -> None:
+    """Fail with "folder not found" when ``name`` is a local path that does not exist (instead of the Hub's
+    "Repo id must be in the form ..." for a string that was never meant as a repo id)."""
+    if looks_like_local_path(name) and not os.path.exists(os.path.expanduser(name)):
+        raise FileNotFoundError(
+            f"Teacher folder not found: {name!r} (resolved to {os.path.abspath(os.path.expanduser(name))!r}). Check "
+            "the path, or pass a Hugging Face Hub repo id such as 'namespace/name'."
+        )
