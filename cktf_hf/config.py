@@ -13,13 +13,14 @@ from .features import TOKEN_POOLING
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
+from .redaction import TokensNeverPickled
 
 CONFIG_NAME = "distillation_config.json"
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
-class ContrastiveDistillationConfig(TrainingArguments):
+class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     r"""
     Configuration of [`ContrastiveDistillationTrainer`]: every `TrainingArguments` field plus the distillation.
 

@@ -296,11 +296,7 @@ class ContrastiveDistillationTrainer(Trainer):
                                f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        hub_token, self.args.hub_token = self.args.hub_token, None  # never written into training_args.bin
-        try:
-            super()._save(output_dir, state_dict)
-        finally:
-            self.args.hub_token = hub_token
+        super()._save(output_dir, state_dict)  # training_args.bin holds no token: see TokensNeverPickled
         self.args.save_distillation_config(
             output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing_dicts
         )
