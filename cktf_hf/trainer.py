@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from typing import Any, Optional, Union
@@ -9,7 +10,7 @@ from typing import Any, Optional, Union
 import torch
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -17,6 +18,7 @@ from transformers import PreTrainedModel, Trainer, set_seed
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from .cache import TeacherCache, check_deterministic, fingerprint
+from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler, dataset_labels
 from .features import FeatureLayout
@@ -32,12 +34,12 @@ from .model_card import (
 from .model_io import ClassifierInputCapture, run_model
 from .objectives import CKTFObjective, PairFeatures, PairShape
 from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
+from .run_guard import guarded_run
 from .teacher import check_label_spaces, load_teacher
 
 logger = logging.get_logger(__name__)
 
 OBJECTIVE_ATTRIBUTE = "cktf_objective"
-STATE_NAME = "_cktf_distillation_state.safetensors"  # "_" keeps it out of every Hub push
 
 
 class ContrastiveDistillationTrainer(Trainer):
@@ -84,6 +86,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self._components: dict[str, torch.Tensor] = defaultdict(float)
         self._component_steps = 0
         self.card_info: Optional[DistillationCardInfo] = None  # what the last model card reported
+        self._checkpoints = AtomicCheckpoints()
 
         if compute_metrics is None:
             compute_metrics = make_compute_metrics(model.config.num_labels)
@@ -253,16 +256,24 @@ class ContrastiveDistillationTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, holding a lock on ``output_dir``, stopping cleanly on SIGTERM, and resuming
+        (``resume_from_checkpoint=True``) from the last complete checkpoint."""
+        with guarded_run(self):
+            return super().train(resolve_resume(resume_from_checkpoint, self.args.output_dir), *args, **kwargs)
+
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Also save the distillation state (projectors, memory banks, Z) into the checkpoint folder."""
-        super()._save_checkpoint(model, trial)
-        if self.args.push_to_hub and self.args.hub_strategy in ("checkpoint", "all_checkpoints") and self.push_in_progress:
-            # The checkpoint folder is uploaded as it is: let that upload finish before the state joins the folder.
-            self.push_in_progress.wait_until_done()
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.objective.state_dict().items()}
-            save_file(state, os.path.join(folder, STATE_NAME))
+        """Write the checkpoint and the distillation state (projectors, memory banks, Z) under a temporary name, then
+        rename it; old checkpoints are rotated only after that (see :mod:`cktf_hf.checkpointing`)."""
+        self._checkpoints.save(self, trial, functools.partial(super()._save_checkpoint, model, trial),
+                               functools.partial(tensors_to_save, self.objective))
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._checkpoints.output_dir(super()._get_output_dir(trial))
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if not self._checkpoints.defers_push(self, checkpoint_folder):
+            super()._push_from_checkpoint(checkpoint_folder)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
         """Restore the student and the distillation state (projectors, memory banks, Z) from a checkpoint.
@@ -277,6 +288,7 @@ class ContrastiveDistillationTrainer(Trainer):
                 f"{resume_from_checkpoint} has no {STATE_NAME} (projectors, memory banks, Z): it was not written by "
                 "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
             )
+        warn_inexact_resume(resume_from_checkpoint, self.args)
         self._reload_student(resume_from_checkpoint, model)
         self.objective.load_state_dict(load_file(state_path, device=str(self.args.device)))
 
