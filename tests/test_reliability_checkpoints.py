@@ -3,9 +3,11 @@ stops cleanly, resuming skips incomplete checkpoints and says when it cannot be 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer, checkpointing
 from cktf_hf.checkpointing import STAGING_DIR, STATE_NAME, missing_files
+from cktf_hf.run_guard import LOCK_NAME, OutputDirLocked
 
 TESTS = Path(__file__).resolve().parent
 
@@ -102,3 +105,46 @@ def test_a_signal_while_saving_leaves_a_resumable_checkpoint(tmp_path, sig):
     resumed = build(output, max_steps=int(expected.split("-")[1]) + 2)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == int(expected.split("-")[1]) + 2
+
+
+def _write_lock(output: Path, pid: int, host: str) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    lock = output / LOCK_NAME
+    lock.write_text(json.dumps({"pid": pid, "host": host}))
+    return lock
+
+
+def test_a_second_run_in_the_same_output_dir_is_refused(tmp_path):
+    other_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = _write_lock(tmp_path / "out", other_run.pid, socket.gethostname())
+        trainer = build(tmp_path / "out", max_steps=1, save_strategy="no")
+        with pytest.raises(OutputDirLocked, match=rf"pid {other_run.pid} on {socket.gethostname()}\) is writing"):
+            trainer.train()
+        assert json.loads(lock.read_text())["pid"] == other_run.pid  # not ours to remove
+        assert trainer.state.global_step == 0
+        _write_lock(tmp_path / "out", other_run.pid, "another-host")
+        with pytest.raises(OutputDirLocked, match="if it is no longer running, delete"):
+            trainer.train()
+    finally:
+        other_run.kill()
+        other_run.wait()
+
+
+def test_a_stale_lock_is_taken_over_and_the_lock_is_released(tmp_path, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = _write_lock(tmp_path / "out", dead.pid, socket.gethostname())
+    trainer = build(tmp_path / "out", max_steps=1, save_strategy="no")
+    with caplog.at_level(logging.WARNING, logger="cktf_hf"):
+        trainer.train()
+    assert f"left by pid {dead.pid}" in caplog.text and "no longer running" in caplog.text
+    assert not lock.exists() and trainer.state.global_step == 1
+
+
+def test_the_lock_is_released_when_training_fails(tmp_path, monkeypatch):
+    trainer = build(tmp_path / "out", max_steps=1, save_strategy="no")
+    monkeypatch.setattr(trainer, "compute_loss", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        trainer.train()
+    assert not (tmp_path / "out" / LOCK_NAME).exists()
