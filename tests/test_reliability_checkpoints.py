@@ -148,3 +148,16 @@ def test_the_lock_is_released_when_training_fails(tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         trainer.train()
     assert not (tmp_path / "out" / LOCK_NAME).exists()
+
+
+def test_a_resume_missing_optimizer_or_rng_state_warns_naming_the_files(tmp_path, caplog):
+    output = tmp_path / "out"
+    build(output, max_steps=2).train()
+    checkpoint = output / "checkpoint-2"
+    os.remove(checkpoint / "optimizer.pt")
+    os.remove(checkpoint / "rng_state.pth")
+    resumed = build(output, max_steps=3)
+    with caplog.at_level(logging.WARNING, logger="cktf_hf"):
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert f"Checkpoint {checkpoint} has no rng_state.pth, optimizer.pt: training resumes, but not exactly" in caplog.text
+    assert "scheduler.pt" not in caplog.text and resumed.state.global_step == 3
