@@ -10,10 +10,10 @@ from typing import Any, Optional
 from transformers import TrainingArguments
 
 from .features import TOKEN_POOLING
+from .hub_safety import TokensNeverPickled, check_repo_id
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
-from .redaction import TokensNeverPickled
 
 CONFIG_NAME = "distillation_config.json"
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -118,6 +118,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         if self.layer_pairs.strip().lower() != "auto":
             parse_pair_spec(self.layer_pairs)
         self.objective_settings  # fails early on an unknown preset, objective or a bad weight
+        check_repo_id(self.hub_model_id, self.output_dir, self.push_to_hub)
 
     @property
     def objective_settings(self) -> ObjectiveSettings:

@@ -9,13 +9,13 @@ from typing import Any, Optional, Union
 
 import torch
 import httpx2
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, set_seed
-from transformers.utils import SAFE_WEIGHTS_NAME, logging
+from transformers.utils import logging
 
 from .cache import TeacherCache, check_deterministic, fingerprint
 from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
@@ -308,7 +308,7 @@ class ContrastiveDistillationTrainer(Trainer):
                                f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        super()._save(output_dir, state_dict)  # training_args.bin holds no token: see TokensNeverPickled
+        super()._save(output_dir, state_dict)  # training_args.bin holds no token (TokensNeverPickled)
         self.args.save_distillation_config(
             output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing_dicts
         )
@@ -370,11 +370,12 @@ class ContrastiveDistillationTrainer(Trainer):
         """Save the student, write its model card and upload the output folder (never the teacher, projectors or
         memory banks). A failed upload raises an error that says what failed and how to retry; the student is saved
         locally first either way."""
+        self.save_model(_internal_call=True)  # before any Hub call
         try:
             return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
-        except (HfHubHTTPError, OSError, httpx2.HTTPError) as error:
-            if not os.path.isfile(os.path.join(self.args.output_dir, SAFE_WEIGHTS_NAME)):
-                self.save_model(_internal_call=True)
+        except (HfHubHTTPError, OSError, httpx2.HTTPError, HFValidationError) as error:
+            if not os.path.isfile(os.path.join(self.args.output_dir, "README.md")):  # failed before the card
+                self.create_model_card(**kwargs)
             repo = self.hub_model_id or self.args.hub_model_id or os.path.basename(self.args.output_dir.rstrip("/"))
             raise HubPushError(
                 f"Pushing the student to the Hub repo {repo!r} failed: {_describe(error)}. The student, its model "
