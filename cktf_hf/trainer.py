@@ -21,6 +21,7 @@ from .cache import TeacherCache, check_deterministic, fingerprint
 from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler, dataset_labels
+from .divergence import check_loss, check_weights
 from .features import FeatureLayout
 from .metrics import make_compute_metrics
 from .model_card import (
@@ -210,6 +211,7 @@ class ContrastiveDistillationTrainer(Trainer):
             self._pair_features("student", student_out), teacher_features,
             labels=labels, index=index, contrast_idx=contrast_idx,
         )
+        check_loss(result.loss, result.components, pixel_values, self.model, self.teacher, self.state.global_step + 1)
         for name, value in result.components.items():
             self._components[name] = self._components[name] + value
         self._component_steps += 1
@@ -308,6 +310,7 @@ class ContrastiveDistillationTrainer(Trainer):
                                f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
+        check_weights(self.model, f"to save the student to {output_dir or self.args.output_dir}")
         super()._save(output_dir, state_dict)  # training_args.bin holds no token (TokensNeverPickled)
         self.args.save_distillation_config(
             output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing_dicts
@@ -340,6 +343,7 @@ class ContrastiveDistillationTrainer(Trainer):
         args = self.args
         dataset_id = dataset[0] if isinstance(dataset, (list, tuple)) else dataset
         student = self.accelerator.unwrap_model(self.model)
+        check_weights(student, "to write a model card")
         info = DistillationCardInfo(
             teacher=args.teacher or getattr(self.teacher.config, "_name_or_path", None) or type(self.teacher).__name__,
             teacher_architecture=type(self.accelerator.unwrap_model(self.teacher)).__name__,
