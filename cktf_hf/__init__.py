@@ -2,6 +2,7 @@
 
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler
+from .divergence import TrainingDiverged
 from .objectives import (
     PRESETS,
     CKTFObjective,
@@ -12,6 +13,7 @@ from .objectives import (
     get_preset,
     list_objectives,
 )
+from .run_guard import OutputDirLocked, TrainingInterrupted
 from .trainer import ContrastiveDistillationTrainer
 
 __version__ = "0.1.0"
@@ -19,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
     "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings", "PRESETS",
-    "get_objective", "get_preset", "list_objectives",
+    "OutputDirLocked", "TrainingDiverged", "TrainingInterrupted", "get_objective", "get_preset", "list_objectives",
 ]
