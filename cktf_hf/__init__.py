@@ -3,6 +3,7 @@
 from .attachment import detach_objective, objective_of
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler
+from .divergence import TrainingDiverged
 from .objectives import (
     PRESETS,
     CKTFObjective,
@@ -15,6 +16,7 @@ from .objectives import (
 )
 from .hub import HubPushError
 from .shrink import shrink_teacher
+from .run_guard import OutputDirLocked, TrainingInterrupted
 from .trainer import ContrastiveDistillationTrainer
 
 __version__ = "0.1.0"
@@ -22,5 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
     "HubPushError", "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings",
-    "PRESETS", "detach_objective", "get_objective", "get_preset", "list_objectives", "objective_of", "shrink_teacher",
+    "OutputDirLocked", "PRESETS", "TrainingDiverged", "TrainingInterrupted", "detach_objective", "get_objective",
+    "get_preset", "list_objectives", "objective_of", "shrink_teacher",
 ]

@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from .features import TOKEN_POOLING
+from .hub import TokensNeverPickled, check_repo_id
 from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .pairing import parse_pair_spec
@@ -24,7 +25,7 @@ logger = logging.get_logger(__name__)
 
 
 @dataclass
-class ContrastiveDistillationConfig(TrainingArguments):
+class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     r"""
     Configuration of [`ContrastiveDistillationTrainer`]: every `TrainingArguments` field plus the distillation.
 
@@ -142,6 +143,7 @@ class ContrastiveDistillationConfig(TrainingArguments):
         if self.layer_pairs.strip().lower() != "auto":
             parse_pair_spec(self.layer_pairs)
         self.objective_settings  # fails early on an unknown preset, objective or a bad weight
+        check_repo_id(self.hub_model_id, self.output_dir, self.push_to_hub)
 
     @property
     def objective_settings(self) -> ObjectiveSettings:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from typing import Any, Optional, Union
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -16,8 +16,10 @@ from transformers.utils import logging
 
 from .attachment import attach_objective, is_objective_key
 from .cache import TeacherCache, cache_key, check_deterministic
+from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
+from .divergence import check_loss, check_weights
 from .hub import explain_push_failure
 from .metrics import make_compute_metrics
 from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
@@ -25,12 +27,11 @@ from .model_io import ClassifierInputCapture, run_model
 from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
+from .run_guard import guarded_run
 from .teacher import load_teacher, teacher_fingerprint
 from .validation import validate_training_setup
 
 logger = logging.get_logger(__name__)
-
-STATE_NAME = "_cktf_distillation_state.safetensors"  # "_" keeps it out of every Hub push
 
 
 class ContrastiveDistillationTrainer(Trainer):
@@ -97,6 +98,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self._components: dict[str, torch.Tensor] = defaultdict(float)
         self._component_steps = 0
         self.card_info: Optional[DistillationCardInfo] = None  # what the last model card reported
+        self._checkpoints = AtomicCheckpoints()
 
         super().__init__(
             model=model,
@@ -159,6 +161,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self.objective.set_epoch(self.state.epoch or 0.0)  # warm-ups of classic terms (DKD) read the progress
         result = self.objective(self.reader.read("student", student_out), teacher_features,
                                 labels=labels, index=index, contrast_idx=contrast_idx)
+        check_loss(result.loss, result.components, pixel_values, self.model, self.teacher, self.state.global_step + 1)
         for name, value in result.components.items():
             self._components[name] = self._components[name] + value
         self._component_steps += 1
@@ -201,16 +204,24 @@ class ContrastiveDistillationTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, holding a lock on ``output_dir``, stopping cleanly on SIGTERM, and resuming
+        (``resume_from_checkpoint=True``) from the last complete checkpoint."""
+        with guarded_run(self):
+            return super().train(resolve_resume(resume_from_checkpoint, self.args.output_dir), *args, **kwargs)
+
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Also save the distillation state (projectors, memory banks, Z) into the checkpoint folder."""
-        super()._save_checkpoint(model, trial)
-        if self.args.push_to_hub and self.args.hub_strategy in ("checkpoint", "all_checkpoints") and self.push_in_progress:
-            # The checkpoint folder is uploaded as it is: let that upload finish before the state joins the folder.
-            self.push_in_progress.wait_until_done()
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.objective.state_dict().items()}
-            save_file(state, os.path.join(folder, STATE_NAME))
+        """Write the checkpoint and the distillation state (projectors, memory banks, Z) under a temporary name, then
+        rename it; old checkpoints are rotated only after that (see :mod:`cktf_hf.checkpointing`)."""
+        self._checkpoints.save(self, trial, functools.partial(super()._save_checkpoint, model, trial),
+                               functools.partial(tensors_to_save, self.objective))
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._checkpoints.output_dir(super()._get_output_dir(trial))
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if not self._checkpoints.defers_push(self, checkpoint_folder):
+            super()._push_from_checkpoint(checkpoint_folder)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[nn.Module] = None) -> None:
         """Restore the student and the distillation state (projectors, memory banks, Z) from a checkpoint.
@@ -225,6 +236,7 @@ class ContrastiveDistillationTrainer(Trainer):
                 f"{resume_from_checkpoint} has no {STATE_NAME} (projectors, memory banks, Z): it was not written by "
                 "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
             )
+        warn_inexact_resume(resume_from_checkpoint, self.args)
         self._reload_student(resume_from_checkpoint, model)
         load_objective_state(self.objective, state_path, str(self.args.device))  # errors say what changed
 
@@ -244,11 +256,8 @@ class ContrastiveDistillationTrainer(Trainer):
                                f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        hub_token, self.args.hub_token = self.args.hub_token, None  # never written into training_args.bin
-        try:
-            super()._save(output_dir, state_dict)
-        finally:
-            self.args.hub_token = hub_token
+        check_weights(self.model, f"to save the student to {output_dir or self.args.output_dir}")
+        super()._save(output_dir, state_dict)  # training_args.bin holds no token (TokensNeverPickled)
         self.args.save_distillation_config(
             output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing.dicts,
             teacher_fingerprint=self.teacher_fingerprint,
@@ -275,12 +284,14 @@ class ContrastiveDistillationTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return
+        check_weights(self.accelerator.unwrap_model(self.model), "to write a model card")
         self.card_info = write_model_card(self, self.args.output_dir, model_name=model_name, dataset=dataset,
                                           dataset_split=dataset_split, license=license, baselines=baselines, **kwargs)
 
     def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True, **kwargs: Any):
         """Save the student, write its model card and upload the output folder (never the teacher, projectors or
-        memory banks). A failed upload raises :class:`~cktf_hf.hub.HubPushError`, which says what failed and how to
-        retry; the student is saved locally first either way."""
-        with explain_push_failure(self):
+        memory banks). The student is saved before any Hub call; a failed upload raises
+        :class:`~cktf_hf.hub.HubPushError`, which says what failed and how to retry."""
+        self.save_model(_internal_call=True)
+        with explain_push_failure(self, card_kwargs=kwargs):
             return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)

@@ -21,21 +21,29 @@ Usage:
 
 Every field of ``ContrastiveDistillationConfig`` (``--preset``, ``--layer_weight``, ``--negatives in_batch``, ...)
 and of ``TrainingArguments`` is a flag; ``--help`` lists them.
+
+Rerunning with the same ``--output_dir`` resumes from its last complete checkpoint (``--resume_from_checkpoint PATH``
+names another one); an ``--output_dir`` that holds files but no checkpoint is refused unless ``--overwrite_output_dir``
+is given. On SIGTERM the run saves a checkpoint and exits with status 143; rerun the same command to resume.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+from cktf_hf.checkpointing import last_complete_checkpoint
 from cktf_hf.demo import DEFAULT_TEACHER, load_image_dataset, load_or_build_student
+from cktf_hf.run_guard import TrainingInterrupted
 from cktf_hf.transforms import ImageClassificationTransform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,8 +72,14 @@ class StudentArguments:
                                                               "Hub id or folder."})
 
 
-def parse_args() -> tuple[StudentArguments, DataArguments, ContrastiveDistillationConfig]:
-    parser = HfArgumentParser((StudentArguments, DataArguments, ContrastiveDistillationConfig))
+@dataclass
+class RunArguments:
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Train from scratch into an output_dir that "
+                                                                         "already holds files or checkpoints."})
+
+
+def parse_args() -> tuple[StudentArguments, DataArguments, RunArguments, ContrastiveDistillationConfig]:
+    parser = HfArgumentParser((StudentArguments, DataArguments, RunArguments, ContrastiveDistillationConfig))
     argv = sys.argv[1:]
     defaults = {"--output_dir": "outputs/distill_vit", "--eval_strategy": "epoch", "--save_strategy": "epoch",
                 "--save_total_limit": "1", "--per_device_train_batch_size": "64", "--per_device_eval_batch_size": "256",
@@ -80,8 +94,9 @@ def parse_args() -> tuple[StudentArguments, DataArguments, ContrastiveDistillati
 
 
 def main() -> None:
-    student_args, data_args, args = parse_args()
+    student_args, data_args, run_args, args = parse_args()
     logging.set_verbosity_info() if args.should_log else logging.set_verbosity_warning()
+    resume = checkpoint_to_resume(args, run_args.overwrite_output_dir)
 
     processor = AutoImageProcessor.from_pretrained(args.teacher, revision=args.teacher_revision)
     teacher_config = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision)
@@ -100,7 +115,11 @@ def main() -> None:
 
     trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train, eval_dataset=evaluation,
                                              processing_class=processor)
-    trainer.train()
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     student_metrics = trainer.evaluate()
     teacher_metrics = trainer.evaluate_teacher()
     trainer.save_model()
@@ -111,6 +130,28 @@ def main() -> None:
         trainer.create_model_card(**card_kwargs)
     if trainer.is_world_process_zero():
         print(summary(trainer, student_metrics, teacher_metrics, student_args.student, data_args.dataset))
+
+
+def checkpoint_to_resume(args: ContrastiveDistillationConfig, overwrite: bool) -> Optional[str]:
+    """``--resume_from_checkpoint``, else the last complete checkpoint of ``output_dir`` (found as transformers'
+    examples find it); a non-empty ``output_dir`` without one needs ``--overwrite_output_dir``."""
+    if args.resume_from_checkpoint:
+        print(f"Resuming from {args.resume_from_checkpoint}.", file=sys.stderr)
+        return args.resume_from_checkpoint
+    if overwrite or not os.path.isdir(args.output_dir):
+        return None
+    if get_last_checkpoint(args.output_dir) is not None:
+        checkpoint = last_complete_checkpoint(args.output_dir)  # skips incomplete ones, with a warning
+        if checkpoint is not None:
+            print(f"Resuming from {checkpoint}; pass --overwrite_output_dir to train from scratch instead.",
+                  file=sys.stderr)
+            return checkpoint
+    if [entry for entry in os.listdir(args.output_dir) if not entry.startswith("_cktf")]:  # not only our bookkeeping
+        raise SystemExit(
+            f"error: --output_dir {args.output_dir} already holds files and no checkpoint to resume from. Pass "
+            "--overwrite_output_dir to train into it anyway, or choose another --output_dir."
+        )
+    return None
 
 
 def _processor_image_size(processor) -> int:

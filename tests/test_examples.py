@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,15 +38,19 @@ def workspace(tmp_path_factory):
     return root
 
 
-def run_example(workspace, launcher: list[str], output: Path) -> str:
+def run_script(workspace, launcher: list[str], output: Path, *extra: str) -> subprocess.CompletedProcess:
     command = launcher + [
         str(ROOT / "examples" / "distill_vit.py"), "--teacher", str(workspace / "teacher"),
         "--dataset", str(workspace / "images"), "--eval_split", "train", "--student", "vit-nano",
         "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "8", "--nce_k", "8",
-        "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true",
+        "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true", *extra,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=str(workspace))
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=str(workspace))
+
+
+def run_example(workspace, launcher: list[str], output: Path, *extra: str) -> str:
+    result = run_script(workspace, launcher, output, *extra)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 
@@ -63,3 +68,33 @@ def test_distill_vit_end_to_end(workspace, tmp_path, launcher):
     assert config["teacher"] == str(workspace / "teacher") and config["layer_pairing"][-1]["pair"] == "final"
     card = (output / "README.md").read_text()
     assert "cktf" in card and "Compression" in card
+
+
+def test_distill_vit_resumes_and_refuses_to_overwrite(workspace, tmp_path):
+    python, output = [sys.executable], tmp_path / "student"
+    output.mkdir()
+    (output / "notes.txt").write_text("someone else's file")
+    refused = run_script(workspace, python, output)
+    assert refused.returncode != 0 and "--overwrite_output_dir" in refused.stderr and "no checkpoint" in refused.stderr
+
+    saving = ("--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1")
+    run_example(workspace, python, output, *saving, "--max_steps", "2", "--seed", "1", "--overwrite_output_dir")
+    first_losses = _losses(output / "checkpoint-2")
+    shutil.copytree(output / "checkpoint-2", tmp_path / "kept" / "checkpoint-2")
+    # Another seed: a run that started over would log other losses for steps 1-2 than the first run did.
+    resumed = run_script(workspace, python, output, *saving, "--max_steps", "3")
+    assert resumed.returncode == 0 and f"Resuming from {output / 'checkpoint-2'}" in resumed.stderr
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert _losses(output / "checkpoint-3")[:2] == first_losses and len(_losses(output / "checkpoint-3")) == 3
+
+    explicit = tmp_path / "kept" / "checkpoint-2"
+    resumed = run_script(workspace, python, output, *saving, "--max_steps", "4", "--resume_from_checkpoint",
+                         str(explicit))
+    assert resumed.returncode == 0 and f"Resuming from {explicit}" in resumed.stderr
+    assert _losses(output / "checkpoint-4")[:2] == first_losses and len(_losses(output / "checkpoint-4")) == 4
+
+
+def _losses(checkpoint: Path) -> list[float]:
+    """The training loss of every logged step, in a checkpoint's trainer state (resumed runs carry the earlier ones)."""
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, replace
 
 from .registry import get_objective
@@ -37,10 +38,11 @@ class ObjectiveSettings:
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.temperature <= 0 or self.kd_temperature <= 0:
-            raise ValueError("temperature and kd_temperature must be > 0.")
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
+        for name in ("temperature", "kd_temperature"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}.")
         keys = [name.lower() for name in self.classic]
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
@@ -50,8 +52,8 @@ class ObjectiveSettings:
             get_objective(name)  # unknown names fail here, listing the known ones
             if name in _WEIGHTED_BY_FIELD:
                 raise ValueError(f"{name!r} is not a classic term here: {_WEIGHTED_BY_FIELD[name]}")
-            if weight < 0:
-                raise ValueError(f"The weight of classic objective {name!r} must be >= 0, got {weight}.")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"The weight of classic objective {name!r} must be a finite number >= 0, got {weight}.")
         for name, options in self.classic_options.items():
             accepted = inspect.signature(get_objective(name)).parameters
             unknown = sorted(set(options) - set(accepted))

@@ -1,0 +1,165 @@
+"""Checkpoints that are either complete or invisible.
+
+``Trainer._save_checkpoint`` writes ``checkpoint-N`` in place and rotates old checkpoints before the distillation state
+joins the folder, so an interrupted or failed save could leave no checkpoint to resume. Here every checkpoint is
+written under ``<output_dir>/_cktf_incomplete/checkpoint-N`` (the ``_`` keeps it out of every Hub push, and the name
+is not ``checkpoint-*``, so transformers neither resumes nor rotates it), renamed to ``<output_dir>/checkpoint-N``
+once complete (model, optimizer, trainer state and distillation state), and only then are old checkpoints rotated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import Any, Callable, Optional, Union
+
+import torch
+from safetensors.torch import save_file
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.utils import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    logging,
+)
+
+logger = logging.get_logger(__name__)
+
+STATE_NAME = "_cktf_distillation_state.safetensors"  # "_" keeps it out of every Hub push
+STAGING_DIR = "_cktf_incomplete"
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_WEIGHTS = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+
+
+class AtomicCheckpoints:
+    """The trainer's checkpoint writer: stages each checkpoint and publishes it by renaming once complete.
+
+    The trainer routes ``_get_output_dir`` through :meth:`output_dir` and ``_push_from_checkpoint`` through
+    :meth:`defers_push`, and calls :meth:`save` from ``_save_checkpoint``.
+    """
+
+    def __init__(self) -> None:
+        self.staging = False
+        self._pending_push: Optional[str] = None
+
+    def output_dir(self, run_dir: str) -> str:
+        """Where ``Trainer._save_checkpoint`` writes: the staging folder while a checkpoint is being written."""
+        return os.path.join(run_dir, STAGING_DIR) if self.staging else run_dir
+
+    def defers_push(self, trainer: Any, checkpoint_folder: str) -> bool:
+        """``every_save`` pushes of the output folder wait until the checkpoint is renamed (the upload lists the
+        folder while it runs). Checkpoint-folder pushes go out from the staging folder before the distillation state
+        is written, which keeps the state out of the Hub."""
+        if self.staging and trainer.args.hub_strategy == "every_save":
+            self._pending_push = checkpoint_folder
+            return True
+        return False
+
+    def save(self, trainer: Any, trial: Any, write: Callable[[], None], distillation_state: Callable[[], dict]) -> None:
+        """Write a checkpoint with ``write`` (``Trainer._save_checkpoint``) and the distillation state into the
+        staging folder, then rename it to ``checkpoint-N`` and rotate old checkpoints."""
+        args, state = trainer.args, trainer.state
+        run_dir = trainer._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+        if args.should_save and os.path.exists(staged):  # left over by an interrupted save
+            shutil.rmtree(staged)
+        trainer.accelerator.wait_for_everyone()
+        self.staging, self._pending_push = True, None
+        try:
+            write()
+        finally:
+            self.staging = False
+        if state.best_model_checkpoint == staged:
+            state.best_model_checkpoint = final
+        if args.should_save:
+            if args.push_to_hub and trainer.push_in_progress is not None and self._pending_push is None:
+                trainer.push_in_progress.wait_until_done()  # the staged folder is being uploaded as it is
+            state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))  # best_model_checkpoint under its final name
+            save_file(distillation_state(), os.path.join(staged, STATE_NAME))
+        trainer.accelerator.wait_for_everyone()  # every process's files (rng_state_<rank>.pth) are in
+        if args.should_save:
+            _publish(staged, final)
+            rotate_checkpoints(run_dir, args.save_total_limit, state.best_model_checkpoint, use_mtime=True)
+            if self._pending_push is not None:
+                self._pending_push = None
+                trainer._push_from_checkpoint(final)
+
+
+def _publish(staged: str, final: str) -> None:
+    """Rename ``staged`` to ``final``; a checkpoint already there (same step, earlier run) is replaced only after."""
+    previous = None
+    if os.path.exists(final):
+        previous = staged + ".replaced"
+        shutil.rmtree(previous, ignore_errors=True)
+        os.rename(final, previous)
+    os.rename(staged, final)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(staged))  # the staging folder, when nothing else is in it
+    except OSError:
+        pass
+
+
+def missing_files(checkpoint: str) -> list[str]:
+    """What ``checkpoint`` lacks to resume distillation: model weights, trainer state, distillation state."""
+    missing = [] if any(os.path.isfile(os.path.join(checkpoint, f)) for f in _WEIGHTS) else [SAFE_WEIGHTS_NAME]
+    return missing + [f for f in (TRAINER_STATE_NAME, STATE_NAME) if not os.path.isfile(os.path.join(checkpoint, f))]
+
+
+def last_complete_checkpoint(output_dir: str) -> Optional[str]:
+    """The ``checkpoint-N`` of ``output_dir`` with the largest N that is complete; incomplete ones are skipped with a
+    warning naming what they lack. ``None`` when there is none."""
+    if not os.path.isdir(output_dir):
+        return None
+    found = [(int(m.group(1)), entry) for entry in os.listdir(output_dir)
+             if (m := _CHECKPOINT.match(entry)) and os.path.isdir(os.path.join(output_dir, entry))]
+    for _, entry in sorted(found, reverse=True):
+        folder = os.path.join(output_dir, entry)
+        missing = missing_files(folder)
+        if not missing:
+            return folder
+        logger.warning("Skipping incomplete checkpoint %s (no %s); looking for an earlier one.", folder,
+                       ", ".join(missing))
+    return None
+
+
+def resolve_resume(resume_from_checkpoint: Union[str, bool, None], output_dir: str) -> Optional[str]:
+    """``Trainer.train``'s ``resume_from_checkpoint``, with ``True`` meaning the last complete checkpoint."""
+    if resume_from_checkpoint is True:
+        checkpoint = last_complete_checkpoint(output_dir)
+        if checkpoint is None:
+            raise ValueError(
+                f"resume_from_checkpoint=True, but {output_dir!r} holds no complete checkpoint-N folder to resume "
+                "from; train without resume_from_checkpoint to start from scratch."
+            )
+        return checkpoint
+    return resume_from_checkpoint or None
+
+
+def warn_inexact_resume(checkpoint: str, args: Any) -> None:
+    """Warn, naming the files, when ``checkpoint`` lacks what an exact resume restores (optimizer, scheduler, RNG)."""
+    rng = f"rng_state_{args.process_index}.pth" if args.world_size > 1 else "rng_state.pth"
+    expected = [rng] + ([] if _shards_optimizer(args) else [OPTIMIZER_NAME, SCHEDULER_NAME])
+    missing = [name for name in expected if not os.path.isfile(os.path.join(checkpoint, name))]
+    if missing:
+        logger.warning(
+            "Checkpoint %s has no %s: training resumes, but not exactly as it would have continued (%s start "
+            "afresh).", checkpoint, ", ".join(missing),
+            " and ".join({OPTIMIZER_NAME: "optimizer moments", SCHEDULER_NAME: "the learning-rate schedule"}.get(
+                name, "random number streams") for name in missing),
+        )
+
+
+def _shards_optimizer(args: Any) -> bool:
+    """DeepSpeed and FSDP save the optimizer in their own files."""
+    return bool(getattr(args, "deepspeed", None) or getattr(args, "fsdp", None))
+
+
+def tensors_to_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state as contiguous CPU tensors, for ``safetensors``."""
+    return {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
