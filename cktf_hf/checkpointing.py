@@ -138,6 +138,20 @@ def resolve_resume(resume_from_checkpoint: Union[str, bool, None], output_dir: s
                 "from; train without resume_from_checkpoint to start from scratch."
             )
         return checkpoint
+    if resume_from_checkpoint:
+        if not os.path.isdir(resume_from_checkpoint):
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r} does not exist. Pass a checkpoint-N folder of an "
+                f"earlier run (e.g. {os.path.join(output_dir, 'checkpoint-500')}), or True for the last complete "
+                f"checkpoint of output_dir {output_dir!r}."
+            )
+        missing = missing_files(resume_from_checkpoint)
+        if missing:
+            raise ValueError(
+                f"{resume_from_checkpoint!r} is not a complete checkpoint of ContrastiveDistillationTrainer: it has no "
+                f"{', '.join(missing)} (a save that was cut short, or a folder another trainer wrote). Resume from an "
+                "earlier checkpoint-N, or pass True to take the last complete one."
+            )
     return resume_from_checkpoint or None
 
 

@@ -230,12 +230,7 @@ class ContrastiveDistillationTrainer(Trainer):
         ``encoder.layer.N.attention.attention.query`` ↔ ``layers.N.attention.q_proj``), and the Trainer's plain
         ``load_state_dict`` misses those keys, silently resuming with fresh encoder weights.
         """
-        state_path = os.path.join(resume_from_checkpoint, STATE_NAME)
-        if not os.path.isfile(state_path):
-            raise FileNotFoundError(
-                f"{resume_from_checkpoint} has no {STATE_NAME} (projectors, memory banks, Z): it was not written by "
-                "ContrastiveDistillationTrainer, so training cannot resume exactly from it."
-            )
+        state_path = os.path.join(resume_from_checkpoint, STATE_NAME)  # complete: checked by resolve_resume
         warn_inexact_resume(resume_from_checkpoint, self.args)
         self._reload_student(resume_from_checkpoint, model)
         load_objective_state(self.objective, state_path, str(self.args.device))  # errors say what changed

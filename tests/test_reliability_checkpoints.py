@@ -161,3 +161,15 @@ def test_a_resume_missing_optimizer_or_rng_state_warns_naming_the_files(tmp_path
         resumed.train(resume_from_checkpoint=str(checkpoint))
     assert f"Checkpoint {checkpoint} has no rng_state.pth, optimizer.pt: training resumes, but not exactly" in caplog.text
     assert "scheduler.pt" not in caplog.text and resumed.state.global_step == 3
+
+
+def test_an_explicit_resume_path_that_is_missing_or_incomplete_is_named_with_the_fix(tmp_path):
+    from cktf_hf.checkpointing import resolve_resume
+
+    with pytest.raises(FileNotFoundError, match=r"resume_from_checkpoint='.*checkpoint-7' does not exist.*or True"):
+        resolve_resume(str(tmp_path / "checkpoint-7"), str(tmp_path))
+    partial = tmp_path / "checkpoint-3"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"not a complete checkpoint.*no trainer_state.json, {STATE_NAME}"):
+        resolve_resume(str(partial), str(tmp_path))

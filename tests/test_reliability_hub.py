@@ -6,7 +6,7 @@ import pytest
 
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-from cktf_hf.trainer import HubPushError
+from cktf_hf import HubPushError
 
 
 def _token_holders(token: str, files: dict[str, bytes]) -> list[str]:
