@@ -31,6 +31,7 @@ from .model_card import (
 )
 from .model_io import ClassifierInputCapture, run_model
 from .objectives import CKTFObjective, PairFeatures, PairShape
+from .objectives.contrastive import BANK_DTYPES
 from .pairing import LayerPair, build_pairs, layer_name, pairing_table, read_pair_features
 from .teacher import check_label_spaces, load_teacher
 
@@ -147,6 +148,7 @@ class ContrastiveDistillationTrainer(Trainer):
         objective = CKTFObjective(
             settings, shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
             momentum=args.nce_momentum, feat_dim=args.feat_dim, projector=args.projector,
+            bank_dtype=BANK_DTYPES[args.bank_dtype],
         ).to(next(student.parameters()).device)
         return objective, pairs, layouts, rows
 
@@ -188,6 +190,7 @@ class ContrastiveDistillationTrainer(Trainer):
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ) -> Union[torch.Tensor, tuple[torch.Tensor, Any]]:
         index, contrast_idx = inputs.pop("index", None), inputs.pop("contrast_idx", None)
+        contrast_mask = inputs.pop("contrast_mask", None)
         labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
         if not model.training:  # evaluation of the student (or, in evaluate_teacher, the teacher) alone
             outputs = model(pixel_values=pixel_values.to(next(model.parameters()).dtype), labels=labels)
@@ -205,7 +208,7 @@ class ContrastiveDistillationTrainer(Trainer):
         student_out = run_model(model, self._student_capture, pixel_values, "student")
         result = self.objective(
             self._pair_features("student", student_out), teacher_features,
-            labels=labels, index=index, contrast_idx=contrast_idx,
+            labels=labels, index=index, contrast_idx=contrast_idx, contrast_mask=contrast_mask,
         )
         for name, value in result.components.items():
             self._components[name] = self._components[name] + value
@@ -416,7 +419,8 @@ def _prepare_training_data(dataset: Any, collator: Any, args: ContrastiveDistill
     labels = dataset_labels(dataset, args.label_column)
     if labels is None:
         logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
-    sampler = NegativeSampler(len(dataset), args.nce_k, labels, seed=args.seed)
+    sampler = NegativeSampler(len(dataset), args.nce_k, labels, seed=args.seed,
+                              shared=args.negative_sampling == "shared")
     return dataset, collator or DistillationCollator(sampler), len(dataset)
 
 
