@@ -268,6 +268,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 timed steps, 1 round and fewer loss-alone points")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of every configuration (default 3, quick 1)")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (default 1: on a shared CPU, 2 threads under contention made "
+                             "steps up to 100 times slower)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
@@ -280,6 +283,7 @@ def main() -> None:
     parser.add_argument("--loss_worker", help=argparse.SUPPRESS)
     parser.add_argument("--cache_dir", default=os.path.join(HERE, "cache", "speed"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    torch.set_num_threads(opts.threads)
     steps, warmup = (8, 3) if opts.quick else (20, 5)
     rounds = opts.rounds or (1 if opts.quick else 3)
     repeats = 3 if opts.quick else 5
@@ -297,7 +301,8 @@ def main() -> None:
 
     def worker(name: str, *extra: str) -> dict:
         command = [sys.executable, __file__, "--worker", name, "--batch_size", str(opts.batch_size), "--device",
-                   opts.device, "--cache_dir", opts.cache_dir, *extra] + (["--quick"] if opts.quick else []) + \
+                   opts.device, "--threads", str(opts.threads), "--cache_dir", opts.cache_dir, *extra] + \
+                  (["--quick"] if opts.quick else []) + \
                   (["--bf16"] if opts.bf16 else [])
         output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if output.returncode:
@@ -305,7 +310,8 @@ def main() -> None:
         return json.loads(output.stdout.rsplit("RESULT ", 1)[1])
 
     def loss_worker(formulation: str, batch: int, k: int) -> dict:
-        command = [sys.executable, __file__, "--loss_worker", f"{formulation},{batch},{k}", "--device", opts.device] \
+        command = [sys.executable, __file__, "--loss_worker", f"{formulation},{batch},{k}", "--device", opts.device,
+                   "--threads", str(opts.threads)] \
             + (["--quick"] if opts.quick else [])
         output = subprocess.run(command, capture_output=True, text=True)
         if output.returncode:

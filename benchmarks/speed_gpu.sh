@@ -6,5 +6,5 @@
 set -e
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout 540 "${PYTHON:-python}" benchmarks/speed.py --device cuda --bf16 --batch_size 256 --rounds 1 \
+exec timeout 540 "${PYTHON:-python}" benchmarks/speed.py --device cuda --bf16 --batch_size 256 --rounds 1 --threads 8 \
     --accuracy_steps 200 --name speed_gpu "$@"

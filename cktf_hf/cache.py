@@ -147,7 +147,8 @@ class RowReader:
         arrow = table.data.table
         lengths = [len(chunk) for chunk in arrow.column(0).chunks]
         self.starts = np.cumsum([0] + lengths[:-1])
-        self.columns = {name: [_chunk_view(chunk) for chunk in arrow.column(name).chunks] for name in arrow.column_names}
+        self.columns = {name: [_chunk_view(chunk) for chunk in arrow.column(name).chunks]
+                        for name in arrow.column_names}
 
     def __call__(self, index: np.ndarray) -> dict[str, torch.Tensor]:
         chunk = np.searchsorted(self.starts, index, side="right") - 1

@@ -48,8 +48,8 @@ class ContrastiveDistillationConfig(TrainingArguments):
             `memory_bank` (the reference: NCE with momentum banks, K other-class negatives) or `in_batch` (InfoNCE).
         nce_k (`int`, *optional*, defaults to `16384`): Negatives per sample in memory-bank mode.
         negative_sampling (`str`, *optional*, defaults to `"per_sample"`):
-            `per_sample` (the reference: K other-class negatives drawn for each sample, cost ∝ B·K·D plus a pass over the
-            bank) or `shared` (K negatives drawn once per step for the whole batch, other-class ones masked per anchor:
+            `per_sample` (the reference: K other-class negatives drawn for each sample, cost ∝ B·K·D plus a pass
+            over the bank) or `shared` (K negatives drawn once per step for the whole batch, other-class ones masked per anchor:
             one `[B, D] × [D, K]` product per pair and direction, cost independent of the dataset size).
         bank_dtype (`str`, *optional*, defaults to `"float32"`):
             Storage of the memory banks: `float32`, `bfloat16` or `float16` (half the memory; the math stays float32).
@@ -192,6 +192,6 @@ def parse_classic_objectives(spec: str) -> dict[str, float]:
 _DISTILLATION_FIELDS = {
     "teacher", "teacher_revision", "teacher_dtype", "trust_remote_code", "preset", "ce_weight", "kd_weight",
     "final_weight", "layer_weight", "temperature", "kd_temperature", "classic_objectives", "feature_batch_norm",
-    "negatives", "nce_k", "negative_sampling", "bank_dtype", "nce_momentum", "feat_dim", "projector", "layer_pairs", "token_pooling", "grid_size",
-    "label_column", "teacher_cache_dir",
+    "negatives", "nce_k", "negative_sampling", "bank_dtype", "nce_momentum", "feat_dim", "projector", "layer_pairs",
+    "token_pooling", "grid_size", "label_column", "teacher_cache_dir",
 }

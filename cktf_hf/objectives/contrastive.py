@@ -60,7 +60,7 @@ class SharedNegativeNCE(torch.autograd.Function):
     """The negative half of the NCE loss against K negatives shared by the batch, fused into one function.
 
     With ``S = anchors @ negativesᵀ`` (``[B, K]``), ``t = exp(S / tau) / (Z·c)`` and per-row weights ``w_b``, returns
-    ``Σ_b w_b Σ_k mask_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ log(c / (P_bk + c + eps))`` with ``P = exp(S/tau)/Z``.
+    ``Σ_b w_b Σ_k mask_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ log(c / (P_bk + c + eps))``, ``P = exp(S/tau)/Z``.
     Forward: one ``[B, D] × [D, K]`` product and three elementwise passes; backward: one ``[B, K] × [K, D]`` product.
     Only ``t`` (``[B, K]``) is kept for the backward pass. ``weights`` already hold the mask (0 for masked entries).
     """
@@ -92,8 +92,8 @@ def shared_nce_loss(
     temperature: float,
     eps: float = 1e-7,
 ) -> torch.Tensor:
-    """CRD's NCE loss (:func:`nce_loss`) with K negatives shared by the batch: ``positives`` ``[B, D]`` are the bank rows of
-    the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``mask`` ``[B, K]`` (True = a valid
+    """CRD's NCE loss (:func:`nce_loss`) with K negatives shared by the batch: ``positives`` ``[B, D]`` are the bank
+    rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``mask`` ``[B, K]`` (True = a valid
     negative for that anchor, e.g. of another class) or None.
 
     ``c = K/N`` as in the reference. An anchor with ``K_b`` valid negatives has its negative sum scaled by ``K / K_b``:
