@@ -10,10 +10,12 @@ from typing import Any, Optional
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .data import NEGATIVE_SAMPLING
 from .features import TOKEN_POOLING
 from .hub import TokensNeverPickled, check_repo_id
 from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
+from .objectives.contrastive import BANK_DTYPES
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
 
@@ -51,6 +53,12 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         negatives (`str`, *optional*, defaults to `"memory_bank"`):
             `memory_bank` (the reference: NCE with momentum banks, K other-class negatives) or `in_batch` (InfoNCE).
         nce_k (`int`, *optional*, defaults to `16384`): Negatives per sample in memory-bank mode.
+        negative_sampling (`str`, *optional*, defaults to `"per_sample"`):
+            `per_sample` (the reference: K other-class negatives drawn for each sample, cost ∝ B·K·D plus a pass
+            over the bank) or `shared` (K negatives drawn once per step for the whole batch, other-class ones masked per anchor:
+            one `[B, D] × [D, K]` product per pair and direction, cost independent of the dataset size).
+        bank_dtype (`str`, *optional*, defaults to `"float32"`):
+            Storage of the memory banks: `float32`, `bfloat16` or `float16` (half the memory; the math stays float32).
         nce_momentum (`float`, *optional*, defaults to `0.5`): Memory-bank momentum.
         feat_dim (`int`, *optional*, defaults to `128`): Projector output size.
         projector (`str`, *optional*, defaults to `"linear"`): `linear` or `mlp` heads.
@@ -94,6 +102,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     )
     negatives: str = field(default="memory_bank", metadata={"help": f"Negatives: one of {NEGATIVE_MODES}."})
     nce_k: int = field(default=16384, metadata={"help": "Negatives per sample (memory bank)."})
+    negative_sampling: str = field(
+        default="per_sample", metadata={"help": f"Memory-bank negatives: one of {NEGATIVE_SAMPLING}."}
+    )
+    bank_dtype: str = field(default="float32", metadata={"help": f"Memory-bank storage: one of {tuple(BANK_DTYPES)}."})
     nce_momentum: float = field(default=0.5, metadata={"help": "Memory-bank momentum."})
     feat_dim: int = field(default=128, metadata={"help": "Projector output dimension."})
     projector: str = field(default="linear", metadata={"help": f"Projector heads: one of {PROJECTOR_KINDS}."})
@@ -130,6 +142,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES}, got {self.teacher_dtype!r}.")
         if self.negatives not in NEGATIVE_MODES:
             raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {self.negatives!r}.")
+        if self.negative_sampling not in NEGATIVE_SAMPLING:
+            raise ValueError(f"negative_sampling must be one of {NEGATIVE_SAMPLING}, got {self.negative_sampling!r}.")
+        if self.bank_dtype not in BANK_DTYPES:
+            raise ValueError(f"bank_dtype must be one of {tuple(BANK_DTYPES)}, got {self.bank_dtype!r}.")
         if self.projector not in PROJECTOR_KINDS:
             raise ValueError(f"projector must be one of {PROJECTOR_KINDS}, got {self.projector!r}.")
         if self.token_pooling not in TOKEN_POOLING:

@@ -39,9 +39,13 @@ def dataset_labels(dataset: Any, label_column: Optional[str] = None) -> Optional
     return None
 
 
+NEGATIVE_SAMPLING = ("per_sample", "shared")
+
+
 class NegativeSampler:
     """Draws K negative dataset indices per sample: from other classes when labels are known (CRD's "exact" mode),
-    else uniformly over the dataset.
+    else uniformly over the dataset. With ``shared=True`` it draws K indices once for the whole batch instead (uniform
+    over the dataset) and, when labels are known, a ``[B, K]`` mask of the ones of another class than each anchor.
 
     Negatives are drawn with replacement, as i.i.d. noise samples (the NCE assumption); the reference draws without
     replacement when the pool allows, which differs only by duplicates (≈ K/(2·pool) of the draws). The draws of a
@@ -50,9 +54,10 @@ class NegativeSampler:
     """
 
     def __init__(
-        self, num_samples: int, nce_k: int, labels: Optional[Sequence[int]] = None, seed: int = 0
+        self, num_samples: int, nce_k: int, labels: Optional[Sequence[int]] = None, seed: int = 0,
+        shared: bool = False,
     ) -> None:
-        self.num_samples, self.nce_k, self.seed = num_samples, nce_k, seed
+        self.num_samples, self.nce_k, self.seed, self.shared = num_samples, nce_k, seed, shared
         if labels is None:
             self.order = None
             return
@@ -67,12 +72,23 @@ class NegativeSampler:
         if (num_samples - counts.max()) < 1:
             raise ValueError("Other-class negatives need at least two classes in the training set.")
 
+    def _generator(self, index: torch.Tensor) -> torch.Generator:
+        digest = hashlib.blake2b(index.numpy().tobytes(), digest_size=8, key=str(self.seed).encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+    def sample_shared(self, index: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(negatives [K], mask [B, K] or None)``: K indices drawn once for the batch, uniformly with replacement,
+        and (labels known) ``mask[b, k]`` True where negative k is of another class than anchor b."""
+        uniform = torch.rand(self.nce_k, generator=self._generator(index))
+        negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
+        if self.order is None:
+            return negatives, None
+        return negatives, self.labels[negatives][None, :] != self.labels[index][:, None]
+
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """``contrast_idx`` of shape ``[B, K+1]``: column 0 is ``index`` itself, columns 1..K the negatives."""
         batch_size = index.shape[0]
-        digest = hashlib.blake2b(index.numpy().tobytes(), digest_size=8, key=str(self.seed).encode()).digest()
-        generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
-        uniform = torch.rand(batch_size, self.nce_k, generator=generator)
+        uniform = torch.rand(batch_size, self.nce_k, generator=self._generator(index))
         if self.order is None:
             negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
         else:
@@ -89,7 +105,9 @@ class DistillationCollator:
     """Stacks ``pixel_values`` and ``labels`` and, for the memory bank, adds ``index`` and ``contrast_idx``.
 
     Examples must carry ``pixel_values`` (a ``[3, H, W]`` tensor) and optionally ``labels`` (or ``label``); the
-    ``index`` of examples from :class:`IndexedDataset` is kept, with negatives when a ``negative_sampler`` is given.
+    ``index`` of examples from :class:`IndexedDataset` is kept, with negatives when a ``negative_sampler`` is given:
+    ``contrast_idx`` ``[B, K+1]`` per sample, or (shared sampler) ``contrast_idx`` ``[K]`` and ``contrast_mask``
+    ``[B, K]`` when labels are known.
     """
 
     def __init__(self, negative_sampler: Optional[NegativeSampler] = None) -> None:
@@ -108,8 +126,13 @@ class DistillationCollator:
             batch["labels"] = torch.tensor([int(e[label_key]) for e in examples], dtype=torch.long)
         if "index" in first:  # training batches (IndexedDataset); evaluation has no index
             batch["index"] = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
-            if self.negative_sampler is not None:
-                batch["contrast_idx"] = self.negative_sampler(batch["index"])
+            sampler = self.negative_sampler
+            if sampler is not None and sampler.shared:
+                batch["contrast_idx"], mask = sampler.sample_shared(batch["index"])
+                if mask is not None:
+                    batch["contrast_mask"] = mask
+            elif sampler is not None:
+                batch["contrast_idx"] = sampler(batch["index"])
         return batch
 
 
@@ -121,9 +144,11 @@ def prepare_training_data(
     nce_k: int,
     label_column: Optional[str] = None,
     seed: int = 0,
+    shared_negatives: bool = False,
 ) -> tuple[Any, Any, Optional[int]]:
     """The training data path: dataset indices where the memory bank (``uses_bank``) or the teacher cache
-    (``needs_index``) reads them, other-class negatives for the bank, and the default collator.
+    (``needs_index``) reads them, other-class negatives for the bank (one set per batch with ``shared_negatives``),
+    and the default collator.
 
     Returns ``(dataset, collator, bank size or None)``.
     """
@@ -139,5 +164,5 @@ def prepare_training_data(
     labels = dataset_labels(dataset, label_column)
     if labels is None:
         logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
-    sampler = NegativeSampler(len(dataset), nce_k, labels, seed=seed)
+    sampler = NegativeSampler(len(dataset), nce_k, labels, seed=seed, shared=shared_negatives)
     return dataset, collator or DistillationCollator(sampler), len(dataset)

@@ -26,6 +26,7 @@ from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
 from .model_io import ClassifierInputCapture, run_model
 from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
+from .objectives.contrastive import BANK_DTYPES
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
 from .run_guard import guarded_run
 from .teacher import load_teacher, teacher_fingerprint
@@ -73,7 +74,7 @@ class ContrastiveDistillationTrainer(Trainer):
         uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
         train_dataset, data_collator, num_samples = prepare_training_data(
             train_dataset, data_collator, uses_bank, bool(args.teacher_cache_dir), args.nce_k, args.label_column,
-            args.seed,
+            args.seed, shared_negatives=args.negative_sampling == "shared",
         )
         probe_batch = data_collator([train_dataset[i] for i in range(min(2, len(train_dataset)))])
         if uses_bank and "index" not in probe_batch:
@@ -88,6 +89,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self.objective = CKTFObjective(
             settings, self.pairing.shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
             momentum=args.nce_momentum, feat_dim=args.feat_dim, projector=args.projector,
+            bank_dtype=BANK_DTYPES[args.bank_dtype],
         ).to(next(model.parameters()).device)
         self.reader: FeatureReader = self.pairing.reader(
             self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm
@@ -151,6 +153,7 @@ class ContrastiveDistillationTrainer(Trainer):
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ) -> Union[torch.Tensor, tuple[torch.Tensor, Any]]:
         index, contrast_idx = inputs.pop("index", None), inputs.pop("contrast_idx", None)
+        contrast_mask = inputs.pop("contrast_mask", None)
         labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
         if not model.training:  # evaluation of the student (or, in evaluate_teacher, the teacher) alone
             outputs = model(pixel_values=pixel_values.to(next(model.parameters()).dtype), labels=labels)
@@ -160,7 +163,8 @@ class ContrastiveDistillationTrainer(Trainer):
         student_out = run_model(model, self._student_capture, pixel_values, "student")
         self.objective.set_epoch(self.state.epoch or 0.0)  # warm-ups of classic terms (DKD) read the progress
         result = self.objective(self.reader.read("student", student_out), teacher_features,
-                                labels=labels, index=index, contrast_idx=contrast_idx)
+                                labels=labels, index=index, contrast_idx=contrast_idx,
+                                contrast_mask=contrast_mask)
         check_loss(result.loss, result.components, pixel_values, self.model, self.teacher, self.state.global_step + 1)
         for name, value in result.components.items():
             self._components[name] = self._components[name] + value

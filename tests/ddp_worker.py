@@ -13,8 +13,10 @@ import tiny  # noqa: E402
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer  # noqa: E402
 
 output_dir, negatives = sys.argv[1], sys.argv[2]
+sampling = sys.argv[3] if len(sys.argv) > 3 else "per_sample"
 args = ContrastiveDistillationConfig(
     output_dir=output_dir, per_device_train_batch_size=16, max_steps=4, nce_k=32, negatives=negatives,
+    negative_sampling=sampling,
     learning_rate=3e-3, logging_steps=2, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
 )
 trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),

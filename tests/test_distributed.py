@@ -14,12 +14,14 @@ from cktf_hf.attachment import OBJECTIVE_ATTRIBUTE
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
 
 
-@pytest.mark.parametrize("negatives", ["memory_bank", "in_batch"])
-def test_two_process_torchrun_keeps_ranks_identical(tmp_path, negatives):
+@pytest.mark.parametrize("negatives, sampling", [
+    ("memory_bank", "per_sample"), ("memory_bank", "shared"), ("in_batch", "per_sample"),
+])
+def test_two_process_torchrun_keeps_ranks_identical(tmp_path, negatives, sampling):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
-         str(tmp_path), negatives],
+         str(tmp_path), negatives, sampling],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -77,3 +77,27 @@ def test_random_augmentation_is_refused(tmp_path):
     with pytest.raises(ValueError, match="change from one read to the next"):
         ContrastiveDistillationTrainer(model=tiny.vit(32, 2, num_labels=2), args=args,
                                        teacher_model=tiny.vit(64, 4, num_labels=2), train_dataset=random_function)
+
+
+def test_row_reader_returns_the_rows_of_every_chunk(tmp_path):
+    import numpy as np
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    from cktf_hf.cache import RowReader, _features
+
+    rng = np.random.default_rng(0)
+    batches = [{"maps": rng.random((n, 3, 2, 2), dtype=np.float32), "pooled": rng.random((n, 5), dtype=np.float32)}
+               for n in (4, 4, 3)]  # three chunks, the last shorter
+    writer = ArrowWriter(features=_features(batches[0]), path=str(tmp_path / "t.arrow"))
+    for batch in batches:
+        writer.write_batch(batch)
+    writer.finalize()
+    writer.close()
+    table = datasets.Dataset.from_file(str(tmp_path / "t.arrow")).with_format("torch")
+    assert table.data.table.column("maps").num_chunks == 3
+    index = np.array([10, 0, 5, 4, 5, 3, 8])
+    rows, expected = RowReader(table)(index), table[index.tolist()]
+    assert rows.keys() == {"maps", "pooled"}
+    for name in rows:
+        assert rows[name].dtype == torch.float32 and torch.equal(rows[name], expected[name])

@@ -79,6 +79,7 @@ class CKTFObjective(nn.Module):
         momentum: float = 0.5,
         feat_dim: int = 128,
         projector: str = "linear",
+        bank_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if negatives not in NEGATIVE_MODES:
@@ -104,7 +105,7 @@ class CKTFObjective(nn.Module):
             self.student_projectors[name] = Projector(pair.student_dim, feat_dim, projector)
             self.teacher_projectors[name] = Projector(pair.teacher_dim, feat_dim, projector)
             self.contrastive[name] = (
-                MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum)
+                MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype)
                 if negatives == "memory_bank"
                 else InBatchInfoNCELoss(settings.temperature)
             )
@@ -190,6 +191,7 @@ class CKTFObjective(nn.Module):
         labels: Optional[torch.Tensor] = None,
         index: Optional[torch.Tensor] = None,
         contrast_idx: Optional[torch.Tensor] = None,
+        contrast_mask: Optional[torch.Tensor] = None,
     ) -> ObjectiveOutput:
         s = self.settings
         student, teacher = student.float(), teacher.float()  # bf16/fp16 model outputs meet float32 heads
@@ -216,7 +218,8 @@ class CKTFObjective(nn.Module):
         for name, loss_fn in self.contrastive.items():
             v_s = self.student_projectors[name](student.pooled[name])
             v_t = self.teacher_projectors[name](teacher.pooled[name].detach())
-            value = loss_fn(v_s, v_t, index, contrast_idx) if self.negatives == "memory_bank" else loss_fn(v_s, v_t)
+            value = (loss_fn(v_s, v_t, index, contrast_idx, contrast_mask) if self.negatives == "memory_bank"
+                     else loss_fn(v_s, v_t))
             add(f"contrast_{name}", self.pair_weights[name], value)
         for name, loss_fn in self.classic.items():
             weight = s.classic[name] * self._weight_factor(name, loss_fn)

@@ -56,6 +56,63 @@ def nce_loss(probabilities: torch.Tensor, num_samples: int, eps: float = 1e-7) -
     return -(log_d1.sum() + log_d0.sum()) / batch_size
 
 
+class SharedNegativeNCE(torch.autograd.Function):
+    """The negative half of the NCE loss against K negatives shared by the batch, fused into one function.
+
+    With ``S = anchors @ negativesᵀ`` (``[B, K]``), ``t = exp(S / tau) / (Z·c)`` and per-row weights ``w_b``, returns
+    ``Σ_b w_b Σ_k mask_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ log(c / (P_bk + c + eps))``, ``P = exp(S/tau)/Z``.
+    Forward: one ``[B, D] × [D, K]`` product and three elementwise passes; backward: one ``[B, K] × [K, D]`` product.
+    Only ``t`` (``[B, K]``) is kept for the backward pass. ``weights`` already hold the mask (0 for masked entries).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, anchors: torch.Tensor, negatives: torch.Tensor, weights: torch.Tensor,
+                log_zc: float, temperature: float, eps_c: float) -> torch.Tensor:
+        t = torch.addmm(anchors.new_tensor(-log_zc), anchors, negatives.t(), alpha=1.0 / temperature).exp_()
+        value = (torch.log1p(t + eps_c) * weights).sum()
+        ctx.save_for_backward(t, negatives, weights)
+        ctx.temperature, ctx.eps_c = temperature, eps_c
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None]:
+        t, negatives, weights = ctx.saved_tensors
+        # d/dS log(1 + t + eps/c) = t / (tau · (1 + t + eps/c))
+        g = (t / (t + (1.0 + ctx.eps_c))).mul_(weights).mul_(grad / ctx.temperature)
+        return g @ negatives, None, None, None, None, None
+
+
+def shared_nce_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    z: float,
+    num_samples: int,
+    temperature: float,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """CRD's NCE loss (:func:`nce_loss`) with K negatives shared by the batch: ``positives`` ``[B, D]`` are the bank
+    rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``mask`` ``[B, K]`` (True = a valid
+    negative for that anchor, e.g. of another class) or None.
+
+    ``c = K/N`` as in the reference. An anchor with ``K_b`` valid negatives has its negative sum scaled by ``K / K_b``:
+    the valid draws are i.i.d. from that anchor's noise distribution, so the scaled sum estimates the same
+    ``K·E_noise[log(1 − h)]`` as the reference's K per-sample draws (unscaled when nothing is masked).
+    """
+    batch_size, k = anchors.shape[0], negatives.shape[0]
+    c = k / num_samples
+    positive = torch.exp((anchors * positives).sum(1) / temperature) / z
+    log_d1 = torch.log(positive / (positive + c + eps))
+    if mask is None:
+        weights = anchors.new_ones(1, 1)
+    else:
+        valid = mask.sum(1, keepdim=True).clamp_(min=1).to(anchors.dtype)
+        weights = mask.to(anchors.dtype) * (k / valid)
+    noise = SharedNegativeNCE.apply(anchors, negatives, weights, math.log(z * c), temperature, eps / c)
+    return -(log_d1.sum() - noise) / batch_size
+
+
 class BankScores(torch.autograd.Function):
     """``scores[b, k] = <memory[idx[b, k]], anchors[b]>`` with a gradient for ``anchors`` only.
 
@@ -80,6 +137,17 @@ class BankScores(torch.autograd.Function):
         return grad_anchors, None, None
 
 
+def _shared_scores_exp(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                       mask: Optional[torch.Tensor], temperature: float) -> torch.Tensor:
+    """``exp(score / tau)`` of every positive and every valid shared negative, flattened (for ``Z``)."""
+    e_neg = torch.exp(anchors @ negatives.t() / temperature)
+    e_neg = e_neg.reshape(-1) if mask is None else e_neg[mask]
+    return torch.cat([torch.exp((anchors * positives).sum(1) / temperature), e_neg])
+
+
+BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 @register_objective("crd")
 class MemoryBankNCELoss(nn.Module):
     """CRD / CKTF contrastive loss with two momentum memory banks (Tian et al., "Contrastive Representation
@@ -95,7 +163,14 @@ class MemoryBankNCELoss(nn.Module):
     - afterwards, under no grad: ``M_s[index] ← normalize(m·M_s[index] + (1−m)·v_s)``, the same for ``M_t``.
 
     The scores are the same dot products as the reference's, computed by :class:`BankScores` without materialising
-    the ``[B, K+1, D]`` bank rows or their gradient. The backward pass reads the banks, so the momentum update of a
+    the ``[B, K+1, D]`` bank rows or their gradient.
+
+    Shared negatives (``contrast_idx`` of shape ``[K]``, the same K indices for every anchor, with an optional
+    ``contrast_mask`` ``[B, K]`` of the valid ones): the positives are the anchors' own rows, the negatives one
+    ``[B, D] × [D, K]`` product per direction (:func:`shared_nce_loss`), so the cost follows K, not N; ``Z`` is fixed
+    from the first call's positive and valid negative scores. ``bank_dtype`` (bfloat16 or float16) stores the banks
+    in half the memory; rows are read back into float32 for every product and update (per-sample mode converts the
+    whole bank each call). The backward pass reads the banks, so the momentum update of a
     call is applied at the start of the next call (or by :meth:`flush`, which ``state_dict()`` runs first): every
     call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
     ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
@@ -109,15 +184,19 @@ class MemoryBankNCELoss(nn.Module):
         temperature: float = 0.1,
         momentum: float = 0.5,
         eps: float = 1e-7,
+        bank_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        if bank_dtype not in BANK_DTYPES.values():
+            raise ValueError(f"bank_dtype must be one of {list(BANK_DTYPES)}, got {bank_dtype}.")
         if num_samples < 2:
             raise ValueError(f"The memory bank needs the dataset size (num_samples >= 2), got {num_samples}.")
         self.num_samples, self.feat_dim, self.nce_k = num_samples, feat_dim, nce_k
         self.temperature, self.momentum, self.eps = temperature, momentum, eps
         stdv = 1.0 / math.sqrt(feat_dim / 3)
-        self.register_buffer("memory_student", torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv))
-        self.register_buffer("memory_teacher", torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv))
+        for name in ("memory_student", "memory_teacher"):
+            bank = torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv)
+            self.register_buffer(name, bank if bank_dtype == torch.float32 else bank.to(bank_dtype))
         # Normalising constants, -1 until the first call fixes them.
         self.register_buffer("z_student", torch.tensor(-1.0, dtype=torch.float64))
         self.register_buffer("z_teacher", torch.tensor(-1.0, dtype=torch.float64))
@@ -130,21 +209,52 @@ class MemoryBankNCELoss(nn.Module):
         return BankScores.apply(anchors, memory, contrast_idx)
 
     def forward(
-        self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor, contrast_idx: torch.Tensor
+        self,
+        v_s: torch.Tensor,
+        v_t: torch.Tensor,
+        index: torch.Tensor,
+        contrast_idx: torch.Tensor,
+        contrast_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """``contrast_idx``: ``[B, K+1]`` per-sample indices (column 0 the anchor's own), or ``[K]`` negatives shared
+        by the batch with an optional ``contrast_mask`` ``[B, K]`` (True = valid negative for that anchor)."""
         self.flush()
         with torch.autocast(device_type=v_s.device.type, enabled=False):
             v_s, v_t = v_s.float(), v_t.float()
-            memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
-            e_s = torch.exp(self._scores(v_s, memory_t, contrast_idx) / self.temperature)
-            e_t = torch.exp(self._scores(v_t, memory_s, contrast_idx) / self.temperature)
-            if self.z_student < 0:
-                self._fix_normalisers(e_s, e_t)
-            loss = nce_loss(e_s / self.z_student.float(), self.num_samples, self.eps)
-            loss = loss + nce_loss(e_t / self.z_teacher.float(), self.num_samples, self.eps)
+            if contrast_idx.dim() == 1:
+                loss = self._shared_loss(v_s, v_t, index, contrast_idx, contrast_mask)
+            else:
+                loss = self._per_sample_loss(v_s, v_t, contrast_idx)
         with torch.no_grad():
             self._pending = (all_gather_no_grad(index), all_gather_no_grad(v_s.detach()), all_gather_no_grad(v_t.detach()))
         return loss
+
+    def _per_sample_loss(self, v_s: torch.Tensor, v_t: torch.Tensor, contrast_idx: torch.Tensor) -> torch.Tensor:
+        """The reference: K negatives per sample, scored through :class:`BankScores`."""
+        memory_s, memory_t = self.memory_student.detach().float(), self.memory_teacher.detach().float()
+        e_s = torch.exp(self._scores(v_s, memory_t, contrast_idx) / self.temperature)
+        e_t = torch.exp(self._scores(v_t, memory_s, contrast_idx) / self.temperature)
+        if self.z_student < 0:
+            self._fix_normalisers(e_s, e_t)
+        loss = nce_loss(e_s / self.z_student.float(), self.num_samples, self.eps)
+        return loss + nce_loss(e_t / self.z_teacher.float(), self.num_samples, self.eps)
+
+    def _shared_loss(self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor, negatives: torch.Tensor,
+                     mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """K negatives shared by the batch: ``[B, D] × [D, K]`` per direction (see :func:`shared_nce_loss`)."""
+        memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
+        pos_t, neg_t = memory_t[index].float(), memory_t[negatives].float()  # what the student anchors meet
+        pos_s, neg_s = memory_s[index].float(), memory_s[negatives].float()  # what the teacher anchors meet
+        if self.z_student < 0:
+            with torch.no_grad():
+                self._fix_normalisers(*(
+                    _shared_scores_exp(anchor, pos, neg, mask, self.temperature)
+                    for anchor, pos, neg in ((v_s, pos_t, neg_t), (v_t, pos_s, neg_s))
+                ))
+        loss = shared_nce_loss(v_s, pos_t, neg_t, mask, self.z_student.item(), self.num_samples, self.temperature,
+                               self.eps)
+        return loss + shared_nce_loss(v_t, pos_s, neg_s, mask, self.z_teacher.item(), self.num_samples,
+                                      self.temperature, self.eps)
 
     @torch.no_grad()
     def _fix_normalisers(self, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
@@ -163,8 +273,8 @@ class MemoryBankNCELoss(nn.Module):
         index, v_s, v_t = self._pending
         self._pending = None
         for memory, v in ((self.memory_student, v_s), (self.memory_teacher, v_t)):
-            updated = F.normalize(memory[index] * self.momentum + v * (1 - self.momentum), dim=1)
-            memory.index_copy_(0, index, updated)
+            updated = F.normalize(memory[index].float() * self.momentum + v * (1 - self.momentum), dim=1)
+            memory.index_copy_(0, index, updated.to(memory.dtype))
 
     def _drop_pending(self, *args: object, **kwargs: object) -> None:
         self._pending = None  # a loaded state replaces everything, updates included

@@ -1,0 +1,169 @@
+"""Memory-bank negatives shared by the batch (negative_sampling="shared") and low-precision bank storage."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny
+from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+from cktf_hf.data import DistillationCollator, NegativeSampler
+from cktf_hf.objectives.contrastive import MemoryBankNCELoss
+
+
+def _naive_shared(memory_s, memory_t, v_s, v_t, index, negatives, mask, z_s, z_t, num_samples, tau, eps=1e-7):
+    """The NCE loss written out per anchor in float64: positive term plus (K / K_b) × the valid negatives' terms."""
+    k = negatives.numel()
+    c = k / num_samples
+    total = 0.0
+    for anchors, memory, z in ((v_s, memory_t, z_s), (v_t, memory_s, z_t)):
+        for b in range(anchors.shape[0]):
+            p0 = torch.exp(memory[index[b]] @ anchors[b] / tau) / z
+            total = total - torch.log(p0 / (p0 + c + eps))
+            valid = [j for j in range(k) if mask is None or bool(mask[b, j])]
+            for j in valid:
+                p = torch.exp(memory[negatives[j]] @ anchors[b] / tau) / z
+                total = total - (k / len(valid)) * torch.log(c / (p + c + eps))
+    return total / v_s.shape[0]
+
+
+def _batch(g, batch, dim, num_samples, k):
+    v_s = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
+    v_t = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
+    index = torch.randperm(num_samples, generator=g)[:batch]
+    negatives = torch.randint(0, num_samples, (k,), generator=g)
+    return v_s, v_t, index, negatives
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_shared_loss_matches_naive_nce_over_three_calls(masked):
+    num_samples, dim, k, tau = 40, 6, 9, 0.1
+    torch.manual_seed(0)
+    module = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k, temperature=tau, momentum=0.5)
+    memory_s, memory_t = module.memory_student.double().clone(), module.memory_teacher.double().clone()
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 3, (num_samples,), generator=g)
+    for call in range(3):
+        v_s, v_t, index, negatives = _batch(g, 5, dim, num_samples, k)
+        mask = labels[negatives][None, :] != labels[index][:, None] if masked else None
+        if masked:
+            assert 0 < mask.sum() < mask.numel()  # some entries masked, some not
+        s_leaf, t_leaf = v_s.clone().requires_grad_(), v_t.clone().requires_grad_()
+        loss = module(s_leaf, t_leaf, index, negatives, mask)
+        if call == 0:  # Z = N · mean of exp(score / tau) over the positives and the valid negatives
+            scores = [torch.cat([(memory[index] * a.double()).sum(1),
+                                 (a.double() @ memory[negatives].t())[mask] if masked
+                                 else (a.double() @ memory[negatives].t()).reshape(-1)])
+                      for a, memory in ((v_s, memory_t), (v_t, memory_s))]
+            assert module.z_student.item() == pytest.approx(num_samples * torch.exp(scores[0] / tau).mean().item())
+            assert module.z_teacher.item() == pytest.approx(num_samples * torch.exp(scores[1] / tau).mean().item())
+        s_ref, t_ref = v_s.double().requires_grad_(), v_t.double().requires_grad_()
+        expected = _naive_shared(memory_s, memory_t, s_ref, t_ref, index, negatives, mask,
+                                 module.z_student.item(), module.z_teacher.item(), num_samples, tau)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        loss.backward()
+        expected.backward()
+        torch.testing.assert_close(s_leaf.grad.double(), s_ref.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(t_leaf.grad.double(), t_ref.grad, rtol=1e-4, atol=1e-6)
+        module.flush()
+        for memory, v in ((memory_s, v_s), (memory_t, v_t)):  # the same momentum update as the reference mode
+            memory[index] = F.normalize(memory[index] * 0.5 + v.double() * 0.5, dim=1)
+        torch.testing.assert_close(module.memory_student.double(), memory_s, rtol=0, atol=1e-6)
+        torch.testing.assert_close(module.memory_teacher.double(), memory_t, rtol=0, atol=1e-6)
+
+
+def test_unmasked_shared_equals_per_sample_with_identical_rows():
+    """Shared negatives are the reference's loss with every row of contrast_idx holding the same K negatives."""
+    num_samples, dim, k = 50, 8, 7
+    torch.manual_seed(1)
+    shared = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k)
+    per_sample = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k)
+    per_sample.load_state_dict(shared.state_dict())
+    g = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        v_s, v_t, index, negatives = _batch(g, 6, dim, num_samples, k)
+        contrast_idx = torch.cat([index[:, None], negatives.expand(6, k)], dim=1)
+        a = [v.clone().requires_grad_() for v in (v_s, v_t)]
+        b = [v.clone().requires_grad_() for v in (v_s, v_t)]
+        loss_shared, loss_ref = shared(*a, index, negatives), per_sample(*b, index, contrast_idx)
+        assert loss_shared.item() == pytest.approx(loss_ref.item(), rel=1e-5)
+        loss_shared.backward()
+        loss_ref.backward()
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-6)
+        assert shared.z_student.item() == pytest.approx(per_sample.z_student.item(), rel=1e-6)
+
+
+def test_shared_sampler_draws_once_per_batch_and_masks_same_class():
+    labels = [i % 4 for i in range(100)]
+    sampler = NegativeSampler(100, 64, labels, seed=0, shared=True)
+    index = torch.tensor([3, 10, 41, 77, 8])
+    negatives, mask = sampler.sample_shared(index)
+    assert negatives.shape == (64,) and mask.shape == (5, 64)
+    label = torch.tensor(labels)
+    assert torch.equal(mask, label[negatives][None, :] != label[index][:, None])
+    again, _ = sampler.sample_shared(index)
+    assert torch.equal(negatives, again)  # seeded by the batch: a resumed run draws the same negatives
+    other, _ = sampler.sample_shared(index + 1)
+    assert not torch.equal(negatives, other)
+    assert sampler.sample_shared(index)[0].max() < 100
+    unlabelled = NegativeSampler(100, 64, None, shared=True)
+    assert unlabelled.sample_shared(index)[1] is None
+    examples = [{"pixel_values": torch.zeros(3, 2, 2), "labels": labels[i], "index": int(i)} for i in index]
+    batch = DistillationCollator(sampler)(examples)
+    assert batch["contrast_idx"].shape == (64,) and batch["contrast_mask"].shape == (5, 64)
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+def test_low_precision_banks_store_half_and_compute_in_float32(dtype_name):
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(2)
+    full = MemoryBankNCELoss(60, feat_dim=16, nce_k=10)
+    half = MemoryBankNCELoss(60, feat_dim=16, nce_k=10, bank_dtype=dtype)
+    with torch.no_grad():
+        half.memory_student.copy_(full.memory_student)
+        half.memory_teacher.copy_(full.memory_teacher)
+    assert half.memory_student.dtype == dtype and half.memory_student.element_size() * 2 == 4
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        v_s, v_t, index, negatives = _batch(g, 4, 16, 60, 10)
+        contrast_idx = torch.cat([index[:, None], negatives.expand(4, 10)], dim=1)
+        for idx in (negatives, contrast_idx):  # both sampling modes accept low-precision banks
+            loss_full, loss_half = full(v_s, v_t, index, idx), half(v_s, v_t, index, idx)
+            assert loss_half.dtype == torch.float32
+            assert loss_half.item() == pytest.approx(loss_full.item(), rel=2e-2)
+    half.flush()
+    assert half.memory_student.dtype == dtype
+    touched = half.memory_student[index].float().norm(dim=1)
+    torch.testing.assert_close(touched, torch.ones(4), atol=1e-2, rtol=0)
+    with pytest.raises(ValueError, match="bank_dtype"):
+        MemoryBankNCELoss(60, bank_dtype=torch.int8)
+
+
+def test_config_validates_the_new_fields(tmp_path):
+    with pytest.raises(ValueError, match="negative_sampling must be one of"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), negative_sampling="batch")
+    with pytest.raises(ValueError, match="bank_dtype must be one of"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), bank_dtype="half")
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), negative_sampling="shared", bank_dtype="bfloat16")
+    assert args.distillation_dict()["negative_sampling"] == "shared"
+
+
+def test_trainer_with_shared_negatives_and_bf16_banks(tmp_path):
+    args = ContrastiveDistillationConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=3, nce_k=32, learning_rate=3e-3,
+        negative_sampling="shared", bank_dtype="bfloat16", logging_steps=1, save_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=True,
+    )
+    trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
+                                             train_dataset=tiny.digits("train", 128))
+    assert trainer.data_collator.negative_sampler.shared
+    before = trainer.objective.contrastive["final"].memory_student.clone()
+    trainer.train()
+    bank = trainer.objective.contrastive["final"]
+    assert bank.memory_student.dtype == torch.bfloat16 and not torch.equal(before, bank.memory_student)
+    losses = [e["contrast_final"] for e in trainer.state.log_history if "contrast_final" in e]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
