@@ -342,7 +342,7 @@ def test_classic_options_reach_the_term_and_are_validated():
         ObjectiveSettings(classic={"dkd": 1.0}, classic_options={"dkd": {"betta": 6.0}})
     with pytest.raises(ValueError, match="Known objectives"):
         ObjectiveSettings(classic_options={"dkdd": {"beta": 6.0}})
-    with pytest.raises(ValueError, match="must be >= 0"):
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
         ObjectiveSettings(classic={"dist": -2.0})
 
 

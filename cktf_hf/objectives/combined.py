@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..projectors import Projector
@@ -56,6 +55,29 @@ class PairFeatures:
 class ObjectiveOutput:
     loss: torch.Tensor
     components: dict[str, torch.Tensor]
+
+
+@dataclass
+class TermInputs:
+    """What one step gives the terms: both sides' features (float32) and the batch's labels and bank indices."""
+
+    student: PairFeatures
+    teacher: PairFeatures
+    labels: Optional[torch.Tensor] = None
+    index: Optional[torch.Tensor] = None
+    contrast_idx: Optional[torch.Tensor] = None
+    contrast_mask: Optional[torch.Tensor] = None
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted term of the objective, logged under ``name``: ``kind`` ("ce", "kd", "contrastive" or
+    "classic") says how its weight and inputs are found, ``key`` is its pair or classic objective."""
+
+    name: str
+    kind: str
+    key: str
+    module: nn.Module
 
 
 class CKTFObjective(nn.Module):
@@ -114,6 +136,38 @@ class CKTFObjective(nn.Module):
             {name: self._build_classic(name) for name, weight in settings.classic.items() if weight > 0}
         )
         self.epochs_done: Optional[float] = None
+        self.cross_entropy = nn.CrossEntropyLoss()
+        self.terms = self._build_terms()
+
+    def _build_terms(self) -> list[Term]:
+        """Every term with a positive weight, in a fixed order: CE, KD, the contrastive pairs, the classic terms."""
+        terms = [Term("ce", "ce", "", self.cross_entropy)] if self.settings.ce_weight > 0 else []
+        if self.kd is not None:
+            terms.append(Term("kd", "kd", "", self.kd))
+        terms += [Term(f"contrast_{name}", "contrastive", name, fn) for name, fn in self.contrastive.items()]
+        return terms + [Term(name, "classic", name, fn) for name, fn in self.classic.items()]
+
+    def _weight(self, term: Term) -> float:
+        s = self.settings
+        if term.kind == "ce":
+            return s.ce_weight
+        if term.kind == "kd":
+            return s.kd_weight
+        if term.kind == "contrastive":
+            return self.pair_weights[term.key]
+        return s.classic[term.key] * self._weight_factor(term.key, term.module)
+
+    def _inputs(self, term: Term, b: TermInputs) -> tuple:
+        if term.kind == "ce":
+            return b.student.logits, b.labels
+        if term.kind == "kd":
+            return b.student.logits, b.teacher.logits.detach()
+        if term.kind == "contrastive":
+            v_s = self.student_projectors[term.key](b.student.pooled[term.key])
+            v_t = self.teacher_projectors[term.key](b.teacher.pooled[term.key].detach())
+            bank = (b.index, b.contrast_idx, b.contrast_mask) if self.negatives == "memory_bank" else ()
+            return (v_s, v_t, *bank)
+        return self._classic_args(term.key, term.module, b)
 
     def set_epoch(self, epochs_done: float) -> None:
         """Record the training progress in epochs (``Trainer.state.epoch``: 0 at the start, fractional within an
@@ -193,56 +247,34 @@ class CKTFObjective(nn.Module):
         contrast_idx: Optional[torch.Tensor] = None,
         contrast_mask: Optional[torch.Tensor] = None,
     ) -> ObjectiveOutput:
-        s = self.settings
-        student, teacher = student.float(), teacher.float()  # bf16/fp16 model outputs meet float32 heads
-        weighted: list[torch.Tensor] = []
-        components: dict[str, torch.Tensor] = {}
-
-        def add(component: str, weight: float, value: torch.Tensor) -> None:
-            components[component] = value.detach()
-            weighted.append(weight * value.float())
-
-        if s.ce_weight > 0:
-            if labels is None:
-                raise ValueError("ce_weight > 0 needs labels; set ce_weight=0 (e.g. preset 'transfer') for unlabelled data.")
-            add("ce", s.ce_weight, F.cross_entropy(student.logits.float(), labels))
+        if self.settings.ce_weight > 0 and labels is None:
+            raise ValueError("ce_weight > 0 needs labels; set ce_weight=0 (e.g. preset 'transfer') for unlabelled data.")
         if labels is None and (missing := [name for name, fn in self.classic.items() if fn.needs_labels]):
             raise ValueError(
                 f"Objective(s) {missing} need the ground-truth labels: pass labels (a 'labels' column in the batch), "
                 "or drop them for unlabelled data."
             )
-        if self.kd is not None:
-            add("kd", s.kd_weight, self.kd(student.logits, teacher.logits.detach()))
         if self.needs_indices and (index is None or contrast_idx is None):
             raise ValueError("The memory bank needs 'index' and 'contrast_idx' in the batch (see DistillationCollator).")
-        for name, loss_fn in self.contrastive.items():
-            v_s = self.student_projectors[name](student.pooled[name])
-            v_t = self.teacher_projectors[name](teacher.pooled[name].detach())
-            value = (loss_fn(v_s, v_t, index, contrast_idx, contrast_mask) if self.negatives == "memory_bank"
-                     else loss_fn(v_s, v_t))
-            add(f"contrast_{name}", self.pair_weights[name], value)
-        for name, loss_fn in self.classic.items():
-            weight = s.classic[name] * self._weight_factor(name, loss_fn)
-            add(name, weight, self._run_classic(name, loss_fn, student, teacher, labels))
-        if not weighted:
+        if not self.terms:
             raise ValueError("Every objective weight is zero: nothing to train.")
+        # bf16/fp16 model outputs meet float32 heads
+        batch = TermInputs(student.float(), teacher.float(), labels, index, contrast_idx, contrast_mask)
+        weighted: list[torch.Tensor] = []
+        components: dict[str, torch.Tensor] = {}
+        for term in self.terms:
+            value = term.module(*self._inputs(term, batch))
+            components[term.name] = value.detach()
+            weighted.append(self._weight(term) * value.float())
         return ObjectiveOutput(torch.stack(weighted).sum(), components)
 
-    def _run_classic(
-        self,
-        name: str,
-        loss_fn: nn.Module,
-        student: PairFeatures,
-        teacher: PairFeatures,
-        labels: Optional[torch.Tensor],
-    ) -> torch.Tensor:
+    def _classic_args(self, name: str, loss_fn: nn.Module, b: TermInputs) -> tuple:
         kind = loss_fn.inputs
         if kind == "logits":
-            extra = (labels,) if loss_fn.needs_labels else ()
-            return loss_fn(student.logits, teacher.logits.detach(), *extra)
+            return (b.student.logits, b.teacher.logits.detach(), *((b.labels,) if loss_fn.needs_labels else ()))
         if kind == "final":
-            return loss_fn(student.pooled[FINAL], teacher.pooled[FINAL].detach())
+            return b.student.pooled[FINAL], b.teacher.pooled[FINAL].detach()
         names = self._classic_inputs(name, kind)
-        s_maps = [student.maps[n] for n in names]
-        t_maps = [teacher.maps[n].detach() for n in names]
-        return loss_fn(s_maps, t_maps) if kind == "stages" else loss_fn(s_maps[0], t_maps[0])
+        s_maps = [b.student.maps[n] for n in names]
+        t_maps = [b.teacher.maps[n].detach() for n in names]
+        return (s_maps, t_maps) if kind == "stages" else (s_maps[0], t_maps[0])
