@@ -205,8 +205,8 @@ def test_do_train_and_do_eval_are_honoured(workspace, tmp_path):
 
 
 def test_torchrun_without_accelerator_runs_one_data_parallel_job(workspace, tmp_path):
-    """No --use_cpu and no accelerator: the two processes share the work (4 images per process per step, 2 steps =
-    16 of 36 images... an epoch of 36 images takes 3 steps of 2 × 8), the card and the save happen once."""
+    """No --use_cpu and no accelerator: the two processes share the work (an epoch of 36 images takes 3 steps of
+    2 processes × 8 images, against 4.5 steps for one process); the card and the summary happen once."""
     output = tmp_path / "student"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = run_script(workspace, torchrun, output, "--max_steps", "3", use_cpu=False,
