@@ -29,7 +29,8 @@ $(FASHION_MNIST):
 	  echo "warning: could not install dataset-fashion-mnist; the demo will try the Hub dataset instead"; \
 	fi
 
-test: $(VENV)/.installed-test
+# The Fashion-MNIST files too: the tests that read the real data would be skipped without them.
+test: $(VENV)/.installed-test $(FASHION_MNIST)
 	$(PY) -m pytest tests
 
 demo: $(VENV)/.installed $(FASHION_MNIST)

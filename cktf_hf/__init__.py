@@ -1,6 +1,10 @@
 """cktf_hf: the Contrastive Knowledge Transfer Framework (CKTF, ICASSP 2023) for Hugging Face image classifiers."""
 
-from .attachment import detach_objective, objective_of
+from .logs import follow_transformers
+
+follow_transformers()  # before the modules below log anything
+
+from .attachment import detach_objective, objective_of  # noqa: E402
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, IndexedDataset, NegativeSampler
 from .divergence import TrainingDiverged

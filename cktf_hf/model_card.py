@@ -14,13 +14,13 @@ Typical use (the trainer's ``create_model_card`` does this)::
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers.utils import logging
 
 from .card_assets import EXAMPLE_FILE, example_image, plot_training_curves
 from .measure import ModelStats, measure_model
@@ -46,7 +46,7 @@ __all__ = [
     "write_model_card",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 TEMPLATE_PACKAGE, TEMPLATE_NAME = "cktf_hf.model_cards", "cktf_model_card.md"
 DEFAULT_TAGS = ["knowledge-distillation", "cktf", "image-classification"]

@@ -1,7 +1,9 @@
-"""examples/distill_vit.py end to end on tiny settings: plain python and under `accelerate launch`."""
+"""examples/distill_vit.py end to end on tiny settings: plain python, `accelerate launch` and `torchrun`; its --help,
+recipe files, the conventions of transformers' run_image_classification.py, metrics files, logs and TensorBoard."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,15 +40,27 @@ def workspace(tmp_path_factory):
     return root
 
 
-def run_script(workspace, launcher: list[str], output: Path, *extra: str) -> subprocess.CompletedProcess:
+SCRIPT = str(ROOT / "examples" / "distill_vit.py")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_script(workspace, launcher: list[str], output: Path, *extra: str, use_cpu: bool = True,
+               env: dict | None = None) -> subprocess.CompletedProcess:
     command = launcher + [
-        str(ROOT / "examples" / "distill_vit.py"), "--teacher", str(workspace / "teacher"),
-        "--dataset", str(workspace / "images"), "--eval_split", "train", "--student", "vit-nano",
+        SCRIPT, "--teacher", str(workspace / "teacher"),
+        "--dataset", str(workspace / "images"), "--eval_split", "train", "--student", "cktf-vit-nano",
         "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "8", "--nce_k", "8",
-        "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true", *extra,
+        "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--card_latency", "false",
+        *(["--use_cpu"] if use_cpu else []), *extra,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=str(workspace))
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**ENV, **(env or {})},
+                          cwd=str(workspace))
+
+
+def run_bare(workspace, *arguments: str) -> subprocess.CompletedProcess:
+    """The script with only ``arguments`` (no test defaults)."""
+    return subprocess.run([sys.executable, SCRIPT, *arguments], capture_output=True, text=True, timeout=300, env=ENV,
+                          cwd=str(workspace))
 
 
 def run_example(workspace, launcher: list[str], output: Path, *extra: str) -> str:
@@ -60,12 +74,23 @@ def test_distill_vit_end_to_end(workspace, tmp_path, launcher):
     prefix = [sys.executable] if launcher == "python" else [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
     output = tmp_path / "student"
-    stdout = run_example(workspace, prefix, output)
+    stdout = run_example(workspace, prefix, output, "--card_latency", "true")
     assert "accuracy (top-1)" in stdout and "parameters" in stdout and "CPU latency, batch 32" in stdout
+    # the start-up summary: sizes (the projectors apart from the student) and the layer-pairing table
+    assert "student     cktf-vit-nano: ViTForImageClassification" in stdout and "projectors" in stdout
+    assert "layer pairing:" in stdout and "final  classifier input" in stdout
+    # what run_image_classification.py writes after training
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["train_samples"] == 36 and results["eval_samples"] == 36
+    assert {"train_loss", "eval_accuracy", "teacher_accuracy"} <= results.keys()
+    assert json.loads((output / "train_results.json").read_text())["train_loss"] == results["train_loss"]
+    assert json.loads((output / "eval_results.json").read_text())["eval_accuracy"] == results["eval_accuracy"]
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 3
     student = AutoModelForImageClassification.from_pretrained(output)
     assert type(student).__name__ == "ViTForImageClassification" and student.config.id2label[1] == "square"
     config = json.loads((output / "distillation_config.json").read_text())
-    assert config["teacher"] == str(workspace / "teacher") and config["layer_pairing"][-1]["pair"] == "final"
+    assert config["teacher"] == "teacher" and config["layer_pairing"][-1]["pair"] == "final"
+    assert config["negatives"] == "in_batch"  # a teacher of one's own keeps the script's (the demo's) defaults
     card = (output / "README.md").read_text()
     assert "cktf" in card and "Compression" in card
 
@@ -98,3 +123,139 @@ def _losses(checkpoint: Path) -> list[float]:
     """The training loss of every logged step, in a checkpoint's trainer state (resumed runs carry the earlier ones)."""
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
     return [entry["loss"] for entry in history if "loss" in entry]
+
+
+def _help_defaults(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """``--flag`` → the ``(default: ...)`` that ``--help`` prints for it."""
+    assert result.returncode == 0, result.stderr[-4000:]
+    entries = re.split(r"\n  (?=--)", result.stdout.split("options:", 1)[1])
+    defaults = {}
+    for entry in entries:
+        found = re.findall(r"\(default: ([^)]*)\)", " ".join(entry.split()))
+        if found:
+            defaults[entry.split()[0]] = found[-1]
+    return defaults
+
+
+def test_help_shows_the_defaults_that_run_and_the_shipped_recipes(workspace):
+    defaults = _help_defaults(run_bare(workspace, "--help"))
+    assert defaults["--per_device_train_batch_size"] == "64" and defaults["--learning_rate"] == "0.002"
+    assert defaults["--output_dir"] == "outputs/distill_vit" and defaults["--eval_strategy"] == "epoch"
+    assert defaults["--negatives"] == "in_batch" and defaults["--num_train_epochs"] == "4"
+    assert defaults["--student"] == "cktf-vit-tiny" and defaults["--teacher"].endswith("fashion-mnist-resnet")
+    assert defaults["--train_val_split"] == "0.15"
+
+    benchmark = _help_defaults(run_bare(workspace, str(ROOT / "examples" / "recipes" / "benchmark.yaml"), "--help"))
+    assert benchmark["--per_device_train_batch_size"] == "128" and benchmark["--learning_rate"] == "0.002"
+    assert benchmark["--num_train_epochs"] == "10" and benchmark["--nce_k"] == "4096"
+    assert benchmark["--negatives"] == "memory_bank" and benchmark["--save_strategy"] == "no"
+    demo = _help_defaults(run_bare(workspace, "--config", str(ROOT / "examples" / "recipes" / "demo.yaml"), "--help"))
+    assert demo == defaults  # the demo recipe spells out the script's defaults
+
+
+def test_recipe_file_with_command_line_overrides(workspace, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_steps: 2\nper_device_train_batch_size: 4\nlearning_rate: 1e-3\neval_strategy: no\n"
+                      "dataset: images\n")  # an alias as a key; YAML's `no` is the choice "no"
+    output = tmp_path / "student"
+    result = subprocess.run(
+        [sys.executable, SCRIPT, str(recipe), "--teacher", str(workspace / "teacher"), "--student", "cktf-vit-nano",
+         "--output_dir", str(output), "--max_steps", "3", "--use_cpu", "--card_latency", "false", "--save_strategy",
+         "no", "--do_train"], capture_output=True, text=True, timeout=300, env=ENV, cwd=str(workspace))
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and state["train_batch_size"] == 4  # the flag won; the recipe's batch stayed
+    assert "of 3 classes (split 'train')" in result.stdout  # dataset: images, from the recipe
+
+    recipe.write_text("learning_rat: 1e-3\n")
+    refused = run_bare(workspace, "--config", str(recipe))
+    assert refused.returncode != 0 and "unknown key 'learning_rat'" in refused.stderr
+    assert "did you mean 'learning_rate'" in refused.stderr
+
+
+def test_image_folders_split_and_seeded_samples(workspace, tmp_path):
+    """A folder of class folders without a validation split is split by --train_val_split; --max_*_samples draw
+    across classes (the first 9 images of the folder hold one class)."""
+    images = str(workspace / "images")
+    result = run_bare(workspace, "--teacher", str(workspace / "teacher"), "--student", "cktf-vit-nano",
+                      "--train_dir", images, "--output_dir", str(tmp_path / "split"), "--max_steps", "1",
+                      "--max_train_samples", "9", "--use_cpu", "--card_latency", "false", "--save_strategy", "no")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "9 training images of 3 of 3 classes (split 'train')" in result.stdout
+    assert "6 evaluation images of 3 of 3 classes (split 'validation')" in result.stdout  # 15 % of 36, stratified
+
+    wrong = run_bare(workspace, "--teacher", str(workspace / "teacher"), "--train_dir", images, "--label_column_name",
+                     "shape", "--output_dir", str(tmp_path / "wrong"), "--use_cpu")
+    assert wrong.returncode != 0 and "--label_column_name 'shape' is not a column" in wrong.stderr
+
+
+def test_do_train_and_do_eval_are_honoured(workspace, tmp_path):
+    trained = tmp_path / "trained"
+    run_example(workspace, [sys.executable], trained, "--do_train", "--logging_steps", "1")
+    assert (trained / "train_results.json").is_file() and not (trained / "eval_results.json").exists()
+    history = json.loads((trained / "trainer_state.json").read_text())["log_history"]
+    assert not any("eval_loss" in entry for entry in history)
+
+    evaluated = tmp_path / "evaluated"
+    result = run_script(workspace, [sys.executable], evaluated, "--do_eval", "--student", str(trained))
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((evaluated / "eval_results.json").read_text())
+    assert metrics["eval_samples"] == 36 and "teacher_accuracy" in metrics
+    assert not (evaluated / "train_results.json").exists() and not (evaluated / "model.safetensors").exists()
+
+
+def test_torchrun_without_accelerator_runs_one_data_parallel_job(workspace, tmp_path):
+    """No --use_cpu and no accelerator: the two processes share the work (an epoch of 36 images takes 3 steps of
+    2 processes × 8 images, against 5 steps for one process); the card and the summary happen once."""
+    output = tmp_path / "student"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = run_script(workspace, torchrun, output, "--max_steps", "3", use_cpu=False,
+                        env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["epoch"] == 1.0  # 36 images in 3 steps of 2 processes × 8; one process would be at 0.6
+    assert result.stdout.count("CKTF distillation") == 1 and result.stdout.count("accuracy (top-1)") == 1
+    assert (output / "README.md").is_file() and (output / "model.safetensors").is_file()
+
+
+def test_report_to_tensorboard_logs_every_loss_component(workspace, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output = tmp_path / "student"
+    run_example(workspace, [sys.executable], output, "--report_to", "tensorboard", "--logging_steps", "1")
+    events = sorted((output / "runs").rglob("events.out.tfevents.*"))
+    assert events, f"no event file under {output / 'runs'}"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    logged = {key for entry in history if "loss" in entry for key in entry if key != "step"}
+    assert {"loss", "ce", "contrast_final", "contrast_s1_t1"} <= logged
+    assert {f"train/{key}" for key in logged} <= scalars, sorted(scalars)
+    assert len(accumulator.Scalars("train/contrast_final")) == 3  # one point per step
+
+
+def test_trust_remote_code_reaches_every_loader(workspace, tmp_path):
+    """A teacher (and a student loaded from a folder) whose config names custom code: refused without
+    --trust_remote_code, loaded by the processor, config, student and teacher loaders with it."""
+    remote = tmp_path / "remote"
+    shutil.copytree(workspace / "teacher", remote)
+    (remote / "custom_resnet.py").write_text(
+        "from transformers import ResNetConfig, ResNetForImageClassification\n\n\n"
+        "class RemoteResNetConfig(ResNetConfig):\n    model_type = 'cktf-remote-resnet'\n\n\n"
+        "class RemoteResNetForImageClassification(ResNetForImageClassification):\n"
+        "    config_class = RemoteResNetConfig\n")
+    config = json.loads((remote / "config.json").read_text())
+    config.update(model_type="cktf-remote-resnet", auto_map={
+        "AutoConfig": "custom_resnet.RemoteResNetConfig",
+        "AutoModelForImageClassification": "custom_resnet.RemoteResNetForImageClassification"})
+    (remote / "config.json").write_text(json.dumps(config))
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}
+    common = ("--teacher", str(remote), "--student", str(remote), "--do_train")
+    refused = run_script(workspace, [sys.executable], tmp_path / "refused", *common, env=env)
+    assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
+    output = tmp_path / "student"
+    result = run_script(workspace, [sys.executable], output, *common, "--trust_remote_code", env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "teacher     " + str(remote) + ": RemoteResNetForImageClassification" in result.stdout
+    assert "student     " + str(remote) + ": RemoteResNetForImageClassification" in result.stdout

@@ -14,6 +14,7 @@ from .datasets import (
     fashion_mnist_available,
     load_fashion_mnist,
     load_image_dataset,
+    load_image_folders,
     load_mnist_5k,
 )
 from .students import DEPRECATED_STUDENT_NAMES, STUDENT_SIZES, load_or_build_student, student_config
@@ -26,6 +27,6 @@ DEFAULT_TEACHER = os.path.join(
 __all__ = [
     "BUILTIN_DATASETS", "DEFAULT_TEACHER", "DEPRECATED_STUDENT_NAMES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
     "STUDENT_SIZES",
-    "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_mnist_5k", "load_or_build_student",
-    "student_config",
+    "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_image_folders", "load_mnist_5k",
+    "load_or_build_student", "student_config",
 ]

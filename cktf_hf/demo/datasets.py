@@ -14,7 +14,6 @@ Images stay grayscale in storage; :class:`cktf_hf.transforms.ImageClassification
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import struct
 import zlib
@@ -23,8 +22,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+from transformers.utils import logging
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -36,6 +36,7 @@ __all__ = [
     "load_mnist_5k",
     "load_digits_dataset",
     "load_image_dataset",
+    "load_image_folders",
     "images_to_dataset",
 ]
 
@@ -238,31 +239,49 @@ _LABEL_ALIASES = ("label", "labels", "fine_label", "coarse_label", "class", "tar
 _IMAGE_ALIASES = ("image", "img", "pixel_values", "images")
 
 
-def _normalise_columns(ds: datasets.DatasetDict) -> datasets.DatasetDict:
-    """Rename the label column to ``label`` and the image column to ``image``."""
+def _normalise_columns(
+    ds: datasets.DatasetDict, image_column: str | None = None, label_column: str | None = None
+) -> datasets.DatasetDict:
+    """Rename the label column to ``label`` and the image column to ``image``: the named ones, else those detected."""
     split = next(iter(ds.values()))
     features = split.features
+    for given, flag in ((image_column, "image_column_name"), (label_column, "label_column_name")):
+        if given is not None and given not in features:
+            raise ValueError(f"--{flag} {given!r} is not a column of the dataset; its columns are {list(features)}.")
     renames = {}
-    if "label" not in features:
+    if label_column is not None:
+        renames[label_column] = "label"
+    elif "label" not in features:
         candidates = [c for c in _LABEL_ALIASES if c in features]
         candidates += [c for c, f in features.items() if isinstance(f, datasets.ClassLabel) and c not in candidates]
         if not candidates:
             raise ValueError(f"No label column found among {list(features)} (expected one of {_LABEL_ALIASES}).")
         renames[candidates[0]] = "label"
-    if "image" not in features:
+    if image_column is not None:
+        renames[image_column] = "image"
+    elif "image" not in features:
         candidates = [c for c, f in features.items() if isinstance(f, datasets.Image)]
         candidates += [c for c in _IMAGE_ALIASES if c in features and c not in candidates]
         if candidates:
             renames[candidates[0]] = "image"
+    renames = {old: new for old, new in renames.items() if old != new}
+    taken = [new for new in renames.values() if new in features and new not in renames]
+    if taken:  # e.g. --label_column_name fine_label in a dataset that also has a "label" column
+        ds = ds.remove_columns(taken)
     return ds.rename_columns(renames) if renames else ds
 
 
-def load_image_dataset(name: str, data_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+def load_image_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, config_name: str | None = None,
+    image_column: str | None = None, label_column: str | None = None,
+) -> datasets.DatasetDict:
     """Load an image-classification dataset as a DatasetDict whose label column is ``label`` (image: ``image``).
 
     ``name`` is a built-in (``fashion_mnist``, ``mnist`` = the 5k subset, ``digits``), an existing image folder
     (``class_name/xxx.png`` layout, loaded with ``load_dataset("imagefolder", data_dir=name)``), ``"imagefolder"`` with
-    ``data_dir``, or a Hub dataset id (``data_dir`` is passed on to ``load_dataset``).
+    ``data_dir``, or a Hub dataset id (``config_name`` and ``data_dir`` are passed on to ``load_dataset``).
+    ``image_column`` / ``label_column`` name the columns to use (renamed ``image`` / ``label``); by default they are
+    detected.
     """
     key = str(name).strip()
     builtin = key.lower().replace("-", "_")
@@ -279,7 +298,7 @@ def load_image_dataset(name: str, data_dir: str | os.PathLike | None = None) -> 
     else:
         kwargs = {"data_dir": str(data_dir)} if data_dir else {}
         try:
-            ds = datasets.load_dataset(key, **kwargs)
+            ds = datasets.load_dataset(key, config_name, **kwargs)
         except Exception as err:
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
             raise RuntimeError(
@@ -293,4 +312,24 @@ def load_image_dataset(name: str, data_dir: str | os.PathLike | None = None) -> 
             ) from err
     if not isinstance(ds, datasets.DatasetDict):
         ds = datasets.DatasetDict({"train": ds})
-    return _normalise_columns(ds)
+    return _normalise_columns(ds, image_column, label_column)
+
+
+def load_image_folders(
+    train_dir: str | None = None, validation_dir: str | None = None,
+    image_column: str | None = None, label_column: str | None = None,
+) -> datasets.DatasetDict:
+    """``train`` and/or ``validation`` splits from folders of ``class_name/image`` files (``imagefolder``), as
+    transformers' ``run_image_classification.py`` reads ``--train_dir`` / ``--validation_dir``."""
+    folders = {"train": train_dir, "validation": validation_dir}
+    data_files = {}
+    for split, folder in folders.items():
+        if folder is None:
+            continue
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--{split if split == 'train' else 'validation'}_dir {folder}: no such folder.")
+        data_files[split] = os.path.join(folder, "**")
+    if not data_files:
+        raise ValueError("load_image_folders needs train_dir or validation_dir.")
+    ds = datasets.load_dataset("imagefolder", data_files=data_files)
+    return _normalise_columns(ds, image_column, label_column)

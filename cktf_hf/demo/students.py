@@ -79,13 +79,13 @@ def parse_teacher_student(spec: str) -> dict[str, float]:
 
 def load_or_build_student(
     student: str, teacher_config: PretrainedConfig, image_size: Optional[int] = None,
-    teacher: Optional[Union[PreTrainedModel, str]] = None,
+    teacher: Optional[Union[PreTrainedModel, str]] = None, trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """A named size (``cktf-vit-tiny``, ...) built fresh; ``teacher[:depth=..,width=..]``, the teacher shrunk by
     :func:`cktf_hf.shrink_teacher` (depth 0.5 by default); or a Hub id / folder loaded with the teacher's label space.
 
     For ``teacher:...`` the teacher is ``teacher`` (a model, or a Hub id / folder), else loaded from
-    ``teacher_config``'s own name and commit.
+    ``teacher_config``'s own name and commit. ``trust_remote_code`` is passed to every ``from_pretrained``.
     """
     student = resolve_student_name(student)
     if student in STUDENT_SIZES:
@@ -94,14 +94,16 @@ def load_or_build_student(
         options = parse_teacher_student(student)
         if teacher is None:
             teacher = AutoModelForImageClassification.from_pretrained(
-                teacher_config._name_or_path, revision=getattr(teacher_config, "_commit_hash", None))
+                teacher_config._name_or_path, revision=getattr(teacher_config, "_commit_hash", None),
+                trust_remote_code=trust_remote_code)
         elif isinstance(teacher, str):
-            teacher = AutoModelForImageClassification.from_pretrained(teacher)
+            teacher = AutoModelForImageClassification.from_pretrained(teacher, trust_remote_code=trust_remote_code)
         return shrink_teacher(teacher, **{"depth": 0.5, **options})
     labels = dict(num_labels=teacher_config.num_labels, id2label=dict(teacher_config.id2label),
                   label2id=dict(teacher_config.label2id))
     if os.path.isdir(student) or "/" in student:
-        config = AutoConfig.from_pretrained(student, **labels)
-        return AutoModelForImageClassification.from_pretrained(student, config=config, ignore_mismatched_sizes=True)
+        config = AutoConfig.from_pretrained(student, trust_remote_code=trust_remote_code, **labels)
+        return AutoModelForImageClassification.from_pretrained(student, config=config, ignore_mismatched_sizes=True,
+                                                               trust_remote_code=trust_remote_code)
     raise ValueError(f"Unknown student {student!r}: a size in {sorted(STUDENT_SIZES)}, 'teacher:depth=0.5' (a "
                      "shrunken copy of the teacher), a Hub id or a folder.")
