@@ -249,7 +249,8 @@ def test_trainer_pairs_with_fixed_windows(tmp_path):
         pool_window=2,
     )
     trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args,
-                                             teacher_model=tiny.resnet((16, 32)), train_dataset=tiny.digits("train", 64))
+                                             teacher_model=tiny.resnet((16, 32)),
+                                             train_dataset=tiny.digits("train", 64))
     shape = next(s for s in trainer.pairing.shapes if s.name == "s1_t1")
     (c_s, h_s, w_s), (c_t, h_t, w_t) = shape.student_map, shape.teacher_map
     assert shape.student_dim == c_s * (h_s // 2) * (w_s // 2) and shape.teacher_dim == c_t * (h_t // 2) * (w_t // 2)
