@@ -89,6 +89,8 @@ def cache_key(teacher: nn.Module, dataset: Any, reader: FeatureReader, **extra: 
     adds what else changes the outputs (batch size, dtype)."""
     description = {"token_pooling": reader.token_pooling, "grid_size": reader.grid_size,
                    "batch_norm": reader.batch_norm, "maps": list(reader.map_pairs), **extra}
+    if reader.stage_pooling != "global":  # only then: the reference's cache keys stay as they were
+        description.update(stage_pooling=reader.stage_pooling, pool_window=reader.pool_window)
     return fingerprint(teacher, dataset, reader.pairs, description)
 
 

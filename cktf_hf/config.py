@@ -11,11 +11,11 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from .data import NEGATIVE_SAMPLING
-from .features import TOKEN_POOLING
+from .features import STAGE_POOLING, TOKEN_POOLING
 from .hub import TokensNeverPickled, check_repo_id
 from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
-from .objectives.contrastive import BANK_DTYPES
+from .objectives.contrastive import BANK_DTYPES, BANK_WARM_STARTS, POSITIVES
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
 
@@ -41,8 +41,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         trust_remote_code (`bool`, *optional*, defaults to `False`): Allow custom modelling code for the teacher.
         preset (`str`, *optional*, defaults to `"cktf"`):
             Named objective settings: `cktf`, `cktf+kd`, `crd`, `crd+kd`, `kd`, `transfer`, `scratch`, a classic
-            method (`fitnets`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `nst`) or `<classic>+cktf`. The weight fields
-            below override it when set.
+            method (`fitnets`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `nst`, `dkd`, `dist`) or `<classic>+cktf`;
+            `cktf-reference` and `crd-reference` (the paper's code, frozen) and `cktf-recipe` (provisional). The
+            weight fields below override it when set.
         ce_weight, kd_weight, final_weight, layer_weight (`float`, *optional*):
             γ (cross-entropy), α (KD), β (contrastive loss on the classifier inputs) and θ (each intermediate pair).
         temperature (`float`, *optional*): Contrastive temperature τ.
@@ -60,6 +61,20 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         bank_dtype (`str`, *optional*, defaults to `"float32"`):
             Storage of the memory banks: `float32`, `bfloat16` or `float16` (half the memory; the math stays float32).
         nce_momentum (`float`, *optional*, defaults to `0.5`): Memory-bank momentum.
+        positive (`str`, *optional*):
+            Where the memory-bank positive comes from: `bank` (the reference: the other side's bank row) or `current`
+            (the other side's current embedding, detached; bank rows only serve as negatives). Overrides the preset.
+        bank_warm_start (`str`, *optional*):
+            `none` (the reference) or `skip_unwritten` (bank rows never written are left out of the negatives and an
+            unwritten own row gives the current-embedding positive, so no score reads initialisation noise).
+            Overrides the preset.
+        contrastive_warmup (`float`, *optional*):
+            Fraction of training in [0, 1) over which β and θ rise linearly from 0 (0 = none). Overrides the preset.
+        stage_pooling (`str`, *optional*, defaults to `"global"`):
+            `global` (every map pooled to one `grid_size` grid) or `fixed_window` (CKTF's code: average pooling with a
+            `pool_window` window and stride per stage, so 32, 16, 8-cell maps give 4×4, 2×2, 1×1 grids; a map smaller
+            than the window is pooled globally). Token layers are pooled on their patch grid the same way.
+        pool_window (`int`, *optional*, defaults to `8`): Window (= stride) of `stage_pooling="fixed_window"`.
         feat_dim (`int`, *optional*, defaults to `128`): Projector output size.
         projector (`str`, *optional*, defaults to `"linear"`): `linear` or `mlp` heads.
         layer_pairs (`str`, *optional*, defaults to `"auto"`):
@@ -107,6 +122,15 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     )
     bank_dtype: str = field(default="float32", metadata={"help": f"Memory-bank storage: one of {tuple(BANK_DTYPES)}."})
     nce_momentum: float = field(default=0.5, metadata={"help": "Memory-bank momentum."})
+    positive: Optional[str] = field(default=None, metadata={"help": f"Bank positive: one of {POSITIVES}."})
+    bank_warm_start: Optional[str] = field(
+        default=None, metadata={"help": f"Bank warm start: one of {BANK_WARM_STARTS}."}
+    )
+    contrastive_warmup: Optional[float] = field(
+        default=None, metadata={"help": "Fraction of training over which β and θ rise linearly from 0."}
+    )
+    stage_pooling: str = field(default="global", metadata={"help": f"Map pooling: one of {STAGE_POOLING}."})
+    pool_window: int = field(default=8, metadata={"help": "Window (= stride) of stage_pooling='fixed_window'."})
     feat_dim: int = field(default=128, metadata={"help": "Projector output dimension."})
     projector: str = field(default="linear", metadata={"help": f"Projector heads: one of {PROJECTOR_KINDS}."})
     layer_pairs: str = field(default="auto", metadata={"help": "'auto' or 'student:teacher,...' pairs."})
@@ -150,6 +174,13 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             raise ValueError(f"projector must be one of {PROJECTOR_KINDS}, got {self.projector!r}.")
         if self.token_pooling not in TOKEN_POOLING:
             raise ValueError(f"token_pooling must be one of {TOKEN_POOLING}, got {self.token_pooling!r}.")
+        if self.stage_pooling not in STAGE_POOLING:
+            raise ValueError(f"stage_pooling must be one of {STAGE_POOLING}, got {self.stage_pooling!r}.")
+        if self.pool_window < 1:
+            raise ValueError(f"pool_window must be a positive integer, got {self.pool_window}.")
+        if self.stage_pooling == "fixed_window" and self.grid_size != 1:
+            raise ValueError("stage_pooling='fixed_window' sets each stage's grid from pool_window; leave grid_size "
+                             f"at 1 (got {self.grid_size}) or use stage_pooling='global'.")
         if any(not isinstance(b, int) or b < 1 for b in self.card_latency_batch_sizes):
             raise ValueError(f"card_latency_batch_sizes must be positive integers, got {self.card_latency_batch_sizes}.")
         if self.nce_k < 1 or self.feat_dim < 1 or self.grid_size < 1:
@@ -173,6 +204,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             kd_temperature=self.kd_temperature,
             feature_batch_norm=self.feature_batch_norm,
             classic=parse_classic_objectives(self.classic_objectives) if self.classic_objectives else None,
+            positive=self.positive,
+            bank_warm_start=self.bank_warm_start,
+            contrastive_warmup=self.contrastive_warmup,
         )
 
     @classmethod

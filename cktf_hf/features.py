@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 TOKEN_POOLING = ("mean", "cls")
+STAGE_POOLING = ("global", "fixed_window")
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,28 @@ def pool(
     layout: FeatureLayout,
     token_pooling: str = "mean",
     grid_size: int = 1,
+    stage_pooling: str = "global",
+    pool_window: int = 8,
 ) -> torch.Tensor:
     """Pool a hidden state to a ``[B, d]`` vector.
 
     Maps are average-pooled to a ``grid_size × grid_size`` grid and flattened (``d = C·g²``; g=1 is global average
     pooling). Tokens give the CLS token (``token_pooling="cls"``), the mean of the patch tokens (``"mean"``), or, with
     ``grid_size > 1``, the patch grid pooled like a map. Vectors pass through.
+
+    ``stage_pooling="fixed_window"`` (CKTF's code): maps, and token layers' patch grids, are average-pooled with a
+    ``pool_window`` window and stride (a 32×32 map with window 8 gives 4×4); a map smaller than the window on either
+    side is pooled globally.
     """
     if layout.kind == "vector":
         return hidden_state
+    if stage_pooling == "fixed_window":
+        feature_map = to_map(hidden_state, layout)
+        if min(feature_map.shape[-2:]) < pool_window:
+            return feature_map.mean(dim=(2, 3))
+        return F.avg_pool2d(feature_map, pool_window, pool_window).flatten(1)
+    if stage_pooling != "global":
+        raise ValueError(f"Unknown stage_pooling {stage_pooling!r}; choose one of {STAGE_POOLING}.")
     if layout.kind == "tokens" and grid_size == 1:
         if token_pooling == "cls":
             if layout.prefix_tokens == 0:

@@ -166,6 +166,8 @@ class FeatureReader:
     grid_size: int = 1
     batch_norm: bool = False
     map_pairs: tuple[str, ...] = ()
+    stage_pooling: str = "global"
+    pool_window: int = 8
 
     def only(self, names: Sequence[str]) -> "FeatureReader":
         """A reader of the named pairs alone (the final pair always included)."""
@@ -190,7 +192,8 @@ class FeatureReader:
                 maps[pair.name] = to_map(hidden, layout)
             if self.batch_norm and not pair.is_stem:
                 hidden = batch_l2_normalize(hidden)
-            pooled[pair.name] = pool(hidden, layout, self.token_pooling, self.grid_size)
+            pooled[pair.name] = pool(hidden, layout, self.token_pooling, self.grid_size, self.stage_pooling,
+                                     self.pool_window)
         return PairFeatures(out.logits, pooled, maps)
 
 
@@ -206,6 +209,8 @@ class PairingPlan:
     pixel_shape: tuple[int, ...]
     token_pooling: str = "mean"
     grid_size: int = 1
+    stage_pooling: str = "global"
+    pool_window: int = 8
 
     @property
     def table(self) -> str:
@@ -218,7 +223,8 @@ class PairingPlan:
     def reader(self, read_pairs: Sequence[str], map_pairs: Sequence[str], batch_norm: bool) -> FeatureReader:
         """The reader of the pairs an objective declares it reads (the final pair always)."""
         pairs = tuple(p for p in self.pairs if p.is_final or p.name in read_pairs or p.name in map_pairs)
-        return FeatureReader(pairs, self.layouts, self.token_pooling, self.grid_size, batch_norm, tuple(map_pairs))
+        return FeatureReader(pairs, self.layouts, self.token_pooling, self.grid_size, batch_norm, tuple(map_pairs),
+                             self.stage_pooling, self.pool_window)
 
 
 def plan_pairs(
@@ -230,6 +236,8 @@ def plan_pairs(
     grid_size: int = 1,
     final_weight: float = 0.0,
     layer_weight: float = 0.0,
+    stage_pooling: str = "global",
+    pool_window: int = 8,
 ) -> PairingPlan:
     """Probe both models on ``pixel_values`` and plan the layer pairs of ``layer_pairs`` from the real shapes."""
     outputs = {"student": probe(student, pixel_values, "student"), "teacher": probe(teacher, pixel_values, "teacher")}
@@ -239,7 +247,8 @@ def plan_pairs(
     for pair in pairs:
         with_map = not pair.is_final and all(
             layouts[side][_index(pair, side)].kind != "vector" for side in ("student", "teacher"))
-        reader = FeatureReader((pair,), layouts, token_pooling, grid_size, map_pairs=(pair.name,) if with_map else ())
+        reader = FeatureReader((pair,), layouts, token_pooling, grid_size, map_pairs=(pair.name,) if with_map else (),
+                               stage_pooling=stage_pooling, pool_window=pool_window)
         features = {side: reader.read(side, out) for side, out in outputs.items()}
         s_map, t_map = (features[side].maps.get(pair.name) for side in ("student", "teacher"))
         shapes.append(PairShape(
@@ -251,7 +260,8 @@ def plan_pairs(
             is_stem=pair.is_stem,
         ))
         rows.append(_pairing_row(pair, outputs, layouts, final_weight if pair.is_final else layer_weight))
-    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), token_pooling, grid_size)
+    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), token_pooling, grid_size,
+                       stage_pooling, pool_window)
 
 
 def _index(pair: LayerPair, side: str) -> Optional[int]:

@@ -84,7 +84,7 @@ class ContrastiveDistillationTrainer(Trainer):
             )
         self.pairing: PairingPlan = plan_pairs(
             model, self.teacher, probe_batch["pixel_values"], args.layer_pairs, args.token_pooling, args.grid_size,
-            settings.final_weight, settings.layer_weight,
+            settings.final_weight, settings.layer_weight, args.stage_pooling, args.pool_window,
         )
         self.objective = CKTFObjective(
             settings, self.pairing.shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
@@ -162,6 +162,7 @@ class ContrastiveDistillationTrainer(Trainer):
         teacher_features = self._teacher_features(pixel_values, index)
         student_out = run_model(model, self._student_capture, pixel_values, "student")
         self.objective.set_epoch(self.state.epoch or 0.0)  # warm-ups of classic terms (DKD) read the progress
+        self.objective.set_progress(self.state.global_step / max(self.state.max_steps, 1))  # contrastive_warmup
         result = self.objective(self.reader.read("student", student_out), teacher_features,
                                 labels=labels, index=index, contrast_idx=contrast_idx,
                                 contrast_mask=contrast_mask)

@@ -127,7 +127,8 @@ class CKTFObjective(nn.Module):
             self.student_projectors[name] = Projector(pair.student_dim, feat_dim, projector)
             self.teacher_projectors[name] = Projector(pair.teacher_dim, feat_dim, projector)
             self.contrastive[name] = (
-                MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype)
+                MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype,
+                                  positive=settings.positive, bank_warm_start=settings.bank_warm_start)
                 if negatives == "memory_bank"
                 else InBatchInfoNCELoss(settings.temperature)
             )
@@ -136,6 +137,7 @@ class CKTFObjective(nn.Module):
             {name: self._build_classic(name) for name, weight in settings.classic.items() if weight > 0}
         )
         self.epochs_done: Optional[float] = None
+        self.progress: Optional[float] = None
         self.cross_entropy = nn.CrossEntropyLoss()
         self.terms = self._build_terms()
 
@@ -154,7 +156,7 @@ class CKTFObjective(nn.Module):
         if term.kind == "kd":
             return s.kd_weight
         if term.kind == "contrastive":
-            return self.pair_weights[term.key]
+            return self.pair_weights[term.key] * self._contrastive_factor()
         return s.classic[term.key] * self._weight_factor(term.key, term.module)
 
     def _inputs(self, term: Term, b: TermInputs) -> tuple:
@@ -173,6 +175,22 @@ class CKTFObjective(nn.Module):
         """Record the training progress in epochs (``Trainer.state.epoch``: 0 at the start, fractional within an
         epoch); warm-ups count epochs from 1 as mdistiller does, so epoch ``floor(epochs_done) + 1`` is running."""
         self.epochs_done = float(epochs_done)
+
+    def set_progress(self, progress: float) -> None:
+        """Record the fraction of training done (steps done / total steps), read by ``contrastive_warmup``."""
+        self.progress = float(progress)
+
+    def _contrastive_factor(self) -> float:
+        """``min(1, progress / contrastive_warmup)``: the linear warm-up of β and θ (1 without a warm-up)."""
+        warmup = self.settings.contrastive_warmup
+        if warmup <= 0:
+            return 1.0
+        if self.progress is None:
+            raise ValueError(
+                f"contrastive_warmup={warmup:g} needs the training progress: call set_progress(steps done / total "
+                "steps) before each step (ContrastiveDistillationTrainer does)."
+            )
+        return min(1.0, self.progress / warmup)
 
     @property
     def needs_indices(self) -> bool:

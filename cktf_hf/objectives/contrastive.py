@@ -56,6 +56,20 @@ def nce_loss(probabilities: torch.Tensor, num_samples: int, eps: float = 1e-7) -
     return -(log_d1.sum() + log_d0.sum()) / batch_size
 
 
+def masked_nce_loss(probabilities: torch.Tensor, valid: torch.Tensor, num_samples: int,
+                    eps: float = 1e-7) -> torch.Tensor:
+    """:func:`nce_loss` with some negatives left out: ``valid`` ``[B, K]`` (True = a real negative). ``c = K/N`` as in
+    the reference, and an anchor with ``K_b`` valid negatives has its negative sum scaled by ``K / K_b``, as
+    :func:`shared_nce_loss` does (no negative term when ``K_b = 0``)."""
+    batch_size, k = probabilities.shape[0], probabilities.shape[1] - 1
+    c = k / num_samples
+    positive, negatives = probabilities[:, 0], probabilities[:, 1:]
+    log_d1 = torch.log(positive / (positive + c + eps))
+    weights = valid.to(negatives.dtype) * (k / valid.sum(1, keepdim=True).clamp(min=1).to(negatives.dtype))
+    log_d0 = torch.log(c / (negatives + c + eps)) * weights
+    return -(log_d1.sum() + log_d0.sum()) / batch_size
+
+
 class SharedNegativeNCE(torch.autograd.Function):
     """The negative half of the NCE loss against K negatives shared by the batch, fused into one function.
 
@@ -146,6 +160,8 @@ def _shared_scores_exp(anchors: torch.Tensor, positives: torch.Tensor, negatives
 
 
 BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+POSITIVES = ("bank", "current")
+BANK_WARM_STARTS = ("none", "skip_unwritten")
 
 
 @register_objective("crd")
@@ -174,6 +190,18 @@ class MemoryBankNCELoss(nn.Module):
     call is applied at the start of the next call (or by :meth:`flush`, which ``state_dict()`` runs first): every
     call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
     ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
+
+    Two options depart from the reference (both off by default):
+
+    - ``positive="current"`` (MoCo-style): the positive score of the student-anchored direction is
+      ``<v_s, v_t>`` with ``v_t`` the teacher's current embedding, and of the teacher-anchored one ``<v_t, v_s>``;
+      bank rows serve only as negatives. The other side is detached, so each direction still gives gradient to its
+      anchor only, as the bank positive does in the reference.
+    - ``bank_warm_start="skip_unwritten"``: a ``filled`` buffer (saved in the state) marks the bank rows written
+      at least once; never-written rows (uniform noise from the initialisation) are left out of the negatives, with
+      the ``K / K_b`` rescaling of :func:`shared_nce_loss` (so at step 1 only the positive term remains), and an
+      anchor whose own row is unwritten takes the current-embedding positive. ``Z`` is fixed from the first call's
+      positive and valid negative scores.
     """
 
     def __init__(
@@ -185,14 +213,21 @@ class MemoryBankNCELoss(nn.Module):
         momentum: float = 0.5,
         eps: float = 1e-7,
         bank_dtype: torch.dtype = torch.float32,
+        positive: str = "bank",
+        bank_warm_start: str = "none",
     ) -> None:
         super().__init__()
+        if positive not in POSITIVES:
+            raise ValueError(f"positive must be one of {POSITIVES}, got {positive!r}.")
+        if bank_warm_start not in BANK_WARM_STARTS:
+            raise ValueError(f"bank_warm_start must be one of {BANK_WARM_STARTS}, got {bank_warm_start!r}.")
         if bank_dtype not in BANK_DTYPES.values():
             raise ValueError(f"bank_dtype must be one of {list(BANK_DTYPES)}, got {bank_dtype}.")
         if num_samples < 2:
             raise ValueError(f"The memory bank needs the dataset size (num_samples >= 2), got {num_samples}.")
         self.num_samples, self.feat_dim, self.nce_k = num_samples, feat_dim, nce_k
         self.temperature, self.momentum, self.eps = temperature, momentum, eps
+        self.positive, self.bank_warm_start = positive, bank_warm_start
         stdv = 1.0 / math.sqrt(feat_dim / 3)
         for name in ("memory_student", "memory_teacher"):
             bank = torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv)
@@ -200,6 +235,8 @@ class MemoryBankNCELoss(nn.Module):
         # Normalising constants, -1 until the first call fixes them.
         self.register_buffer("z_student", torch.tensor(-1.0, dtype=torch.float64))
         self.register_buffer("z_teacher", torch.tensor(-1.0, dtype=torch.float64))
+        if bank_warm_start == "skip_unwritten":  # registered only then: the reference's state is unchanged
+            self.register_buffer("filled", torch.zeros(num_samples, dtype=torch.bool))
         self._pending: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.flush())
         self.register_load_state_dict_pre_hook(self._drop_pending)
@@ -224,20 +261,41 @@ class MemoryBankNCELoss(nn.Module):
             if contrast_idx.dim() == 1:
                 loss = self._shared_loss(v_s, v_t, index, contrast_idx, contrast_mask)
             else:
-                loss = self._per_sample_loss(v_s, v_t, contrast_idx)
+                loss = self._per_sample_loss(v_s, v_t, index, contrast_idx)
         with torch.no_grad():
             self._pending = (all_gather_no_grad(index), all_gather_no_grad(v_s.detach()), all_gather_no_grad(v_t.detach()))
         return loss
 
-    def _per_sample_loss(self, v_s: torch.Tensor, v_t: torch.Tensor, contrast_idx: torch.Tensor) -> torch.Tensor:
+    def _current_positive(self, index: torch.Tensor) -> Optional[torch.Tensor]:
+        """``[B]`` True where the positive is read from the other side's current embedding, or None (bank rows)."""
+        if self.positive == "current":
+            return torch.ones_like(index, dtype=torch.bool)
+        if self.bank_warm_start == "skip_unwritten":
+            return ~self.filled[index]
+        return None
+
+    def _per_sample_loss(self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor,
+                         contrast_idx: torch.Tensor) -> torch.Tensor:
         """The reference: K negatives per sample, scored through :class:`BankScores`."""
         memory_s, memory_t = self.memory_student.detach().float(), self.memory_teacher.detach().float()
-        e_s = torch.exp(self._scores(v_s, memory_t, contrast_idx) / self.temperature)
-        e_t = torch.exp(self._scores(v_t, memory_s, contrast_idx) / self.temperature)
+        s_s = self._scores(v_s, memory_t, contrast_idx)
+        s_t = self._scores(v_t, memory_s, contrast_idx)
+        current = self._current_positive(index)
+        if current is not None:  # column 0 from the other side's current (detached) embedding
+            s_s = torch.cat([torch.where(current, (v_s * v_t.detach()).sum(1), s_s[:, 0]).unsqueeze(1), s_s[:, 1:]], 1)
+            s_t = torch.cat([torch.where(current, (v_t * v_s.detach()).sum(1), s_t[:, 0]).unsqueeze(1), s_t[:, 1:]], 1)
+        e_s, e_t = torch.exp(s_s / self.temperature), torch.exp(s_t / self.temperature)
+        if self.bank_warm_start == "none":
+            if self.z_student < 0:
+                self._fix_normalisers(e_s, e_t)
+            loss = nce_loss(e_s / self.z_student.float(), self.num_samples, self.eps)
+            return loss + nce_loss(e_t / self.z_teacher.float(), self.num_samples, self.eps)
+        valid = self.filled[contrast_idx[:, 1:]]
         if self.z_student < 0:
-            self._fix_normalisers(e_s, e_t)
-        loss = nce_loss(e_s / self.z_student.float(), self.num_samples, self.eps)
-        return loss + nce_loss(e_t / self.z_teacher.float(), self.num_samples, self.eps)
+            keep = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)
+            self._fix_normalisers(e_s[keep], e_t[keep])
+        loss = masked_nce_loss(e_s / self.z_student.float(), valid, self.num_samples, self.eps)
+        return loss + masked_nce_loss(e_t / self.z_teacher.float(), valid, self.num_samples, self.eps)
 
     def _shared_loss(self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor, negatives: torch.Tensor,
                      mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -245,6 +303,13 @@ class MemoryBankNCELoss(nn.Module):
         memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
         pos_t, neg_t = memory_t[index].float(), memory_t[negatives].float()  # what the student anchors meet
         pos_s, neg_s = memory_s[index].float(), memory_s[negatives].float()  # what the teacher anchors meet
+        current = self._current_positive(index)
+        if current is not None:
+            pos_t = torch.where(current.unsqueeze(1), v_t.detach(), pos_t)
+            pos_s = torch.where(current.unsqueeze(1), v_s.detach(), pos_s)
+        if self.bank_warm_start == "skip_unwritten":
+            written = self.filled[negatives].unsqueeze(0).expand(v_s.shape[0], -1)
+            mask = written if mask is None else mask & written
         if self.z_student < 0:
             with torch.no_grad():
                 self._fix_normalisers(*(
@@ -275,6 +340,8 @@ class MemoryBankNCELoss(nn.Module):
         for memory, v in ((self.memory_student, v_s), (self.memory_teacher, v_t)):
             updated = F.normalize(memory[index].float() * self.momentum + v * (1 - self.momentum), dim=1)
             memory.index_copy_(0, index, updated.to(memory.dtype))
+        if self.bank_warm_start == "skip_unwritten":
+            self.filled[index] = True
 
     def _drop_pending(self, *args: object, **kwargs: object) -> None:
         self._pending = None  # a loaded state replaces everything, updates included

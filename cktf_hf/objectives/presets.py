@@ -6,6 +6,7 @@ import inspect
 import math
 from dataclasses import dataclass, field, replace
 
+from .contrastive import BANK_WARM_STARTS, POSITIVES
 from .registry import get_objective
 
 
@@ -24,6 +25,11 @@ class ObjectiveSettings:
     objective name to its weight w_X, ``feature_batch_norm`` turns on CKTF's batch-dimension L2 normalisation of the
     intermediate features before pooling, and ``classic_options`` maps a classic name to keyword arguments of its
     constructor (e.g. ``{"dkd": {"warmup": 1.0}}``; options of a term not in ``classic`` are unused).
+
+    Memory-bank options (see :class:`~cktf_hf.objectives.MemoryBankNCELoss`; unused with in-batch negatives):
+    ``positive`` ("bank", the reference, or "current") and ``bank_warm_start`` ("none", the reference, or
+    "skip_unwritten"). ``contrastive_warmup`` is the fraction of training in [0, 1) over which β and θ rise
+    linearly from 0 (factor ``min(1, progress / contrastive_warmup)``, progress = steps done / total steps).
     """
 
     ce_weight: float = 1.0
@@ -35,8 +41,17 @@ class ObjectiveSettings:
     classic: dict[str, float] = field(default_factory=dict)
     feature_batch_norm: bool = True
     classic_options: dict[str, dict[str, float]] = field(default_factory=dict)
+    positive: str = "bank"
+    bank_warm_start: str = "none"
+    contrastive_warmup: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.positive not in POSITIVES:
+            raise ValueError(f"positive must be one of {POSITIVES}, got {self.positive!r}.")
+        if self.bank_warm_start not in BANK_WARM_STARTS:
+            raise ValueError(f"bank_warm_start must be one of {BANK_WARM_STARTS}, got {self.bank_warm_start!r}.")
+        if not (math.isfinite(self.contrastive_warmup) and 0 <= self.contrastive_warmup < 1):
+            raise ValueError(f"contrastive_warmup is a fraction of training in [0, 1), got {self.contrastive_warmup}.")
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
@@ -84,6 +99,15 @@ PRESETS: dict[str, ObjectiveSettings] = {
     "transfer": replace(_CKTF, ce_weight=0.0, final_weight=1.0, layer_weight=0.04, temperature=0.07),
     "scratch": ObjectiveSettings(**_ONLY_CE),
 }
+# Frozen copies of the reference settings: tests assert they stay the paper's code's values whatever "cktf" becomes.
+PRESETS["cktf-reference"] = ObjectiveSettings(
+    ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1, kd_temperature=4.0,
+    feature_batch_norm=True, positive="bank", bank_warm_start="none", contrastive_warmup=0.0)
+PRESETS["crd-reference"] = replace(PRESETS["cktf-reference"], layer_weight=0.0, feature_batch_norm=False)
+# Provisional until the benchmark's ablations decide (issue 14): CKTF with MoCo-style current positives, no
+# initialisation noise in the banks, β and θ warmed up over the first 10% of training. Meant with
+# negative_sampling="shared" (a config field: the collator draws the negatives).
+PRESETS["cktf-recipe"] = replace(_CKTF, positive="current", bank_warm_start="skip_unwritten", contrastive_warmup=0.1)
 for _name, _weight in CLASSIC_WEIGHTS.items():
     PRESETS[_name] = ObjectiveSettings(**_ONLY_CE, classic={_name: _weight})
     # "X + CKTF" (the paper's Table 2): X plus the contrastive terms, weight 0.8 on every pair.
