@@ -169,7 +169,7 @@ def _teacher_identity(args: Any, teacher: Any, fingerprint: Optional[dict[str, A
     if source is None and name and name == args.teacher:
         on_hub = not os.path.isdir(name) and _looks_like_repo_id(name)
         return name, on_hub, "hub" if on_hub else "local folder"
-    name = str(fingerprint.get("name") or name)
+    name = str(name or fingerprint.get("name") or "")  # the model's own _name_or_path keeps a Hub namespace
     if name and _is_hub_name(name) and _in_hub_cache(name):
         return name, True, "hub"
     return name or type(teacher).__name__, False, "model object"

@@ -303,7 +303,7 @@ def test_pipes_and_newlines_in_names_do_not_break_the_card(stats):
     body = text.split("---", 2)[2]
     table_rows = [line for line in body.splitlines() if line.startswith("|")]
     result_rows = [line for line in table_rows if "seed 0" in line]
-    assert result_rows and len(_cells(result_rows[0])) == 2  # model | top-1 (the baseline has no top-5)
+    assert result_rows and len(_cells(result_rows[0])) == 3  # model | top-1 | top-5
     assert "from scratch \\| seed 0 run 2" in result_rows[0]
     pairing_row = next(line for line in table_rows if "stage\\|1 x" in line)
     assert len(_cells(pairing_row)) == 6
