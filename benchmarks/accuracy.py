@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in args.methods:
                 # Phase 1: the learning-rate grid with the first seed; the rate chosen on validation.
                 grid_tasks = [task(method, s, args.seeds[0], lr, "grid") for s in args.students for lr in args.lr_grid]
-                prepare_teacher_cache(grid_tasks, paths, args.teacher)
+                prepare_teacher_cache(common.pending_tasks(grid_tasks, journal, resume), paths, args.teacher)
                 grid_runs = common.run_tasks(run_one, grid_tasks, args.jobs, _init_worker, initargs,
                                              describe=_describe, journal=journal, resume=resume, pool=pool)
                 resume = True  # the journal now holds this invocation's runs too
@@ -467,6 +467,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      for s, n in student_params.items()},
         "runs": runs, "grid": list(grid.values()), "aggregates": rows, "scratch_baselines": scratch_baselines,
         "teacher_vs_scratch": gap_check, "targets": targets,
+        "saved_students": [{"method": r["method"], "student": r["student"], "seed": r["seed"],
+                            "learning_rate": r["learning_rate"], "path": r["saved_student"]}
+                           for r in final if r.get("saved_student")],
         "total_wall_time_s": round(time.perf_counter() - started, 1),
     }
     text = [f"teacher {type(teacher).__name__} ({teacher_params:,} parameters): {common.pct(teacher_accuracy)} %"]

@@ -519,6 +519,12 @@ def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any,
     return results
 
 
+def pending_tasks(tasks: list[dict[str, Any]], journal: Optional[str], resume: bool) -> list[dict[str, Any]]:
+    """The tasks that ``run_tasks(..., journal=journal, resume=resume)`` would run (not read back from the journal)."""
+    done = _read_journal(journal) if journal and resume else {}
+    return [task for task in tasks if _task_key(task) not in done]
+
+
 def _task_key(task: dict[str, Any]) -> str:
     return json.dumps(task, sort_keys=True)
 
