@@ -137,7 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--nce_k", type=int, default=4096, help="Memory-bank negatives per sample.")
     parser.add_argument("--teacher_cache", default=os.path.join(CACHE_DIR, "teacher_outputs"),
-                        help="Folder of the teacher-output cache ('' to run the teacher at every step).")
+                        help="Folder of the teacher-output cache, used by the methods that read only the teacher's "
+                             "logits and classifier input ('' to run the teacher at every step).")
     parser.add_argument("--save_students", default=os.path.join(CACHE_DIR, "students"),
                         help="Folder for the final students (read by benchmarks/transfer.py; '' not to save them).")
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="Teacher folder or Hub id.")
@@ -203,10 +204,17 @@ def run_config(task: dict[str, Any], output_dir: str) -> Any:
                                   task["learning_rate"], **fields)
 
 
-def needs_teacher(fields: dict[str, Any]) -> bool:
-    """Whether a method's objective reads the teacher at all (not so for ``scratch``)."""
+def teacher_reads(fields: dict[str, Any]) -> str:
+    """What a method's objective reads of the teacher: ``nothing`` (scratch), ``outputs`` (its logits and classifier
+    input only) or ``features`` (intermediate features too)."""
+    from cktf_hf import get_objective
+
     settings = common.training_config(tempfile.gettempdir(), "cpu", 0, 1, 8, 1e-3, **fields).objective_settings
-    return bool(settings.kd_weight or settings.final_weight or settings.layer_weight or settings.classic)
+    if not (settings.kd_weight or settings.final_weight or settings.layer_weight or settings.classic):
+        return "nothing"
+    intermediate = settings.layer_weight > 0 or any(get_objective(name).inputs not in ("logits", "final")
+                                                    for name in settings.classic)
+    return "features" if intermediate else "outputs"
 
 
 def student_folder(task: dict[str, Any]) -> Optional[str]:
@@ -231,27 +239,26 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                                 saved_student=common.repo_relative(folder) if folder else None)
 
 
-def prepare_teacher_cache(tasks: list[dict[str, Any]], data_paths: dict[str, str], teacher: str) -> None:
-    """Write the teacher-output cache of every (method, student) configuration here, before the runs, so that two
-    parallel runs never write the same cache at once; the runs then only read it."""
-    from transformers import AutoModelForImageClassification
-
+def prepare_cache(task: dict[str, Any]) -> dict[str, Any]:
+    """Write the teacher-output cache of a task's (method, student) configuration (a worker's job), by building its
+    trainer once: the runs then only read the cache, so two parallel runs never write the same one at once."""
     from cktf_hf import ContrastiveDistillationTrainer
 
-    pending = {}
+    start = time.perf_counter()
+    student = common.build_student(task["student"], _WORKER["teacher_config"], _WORKER["image_size"], 0)
+    with tempfile.TemporaryDirectory(prefix="cktf_bench_cache_") as tmp:
+        ContrastiveDistillationTrainer(model=student, args=run_config(task, tmp), teacher_model=_WORKER["teacher"],
+                                       train_dataset=_WORKER["train"], eval_dataset=_WORKER["val"])  # built only
+    return {"method": task["method"], "student": task["student"], "seconds": round(time.perf_counter() - start, 1)}
+
+
+def cache_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One task per (method, student) among ``tasks`` that reads the teacher through the cache."""
+    distinct = {}
     for task in tasks:
         if task.get("teacher_cache_dir"):
-            pending.setdefault((task["method"], task["student"]), task)
-    if not pending:
-        return
-    _, config, image_size = common.load_teacher_files(teacher)
-    model = AutoModelForImageClassification.from_pretrained(teacher)
-    train = common.load_encoded({"train": data_paths["train"]})["train"]
-    for (method, student), task in pending.items():
-        with tempfile.TemporaryDirectory(prefix="cktf_bench_cache_") as tmp:
-            ContrastiveDistillationTrainer(model=common.build_student(student, config, image_size, 0),
-                                           args=run_config(task, tmp), teacher_model=model, train_dataset=train,
-                                           eval_dataset=train)  # built only: nothing is trained or evaluated
+            distinct.setdefault((task["method"], task["student"]), task)
+    return list(distinct.values())
 
 
 def _describe(run: dict[str, Any]) -> str:
@@ -399,7 +406,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size, nce_k=args.nce_k,
                 teacher=args.teacher, train_images=len(train), val_images=len(val), test_images=len(test),
                 save_dir=save_dir, **common.task_overrides(args))
-    cached = {m: bool(args.teacher_cache) and needs_teacher({**METHODS[m], **args.overrides}) for m in args.methods}
+    cached = {m: bool(args.teacher_cache) and teacher_reads({**METHODS[m], **args.overrides}) == "outputs"
+              for m in args.methods}
 
     def task(method: str, student: str, seed: int, learning_rate: float, phase: str) -> dict[str, Any]:
         return dict(method=method, fields=METHODS[method], student=student, seed=seed, learning_rate=learning_rate,
@@ -416,7 +424,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in args.methods:
                 # Phase 1: the learning-rate grid with the first seed; the rate chosen on validation.
                 grid_tasks = [task(method, s, args.seeds[0], lr, "grid") for s in args.students for lr in args.lr_grid]
-                prepare_teacher_cache(common.pending_tasks(grid_tasks, journal, resume), paths, args.teacher)
+                common.run_tasks(prepare_cache, cache_tasks(common.pending_tasks(grid_tasks, journal, resume)),
+                                 args.jobs, _init_worker, initargs, pool=pool,
+                                 describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} cached "
+                                                    f"({r['seconds']:.0f} s)")
                 grid_runs = common.run_tasks(run_one, grid_tasks, args.jobs, _init_worker, initargs,
                                              describe=_describe, journal=journal, resume=resume, pool=pool)
                 resume = True  # the journal now holds this invocation's runs too
