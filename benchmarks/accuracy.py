@@ -39,7 +39,30 @@ then its seeds, so an interrupted benchmark has whole rows. Every finished run i
 what is missing. Each run's final student is saved under ``benchmarks/cache/students/<name>/`` (the runs at the
 chosen rates are kept) for ``benchmarks/transfer.py``, which probes them on MNIST.
 
-Budget. BUDGET_NOTE
+Budget. The default: 55,000 training images (430 steps of 128 per epoch), 5 epochs (2,150 steps a run: 2.7 times the
+10,000 × 10 epochs before), 3 learning rates on seed 0 then 2 more seeds = 5 runs per method and student. CPU time per
+step measured at this budget (N = 55,000 banked images, K = 4,096, batch 128, one thread; 2 vCPUs shared with other
+jobs under a load average of 5-14, which inflated the times by 1.4-2.3× against the same steps measured on an idle
+core before: vit-tiny KD 233 ms then, 527 ms now):
+
+    ms per step (loaded machine)   scratch   kd (teacher live)   kd (teacher cache)   cktf-reference (live / cache)
+    vit-tiny                           341                 527                  433             1,686 / 1,703
+    resnet-small                        95                 229                  165             1,497 / 1,266
+
+The reference memory bank multiplies each embedding by the whole bank, so its cost grows with N: cktf-reference costs
+3.2× (vit-tiny) and 6.5× (resnet-small) a KD step at N = 55,000, against 2.1× and 3.0× at N = 10,000. The teacher
+cache saves the teacher's forward pass (18-28 % of a KD step); for methods that read intermediate teacher features it
+must store them whole (about 34 KB an image, 1.9 GB per configuration at 55,000 images) and reading them back gained
+nothing on vit-tiny, so it is used only for methods that read the teacher's logits and classifier input alone (kd,
+dkd, dist, pkt, rkd, crd). Estimate on 2 idle cores (idle-core step times: the earlier table for the methods whose
+cost does not depend on N, the ratios above for the bank methods, ≈ 760 ms a step for every method with CKTF's five
+bank pairs, ≈ 300 / 220 ms for CRD's one): all 16 rows × 2 students ≈ 13.9 s per step of every pair, × 430 steps
++ evaluations (5,000 + 10,000 images: 12 s vit-tiny, 2 s resnet-small) ≈ 6,200 core-seconds per epoch per run, × 5
+runs × 5 epochs ≈ 155,000 core-seconds ≈ 21 hours with two runs at a time. The eight rows that lead (scratch, kd,
+fitnets, dkd, crd-reference, cktf-reference, cktf-recipe, fitnets+cktf) take about half: ≈ 10 hours. Seven of the 16
+rows carry CKTF's five bank pairs and take 78 % of the time: the memory bank's shared negatives (N-independent) will
+make them several times cheaper. ``--quick`` (768 / 500 / 1,000 images, 2 epochs, seeds 0 and 1, one rate) checks the
+machinery in about 6 minutes on 2 idle cores; it says nothing about the methods.
 
 Usage::
 
@@ -100,9 +123,9 @@ OTHER_METHODS = ["scratch", "kd", "fitnets", "at", "pkt", "rkd", "dkd", "dist", 
 COMBINED = {"kd": "cktf+kd", "fitnets": "fitnets+cktf", "pkt": "pkt+cktf", "rkd": "rkd+cktf", "dkd": "dkd+cktf"}
 COUNTED_X = ["kd", "fitnets", "pkt", "rkd"]
 DATASET = "fashion_mnist"
-FULL = dict(seeds="0,1,2", train_subset=0, val_size=5_000, test_subset=0, epochs=10,
+FULL = dict(seeds="0,1,2", train_subset=0, val_size=5_000, test_subset=0, epochs=5,
             lr_grid="1e-3,2e-3,4e-3")
-QUICK = dict(seeds="0,1", train_subset=1_000, val_size=500, test_subset=2_000, epochs=2, lr_grid="2e-3")
+QUICK = dict(seeds="0,1", train_subset=768, val_size=500, test_subset=1_000, epochs=2, lr_grid="2e-3")
 MIN_GAP = 0.03
 CACHE_DIR = os.path.join(common.REPO_ROOT, "benchmarks", "cache")
 
@@ -240,8 +263,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_cache(task: dict[str, Any]) -> dict[str, Any]:
-    """Write the teacher-output cache of a task's (method, student) configuration (a worker's job), by building its
-    trainer once: the runs then only read the cache, so two parallel runs never write the same one at once."""
+    """Write the teacher-output cache of a task's (method, student) configuration (a worker's job; a no-op when it
+    exists), by building its trainer once: the runs then only read it, so two runs never write the same one at once."""
     from cktf_hf import ContrastiveDistillationTrainer
 
     start = time.perf_counter()
@@ -424,10 +447,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in args.methods:
                 # Phase 1: the learning-rate grid with the first seed; the rate chosen on validation.
                 grid_tasks = [task(method, s, args.seeds[0], lr, "grid") for s in args.students for lr in args.lr_grid]
-                common.run_tasks(prepare_cache, cache_tasks(common.pending_tasks(grid_tasks, journal, resume)),
-                                 args.jobs, _init_worker, initargs, pool=pool,
-                                 describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} cached "
-                                                    f"({r['seconds']:.0f} s)")
+                for cache_task in cache_tasks(common.pending_tasks(grid_tasks, journal, resume)):
+                    # One at a time: two students may share a cache (e.g. KD reads the logits alone).
+                    common.run_tasks(prepare_cache, [cache_task], args.jobs, _init_worker, initargs, pool=pool,
+                                     describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} "
+                                                        f"cached ({r['seconds']:.0f} s)")
                 grid_runs = common.run_tasks(run_one, grid_tasks, args.jobs, _init_worker, initargs,
                                              describe=_describe, journal=journal, resume=resume, pool=pool)
                 resume = True  # the journal now holds this invocation's runs too
