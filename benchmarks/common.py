@@ -271,11 +271,13 @@ def pct(mean: float, std: Optional[float] = None) -> str:
 
 def compare(a: dict[str, Any], b: dict[str, Any], metric: str = "test") -> dict[str, Any]:
     """Whether aggregate row ``a`` beats ``b`` on ``metric`` beyond one std (``a``'s mean − std above ``b``'s
-    mean + std); ``beyond_one_std`` is None when either has a single seed (no std)."""
+    mean + std); ``beyond_one_std`` is None when either has a single seed (no std) and the means are ordered, False
+    when they are not."""
     ma, sa, mb, sb = a[f"{metric}_mean"], a[f"{metric}_std"], b[f"{metric}_mean"], b[f"{metric}_std"]
     has_std = a["n"] > 1 and b["n"] > 1
+    beyond = (ma - sa > mb + sb) if has_std else (None if ma > mb else False)
     return {"pair": f"{a['method']} > {b['method']}", "means_ordered": ma > mb,
-            "beyond_one_std": (ma - sa > mb + sb) if has_std else None, "difference": round(ma - mb, 4),
+            "beyond_one_std": beyond, "difference": round(ma - mb, 4),
             "a": {"mean": ma, "std": sa, "n": a["n"]}, "b": {"mean": mb, "std": sb, "n": b["n"]}}
 
 
@@ -292,6 +294,11 @@ def ordering_check(rows: list[dict[str, Any]], order: list[str], metric: str = "
     return {"order": " > ".join(order), "metric": metric, "held_beyond_one_std": held, "steps": steps}
 
 
+def all_steps(outcomes: list[Optional[bool]]) -> Optional[bool]:
+    """False when any outcome is False, None when any is None (one seed) and none is False, else True."""
+    return False if False in outcomes else None if None in outcomes else True
+
+
 def step_outcome(step: dict[str, Any]) -> str:
     """``yes`` / ``means ordered, within one std`` / ``no`` (and the single-seed case) for a ``compare`` result."""
     if step["beyond_one_std"] is None:  # one seed: no std
@@ -303,9 +310,8 @@ def describe_ordering(check: dict[str, Any], label: str = "") -> str:
     if not check["steps"]:
         return f"{label}ordering not measured (fewer than two of its methods were run)"
     parts = [f"{s['pair']}: {step_outcome(s)} ({100 * s['difference']:+.2f} pts)" for s in check["steps"]]
-    single_seed = any(s["beyond_one_std"] is None for s in check["steps"])
-    verdict = ("not testable with 1 seed (no std)" if single_seed else "HELD" if check["held_beyond_one_std"]
-               else "did NOT hold")
+    verdict = {True: "HELD", False: "did NOT hold", None: "not testable with 1 seed (no std)"}[
+        all_steps([s["beyond_one_std"] for s in check["steps"]])]
     return f"{label}{check['order']} ({METRIC_NAMES[check['metric']]}, beyond one std): {verdict} — " + "; ".join(parts)
 
 

@@ -232,6 +232,9 @@ def test_ordering_check_needs_two_seeds():
     single = common.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
     assert single["steps"][0]["beyond_one_std"] is None and not single["held_beyond_one_std"]
     assert "not testable with 1 seed" in common.describe_ordering(single)
+    reversed_single = common.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows], ["kd", "crd", "cktf"])
+    assert [s["beyond_one_std"] for s in reversed_single["steps"]] == [False, False]  # wrong order: no std needed
+    assert "did NOT hold" in common.describe_ordering(reversed_single)
 
 
 def test_the_epoch_is_selected_on_validation_and_test_is_reported_there():
@@ -300,7 +303,10 @@ def test_target_b_ordering_uses_the_recipe_when_it_ran():
     assert with_recipe["met"] is True and with_recipe["per_student"]["vit-tiny"]["order"].startswith("cktf-recipe")
     single = [{**r, "n": 1, "test_std": 0.0} for r in rows + [_row("cktf-recipe", 0.85)]]
     assert accuracy.target_ordering(single, ["vit-tiny"])["met"] is None  # no std with one seed
-    assert accuracy.target_ordering(rows[:2], ["vit-tiny"])["met"] is None  # kd and scratch not run
+    assert accuracy.target_ordering(single[:4], ["vit-tiny"])["met"] is False  # cktf < crd whatever the std
+    partial = [_row("cktf-reference", 0.90), _row("crd-reference", 0.80)]
+    assert accuracy.target_ordering(partial, ["vit-tiny"])["met"] is None  # kd and scratch not run
+    assert accuracy.target_ordering(rows[:2], ["vit-tiny"])["met"] is False  # but a step that failed is a miss
 
 
 def test_target_c_counts_x_plus_cktf_wins():
