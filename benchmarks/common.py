@@ -2,8 +2,10 @@
 
 Images are run through the teacher's image processor once and kept as float tensors (``encode``), so every run of a
 benchmark reads the same ``pixel_values`` and no run pays for PNG decoding and resizing again. ``train_student``
-trains one student with one preset, evaluating on the test split after every epoch; ``aggregate``, ``markdown_table``,
-``bar_chart`` and ``write_results`` turn the runs into ``<name>.json``, ``<name>.md`` and ``<name>.png``.
+trains one student with one method, evaluating on a validation split and on the test split after every epoch;
+``summarise_run`` selects the epoch on validation only (``select_epoch``) and reports the test accuracy at that epoch
+and at the last one. ``aggregate``, ``compare``, ``ordering_check``, ``markdown_table``, ``bar_chart`` and
+``write_results`` turn the runs into ``<name>.json``, ``<name>.md`` and ``<name>.png``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,23 @@ def fixed_subset(dataset: datasets.Dataset, size: Optional[int], seed: int = 0) 
     return dataset.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
 
 
+def train_validation_split(dataset: datasets.Dataset, val_size: int, train_size: Optional[int] = None,
+                           seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A class-stratified validation split of ``val_size`` examples and, disjoint from it, a class-stratified training
+    subset of ``train_size`` (``None`` or 0: all the rest); the same for every run (``seed`` fixes both).
+
+    Model selection (epoch, learning rate) reads the validation split only; the test split is never looked at.
+    """
+    if not 0 < val_size < len(dataset):
+        raise ValueError(f"val_size must be in 1..{len(dataset) - 1} (the dataset has {len(dataset)} examples), "
+                         f"got {val_size}.")
+    parts = dataset.train_test_split(test_size=val_size, stratify_by_column="label", seed=seed)
+    if train_size and train_size > len(parts["train"]):
+        raise ValueError(f"train_size {train_size} is more than the {len(parts['train'])} examples left beside the "
+                         f"{val_size}-example validation split; lower it, or pass 0 for all of them.")
+    return fixed_subset(parts["train"], train_size, seed), parts["test"]
+
+
 def encode(dataset: datasets.Dataset, processor: Any, keep_labels: bool = True,
            batch_size: int = 2000) -> datasets.Dataset:
     """``image``/``label`` rows → ``pixel_values`` (float32 [3, H, W], the processor's output) and ``labels``.
@@ -134,10 +153,14 @@ def accuracy(model: torch.nn.Module, dataset: datasets.Dataset, device: str, bat
 
 
 # ------------------------------------------------------------------------------------------------ training
+EVAL_SPLITS = ("val", "test")
+
+
 def training_config(output_dir: str, device: str, seed: int, epochs: float, batch_size: int, learning_rate: float,
                     **overrides: Any) -> ContrastiveDistillationConfig:
     """The one optimiser and schedule of every run: AdamW, linear warmup (5 %), cosine decay, weight decay 0.05,
-    evaluation on the test split at the end of every epoch, nothing saved."""
+    evaluation at the end of every epoch (on the validation and the test split, see ``train_student``), nothing
+    saved."""
     settings = dict(
         output_dir=output_dir,
         seed=seed,
@@ -161,27 +184,56 @@ def training_config(output_dir: str, device: str, seed: int, epochs: float, batc
     return ContrastiveDistillationConfig(**{**settings, **overrides})
 
 
-def epoch_accuracies(log_history: list[dict[str, Any]], prefix: str = "eval_") -> list[float]:
-    """The test accuracy after each epoch, in order."""
-    return [entry[f"{prefix}accuracy"] for entry in log_history if f"{prefix}accuracy" in entry]
+def epoch_accuracies(log_history: list[dict[str, Any]], split: str) -> list[float]:
+    """The accuracy on eval split ``split`` (a key of the Trainer's ``eval_dataset`` dict) after each epoch, in
+    order."""
+    key = f"eval_{split}_accuracy"
+    return [entry[key] for entry in log_history if key in entry]
 
 
-def summarise_run(accuracies: list[float], wall_time_s: float, **fields: Any) -> dict[str, Any]:
-    best_epoch = int(np.argmax(accuracies)) + 1
-    return {**fields, "epoch_accuracies": [round(a, 4) for a in accuracies], "best": round(max(accuracies), 4),
-            "best_epoch": best_epoch, "last": round(accuracies[-1], 4), "wall_time_s": round(wall_time_s, 1)}
+def select_epoch(val_accuracies: list[float]) -> int:
+    """The epoch (counted from 1) with the best validation accuracy; the earliest one on a tie."""
+    if not val_accuracies:
+        raise ValueError("No validation accuracy to select an epoch on.")
+    return int(np.argmax(val_accuracies)) + 1
 
 
-def train_student(student: torch.nn.Module, teacher: Any, train: datasets.Dataset, test: datasets.Dataset,
-                  args: ContrastiveDistillationConfig) -> tuple[ContrastiveDistillationTrainer, list[float], float]:
-    """Train ``student`` against ``teacher`` (a folder or a model) with ``args``; the per-epoch test accuracies and
-    the wall time (training plus the per-epoch evaluations)."""
+def summarise_run(val: list[float], test: list[float], wall_time_s: float, **fields: Any) -> dict[str, Any]:
+    """One run: the per-epoch validation and test accuracies, the epoch selected on validation (``selected_epoch``),
+    the validation and test accuracy at that epoch (``val``, ``test``), the test accuracy after the last epoch
+    (``test_last``) and the wall time. The test accuracies play no part in the selection."""
+    if len(val) != len(test):
+        raise ValueError(f"{len(val)} validation accuracies but {len(test)} test accuracies: one of each per epoch.")
+    epoch = select_epoch(val)
+    return {**fields, "epoch_val_accuracies": [round(a, 4) for a in val],
+            "epoch_test_accuracies": [round(a, 4) for a in test], "selected_epoch": epoch,
+            "val": round(val[epoch - 1], 4), "test": round(test[epoch - 1], 4), "test_last": round(test[-1], 4),
+            "wall_time_s": round(wall_time_s, 1)}
+
+
+def train_student(student: torch.nn.Module, teacher: Any, train: datasets.Dataset, val: datasets.Dataset,
+                  test: datasets.Dataset, args: ContrastiveDistillationConfig
+                  ) -> tuple[ContrastiveDistillationTrainer, list[float], list[float], float]:
+    """Train ``student`` against ``teacher`` (a folder or a model) with ``args``, evaluating on ``val`` and ``test``
+    after every epoch (one pass over each); the trainer, the per-epoch validation and test accuracies and the wall
+    time (training plus the evaluations)."""
     start = time.perf_counter()
     trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher, train_dataset=train,
-                                             eval_dataset=test)
+                                             eval_dataset={"val": val, "test": test})
     trainer.remove_callback(PrinterCallback)  # one progress line per run instead of every log dict
     trainer.train()
-    return trainer, epoch_accuracies(trainer.state.log_history), time.perf_counter() - start
+    history = trainer.state.log_history
+    return (trainer, epoch_accuracies(history, "val"), epoch_accuracies(history, "test"),
+            time.perf_counter() - start)
+
+
+def choose_learning_rate(runs: list[dict[str, Any]]) -> float:
+    """The ``learning_rate`` of the run with the best validation accuracy at its selected epoch (``val``); the first
+    such run in ``runs`` (grid order) on a tie. Test accuracies play no part."""
+    if not runs:
+        raise ValueError("No grid run to choose a learning rate from.")
+    best = max(range(len(runs)), key=lambda i: (runs[i]["val"], -i))
+    return runs[best]["learning_rate"]
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -191,60 +243,84 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
 
 
 def aggregate(runs: list[dict[str, Any]], keys: tuple[str, ...] = ("method", "student")) -> list[dict[str, Any]]:
-    """Mean and sample std of ``best`` and ``last`` per combination of ``keys``, in first-seen order."""
+    """Per combination of ``keys``, in first-seen order: mean and sample std over the runs (seeds) of the test
+    accuracy at the validation-selected epoch (``test_mean``, ``test_std``), of the validation accuracy there
+    (``val_*``) and of the last epoch's test accuracy (``test_last_*``)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(tuple(run[k] for k in keys), []).append(run)
     rows = []
     for key, members in groups.items():
-        best_mean, best_std = mean_std(r["best"] for r in members)
-        last_mean, last_std = mean_std(r["last"] for r in members)
-        rows.append({**dict(zip(keys, key)), "n": len(members), "seeds": [r["seed"] for r in members],
-                     "best_mean": round(best_mean, 4), "best_std": round(best_std, 4),
-                     "last_mean": round(last_mean, 4), "last_std": round(last_std, 4),
-                     "best_epoch_mean": round(float(np.mean([r["best_epoch"] for r in members])), 1),
-                     "wall_time_mean_s": round(float(np.mean([r["wall_time_s"] for r in members])), 1)})
+        row = {**dict(zip(keys, key)), "n": len(members), "seeds": [r["seed"] for r in members]}
+        for metric in ("test", "val", "test_last"):
+            mean, std = mean_std(r[metric] for r in members)
+            row.update({f"{metric}_mean": round(mean, 4), f"{metric}_std": round(std, 4)})
+        row.update(selected_epoch_mean=round(float(np.mean([r["selected_epoch"] for r in members])), 1),
+                   wall_time_mean_s=round(float(np.mean([r["wall_time_s"] for r in members])), 1))
+        rows.append(row)
     return rows
+
+
+METRIC_NAMES = {"test": "test top-1 at the validation-selected epoch", "test_last": "test top-1 after the last epoch",
+                "val": "validation top-1 at the selected epoch"}
 
 
 def pct(mean: float, std: Optional[float] = None) -> str:
     return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def ordering_check(rows: list[dict[str, Any]], order: list[str], metric: str = "best") -> dict[str, Any]:
-    """Whether ``order[0] > order[1] > ...`` held beyond one std: each mean − std above the next mean + std.
+def compare(a: dict[str, Any], b: dict[str, Any], metric: str = "test") -> dict[str, Any]:
+    """Whether aggregate row ``a`` beats ``b`` on ``metric`` beyond one std (``a``'s mean − std above ``b``'s
+    mean + std); ``beyond_one_std`` is None when either has a single seed (no std) and the means are ordered, False
+    when they are not."""
+    ma, sa, mb, sb = a[f"{metric}_mean"], a[f"{metric}_std"], b[f"{metric}_mean"], b[f"{metric}_std"]
+    has_std = a["n"] > 1 and b["n"] > 1
+    beyond = (ma - sa > mb + sb) if has_std else (None if ma > mb else False)
+    return {"pair": f"{a['method']} > {b['method']}", "means_ordered": ma > mb,
+            "beyond_one_std": beyond, "difference": round(ma - mb, 4),
+            "a": {"mean": ma, "std": sa, "n": a["n"]}, "b": {"mean": mb, "std": sb, "n": b["n"]}}
+
+
+def ordering_check(rows: list[dict[str, Any]], order: list[str], metric: str = "test") -> dict[str, Any]:
+    """Whether ``order[0] > order[1] > ...`` held beyond one std (see ``compare``) on ``metric`` (default: test
+    accuracy at the validation-selected epoch), over the methods of ``order`` that were run.
 
     With a single seed there is no std, so nothing holds "beyond one std" (only the order of the means is reported).
     """
     by_method = {r["method"]: r for r in rows}
     order = [m for m in order if m in by_method]  # the methods that were run
-    steps = []
-    for a, b in zip(order, order[1:]):
-        ra, rb = by_method[a], by_method[b]
-        ma, sa, mb, sb = ra[f"{metric}_mean"], ra[f"{metric}_std"], rb[f"{metric}_mean"], rb[f"{metric}_std"]
-        has_std = ra["n"] > 1 and rb["n"] > 1
-        steps.append({"pair": f"{a} > {b}", "means_ordered": ma > mb,
-                      "beyond_one_std": (ma - sa > mb + sb) if has_std else None,
-                      "difference": round(ma - mb, 4)})
+    steps = [compare(by_method[a], by_method[b], metric) for a, b in zip(order, order[1:])]
     held = bool(steps) and all(s["beyond_one_std"] is True for s in steps)
     return {"order": " > ".join(order), "metric": metric, "held_beyond_one_std": held, "steps": steps}
+
+
+def all_steps(outcomes: list[Optional[bool]]) -> Optional[bool]:
+    """False when any outcome is False, None when any is None (one seed) and none is False, else True."""
+    return False if False in outcomes else None if None in outcomes else True
+
+
+def step_outcome(step: dict[str, Any]) -> str:
+    """``yes`` / ``means ordered, within one std`` / ``no`` (and the single-seed case) for a ``compare`` result."""
+    if step["beyond_one_std"] is None:  # one seed: no std
+        return "means ordered (1 seed, no std)" if step["means_ordered"] else "no"
+    return "yes" if step["beyond_one_std"] else "means ordered, within one std" if step["means_ordered"] else "no"
 
 
 def describe_ordering(check: dict[str, Any], label: str = "") -> str:
     if not check["steps"]:
         return f"{label}ordering not measured (fewer than two of its methods were run)"
+    parts = [f"{s['pair']}: {step_outcome(s)} ({100 * s['difference']:+.2f} pts)" for s in check["steps"]]
+    verdict = {True: "HELD", False: "did NOT hold", None: "not testable with 1 seed (no std)"}[
+        all_steps([s["beyond_one_std"] for s in check["steps"]])]
+    return f"{label}{check['order']} ({METRIC_NAMES[check['metric']]}, beyond one std): {verdict} — " + "; ".join(parts)
 
-    def outcome(step: dict[str, Any]) -> str:
-        if step["beyond_one_std"] is None:  # one seed: no std
-            return "means ordered (1 seed, no std)" if step["means_ordered"] else "no"
-        return ("yes" if step["beyond_one_std"] else "means ordered, within one std" if step["means_ordered"]
-                else "no")
 
-    parts = [f"{s['pair']}: {outcome(s)} ({100 * s['difference']:+.2f} pts)" for s in check["steps"]]
-    single_seed = any(s["beyond_one_std"] is None for s in check["steps"])
-    verdict = ("not testable with 1 seed (no std)" if single_seed else "HELD" if check["held_beyond_one_std"]
-               else "did NOT hold")
-    return f"{label}{check['order']} ({check['metric']} epoch, beyond one std): {verdict} — " + "; ".join(parts)
+def repo_relative(path: str) -> str:
+    """``path`` relative to the repository root when it lies inside it (results stay valid in another clone), else
+    absolute."""
+    path = os.path.abspath(path)
+    inside = os.path.commonpath([path, REPO_ROOT]) == REPO_ROOT
+    return os.path.relpath(path, REPO_ROOT) if inside else path
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -376,10 +452,22 @@ def default_jobs(device: str) -> int:
     return 1 if device != "cpu" else max(1, min(2, os.cpu_count() or 1))
 
 
+def worker_pool(jobs: int, initializer: Any, initargs: tuple) -> Any:
+    """``jobs`` spawned worker processes, each set up once by ``initializer(*initargs)``, for successive
+    ``run_tasks(..., pool=...)`` calls (use it as a context manager)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                               initargs=initargs)
+
+
 def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any, initargs: tuple,
-              describe: Any = lambda result: "", journal: Optional[str] = None, resume: bool = False) -> list[Any]:
+              describe: Any = lambda result: "", journal: Optional[str] = None, resume: bool = False,
+              pool: Any = None) -> list[Any]:
     """``[fn(task) for task in tasks]``, in ``jobs`` spawned worker processes (each set up by
-    ``initializer(*initargs)``) or in this process when ``jobs`` is 1; a progress line per finished task.
+    ``initializer(*initargs)``; ``pool``: those of a ``worker_pool`` instead, kept for later calls) or in this
+    process when ``jobs`` is 1; a progress line per finished task.
 
     With ``journal`` (a ``.jsonl`` path) every finished task is appended to it as ``{"task": ..., "result": ...}`` at
     once, so an interrupted benchmark loses no finished run; ``resume`` reuses the journal's results for identical
@@ -421,12 +509,26 @@ def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any,
         for i in pending:
             finish(i, fn(tasks[i]))
         return results
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer, initargs=initargs) as pool:
+    if not pending:
+        return results
+    own_pool = pool is None
+    if own_pool:
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                                   initargs=initargs)
+    try:
         futures = {pool.submit(fn, tasks[i]): i for i in pending}
         for future in as_completed(futures):
             finish(futures[future], future.result())
+    finally:
+        if own_pool:
+            pool.shutdown()
     return results
+
+
+def pending_tasks(tasks: list[dict[str, Any]], journal: Optional[str], resume: bool) -> list[dict[str, Any]]:
+    """The tasks that ``run_tasks(..., journal=journal, resume=resume)`` would run (not read back from the journal)."""
+    done = _read_journal(journal) if journal and resume else {}
+    return [task for task in tasks if _task_key(task) not in done]
 
 
 def _task_key(task: dict[str, Any]) -> str:

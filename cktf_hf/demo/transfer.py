@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Optional
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -100,15 +101,25 @@ def classifier_inputs(model: PreTrainedModel, dataset: Any, device: str, batch_s
 
 def linear_probe(backbone: PreTrainedModel, train: Any, test: Any, id2label: dict[int, str], *, seed: int = 0,
                  epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-2, device: str = "cpu"
-                 ) -> tuple[PreTrainedModel, list[float], float]:
+                 ) -> tuple[PreTrainedModel, Union[list[float], dict[str, list[float]]], float]:
     """Step 3: train a new linear head on the frozen ``backbone`` with the labelled ``train`` split.
 
     The backbone is frozen, so its features are computed once (eval mode: BatchNorm statistics untouched) and the head
     is trained on them: AdamW with cosine decay, on features standardised with the training split's mean and std
     (a BatchNorm without affine, as in MAE's linear probe), folded into the head's weights afterwards so that the
     returned model is a plain ``transformers`` classifier. Returns it, the test accuracy after every epoch and the wall
-    time in seconds.
+    time in seconds. ``test`` may also be a mapping of split names to datasets (e.g. ``{"val": ..., "test": ...}``,
+    to select the probe epoch on a validation split); the accuracies are then a dict of per-epoch lists by name.
     """
+    named = isinstance(test, Mapping)
+    model, accuracies, seconds = _probe(backbone, train, dict(test) if named else {"test": test}, id2label, seed,
+                                        epochs, batch_size, learning_rate, device)
+    return model, accuracies if named else accuracies["test"], seconds
+
+
+def _probe(backbone: PreTrainedModel, train: Any, evals: dict[str, Any], id2label: dict[int, str], seed: int,
+           epochs: int, batch_size: int, learning_rate: float, device: str
+           ) -> tuple[PreTrainedModel, dict[str, list[float]], float]:
     start = time.perf_counter()
     model = probe_model(backbone, id2label)
     head = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
@@ -117,13 +128,16 @@ def linear_probe(backbone: PreTrainedModel, train: Any, test: Any, id2label: dic
         head.weight.normal_(0.0, 0.01, generator=generator)
         head.bias.zero_()
     train_x, train_y = classifier_inputs(model, train, device)
-    test_x, test_y = classifier_inputs(model, test, device)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    train_x = (train_x - mean) / std
+    eval_sets = {}
+    for name, dataset in evals.items():
+        x, y = classifier_inputs(model, dataset, device)
+        eval_sets[name] = ((x - mean) / std, y)
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.0)
     steps_per_epoch = -(-len(train_x) // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    accuracies = []
+    accuracies: dict[str, list[float]] = {name: [] for name in eval_sets}
     for _ in range(int(epochs)):
         order = torch.randperm(len(train_x), generator=generator).to(train_x.device)
         for i in range(0, len(train_x), batch_size):
@@ -134,7 +148,8 @@ def linear_probe(backbone: PreTrainedModel, train: Any, test: Any, id2label: dic
             optimizer.step()
             scheduler.step()
         with torch.no_grad():
-            accuracies.append(float((head(test_x).argmax(-1) == test_y).float().mean()))
+            for name, (x, y) in eval_sets.items():
+                accuracies[name].append(float((head(x).argmax(-1) == y).float().mean()))
     with torch.no_grad():  # fold the standardisation into the head: W' = W / std, b' = b − W' · mean
         head.weight.div_(std)
         head.bias.sub_(head.weight @ mean)
