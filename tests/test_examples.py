@@ -58,9 +58,13 @@ def run_script(workspace, launcher: list[str], output: Path, *extra: str, use_cp
 
 
 def run_bare(workspace, *arguments: str) -> subprocess.CompletedProcess:
-    """The script with only ``arguments`` (no test defaults)."""
-    return subprocess.run([sys.executable, SCRIPT, *arguments], capture_output=True, text=True, timeout=300, env=ENV,
-                          cwd=str(workspace))
+    """The script with only ``arguments`` (no test defaults).
+
+    ``COLUMNS`` is wide so that ``--help`` never wraps a default: argparse breaks long values at hyphens, and where the
+    clone lives decides how long the default teacher's path is.
+    """
+    return subprocess.run([sys.executable, SCRIPT, *arguments], capture_output=True, text=True, timeout=300,
+                          env={**ENV, "COLUMNS": "10000"}, cwd=str(workspace))
 
 
 def run_example(workspace, launcher: list[str], output: Path, *extra: str) -> str:
