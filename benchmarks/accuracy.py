@@ -14,8 +14,8 @@ repository); the students ``vit-tiny`` (``cktf_hf.demo.students``, cross-family 
 ``resnet-small`` (``transformers.ResNetConfig``, same family), both fresh and with the teacher's labels.
 
 Methods (``METHODS``: a row name → ``ContrastiveDistillationConfig`` fields): scratch, kd, fitnets, at, pkt, rkd,
-dkd, dist, crd-reference, cktf-reference, cktf-recipe (preset ``cktf-recipe``; skipped with a notice while the
-library has no such preset), cktf+kd (also the "kd + CKTF" row), fitnets+cktf, pkt+cktf, rkd+cktf, dkd+cktf.
+dkd, dist, crd-reference, cktf-reference, cktf-recipe, cktf+kd (also the "kd + CKTF" row), fitnets+cktf, pkt+cktf,
+rkd+cktf, dkd+cktf: each the library preset of that name.
 
 Protocol (the same for every method): batch 128, AdamW (weight decay 0.05), 5 % linear warmup then cosine decay, the
 same epochs, K = 4,096 memory-bank negatives. After every epoch the student is evaluated once on the validation split
@@ -87,36 +87,15 @@ import time
 from typing import Any, Optional
 
 import common
-from cktf_hf import PRESETS
 from cktf_hf.demo import DEFAULT_TEACHER
 from cktf_hf.measure import count_parameters
 
 
-def _preset(*names: str) -> Optional[dict[str, Any]]:
-    """``{"preset": name}`` for the first of ``names`` that the library has, else None (the row is skipped)."""
-    return next(({"preset": n} for n in names if n in PRESETS), None)
-
-
-# A row name → the ContrastiveDistillationConfig fields of that method, in the order the rows run (the rows the
-# issue needs first lead). None: the library lacks the preset; the row is skipped with a notice.
-METHODS: dict[str, Optional[dict[str, Any]]] = {
-    "scratch": _preset("scratch"),
-    "kd": _preset("kd"),
-    "fitnets": _preset("fitnets"),
-    "dkd": _preset("dkd"),
-    "crd-reference": _preset("crd-reference", "crd"),
-    "cktf-reference": _preset("cktf-reference", "cktf"),
-    "cktf-recipe": _preset("cktf-recipe"),
-    "fitnets+cktf": _preset("fitnets+cktf"),
-    "at": _preset("at"),
-    "pkt": _preset("pkt"),
-    "rkd": _preset("rkd"),
-    "dist": _preset("dist"),
-    "cktf+kd": _preset("cktf+kd"),
-    "pkt+cktf": _preset("pkt+cktf"),
-    "rkd+cktf": _preset("rkd+cktf"),
-    "dkd+cktf": _preset("dkd+cktf"),
-}
+# A row name → the ContrastiveDistillationConfig fields of that method (the library preset of that name), in the order
+# the rows run (the rows the issue needs first lead).
+METHOD_ORDER = ["scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference", "cktf-recipe", "fitnets+cktf",
+                "at", "pkt", "rkd", "dist", "cktf+kd", "pkt+cktf", "rkd+cktf", "dkd+cktf"]
+METHODS: dict[str, dict[str, Any]] = {name: {"preset": name} for name in METHOD_ORDER}
 ALIASES = {"kd+cktf": "cktf+kd"}  # the paper's "KD + CKTF" is the cktf+kd preset
 # Target (a): the methods the recipe must beat (not CKTF itself, not the X+CKTF rows).
 OTHER_METHODS = ["scratch", "kd", "fitnets", "at", "pkt", "rkd", "dkd", "dist", "crd-reference"]
@@ -145,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="Comma-separated rows, run in this order (default: all, the ones needed first leading).")
     parser.add_argument("--students", default=",".join(common.STUDENTS),
-                        help="Comma-separated: vit-tiny, resnet-small.")
+                        help="Comma-separated: vit-tiny, resnet-small (the default), teacher-w0.5, teacher-w0.5-fresh "
+                             "(the teacher at half width, from its weights or fresh).")
     parser.add_argument("--lr_grid", help=f"Comma-separated peak learning rates tried with the first seed, chosen on "
                                           f"validation; one value = no grid (full: {FULL['lr_grid']}; quick: "
                                           f"{QUICK['lr_grid']}).")
@@ -177,30 +157,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
     args.lr_grid = [float(x) for x in common.parse_list(str(args.lr_grid))]
-    args.methods, args.skipped = resolve_methods(common.parse_list(args.methods), parser.error)
+    args.methods = resolve_methods(common.parse_list(args.methods), parser.error)
     args.students = common.parse_list(args.students)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     common.resolve_run_options(args)
     for student in args.students:
-        if student not in common.STUDENTS:
-            parser.error(f"unknown student {student!r}; choose from {common.STUDENTS}")
+        if student not in common.KNOWN_STUDENTS:
+            parser.error(f"unknown student {student!r}; choose from {common.KNOWN_STUDENTS}")
     if not args.seeds or not args.lr_grid:
         parser.error("--seeds and --lr_grid need at least one value each")
     return args
 
 
-def resolve_methods(names: list[str], error: Any) -> tuple[list[str], dict[str, str]]:
-    """The rows to run (aliases resolved, duplicates dropped, order kept) and the skipped ones with the reason."""
-    methods, skipped = [], {}
+def resolve_methods(names: list[str], error: Any) -> list[str]:
+    """The rows to run: aliases resolved, duplicates dropped, order kept."""
+    methods = []
     for name in (ALIASES.get(n.lower(), n.lower()) for n in names):
         if name not in METHODS:
             error(f"unknown method {name!r}; choose from {', '.join([*METHODS, *ALIASES])}")
-        elif METHODS[name] is None:
-            skipped[name] = (f"{name}: skipped, cktf_hf.PRESETS has no preset for it yet (add preset "
-                             f"{name!r} to run this row)")
         elif name not in methods:
             methods.append(name)
-    return methods, skipped
+    return methods
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -407,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mode": mode, "dataset": DATASET, "train_subset": len(train), "val_images": len(val),
         "test_images": len(test), "seeds": args.seeds, "grid_seed": args.seeds[0], "lr_grid": args.lr_grid,
         "methods": args.methods, "method_fields": {m: METHODS[m] for m in args.methods},
-        "skipped_methods": args.skipped, "students": args.students, "epochs": args.epochs,
+        "students": args.students, "epochs": args.epochs,
         "batch_size": args.batch_size, "optimizer": "AdamW (weight decay 0.05)",
         "schedule": "5% linear warmup, cosine decay", "nce_k": args.nce_k, "augmentation": "none",
         "selection": "epoch and learning rate on the validation split; test reported at the selected epoch and the "
@@ -426,8 +403,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{args.device}, {args.jobs} job(s) × {args.threads} thread(s)" + (f"\n  {note}" if note else ""))
     for s, n in student_params.items():
         print(f"  student {s}: {n:,} parameters ({teacher_params / n:.1f}x fewer than the teacher)")
-    for notice in args.skipped.values():
-        print(f"  NOTICE {notice}")
 
     base = dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size, nce_k=args.nce_k,
                 teacher=args.teacher, train_images=len(train), val_images=len(val), test_images=len(test),
@@ -514,7 +489,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for s, g in gap_check.items():
         text.append(f"teacher − scratch ({s}, test at the validation-selected epoch): {100 * g['gap']:+.2f} pts — "
                     f"{'OK' if g['passed'] else 'FAILED'} (needs ≥ {100 * MIN_GAP:.0f})")
-    text += list(args.skipped.values())
     target_lines = describe_targets(targets)
     markdown = "\n\n".join([
         f"# Compression benchmark ({mode})",

@@ -30,7 +30,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-from cktf_hf.demo import student_config
+from cktf_hf.demo import load_or_build_student, student_config
 from cktf_hf.transforms import ImageClassificationTransform
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,12 @@ TEACHER_COMMAND = (
 )
 # A small same-family student for a ResNet teacher (≈0.2M parameters at 28 px, 3 stages of one basic block).
 RESNET_SMALL = dict(embedding_size=24, hidden_sizes=[32, 64, 96], depths=[1, 1, 1], layer_type="basic")
-STUDENTS = ("vit-tiny", "resnet-small")
+# The teacher at half width (about a quarter of its parameters), started from its weights by weight selection or fresh:
+# the pair measures whether teacher initialisation helps (issue 15).
+SHRUNK_TEACHERS = {"teacher-w0.5": "teacher:depth=1,width=0.5",
+                   "teacher-w0.5-fresh": "teacher:depth=1,width=0.5,init=fresh"}
+STUDENTS = ("vit-tiny", "resnet-small")  # the compression benchmark's default pair
+KNOWN_STUDENTS = (*STUDENTS, *SHRUNK_TEACHERS)
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -129,8 +134,11 @@ def encode(dataset: datasets.Dataset, processor: Any, keep_labels: bool = True,
 
 
 def build_student(name: str, teacher_config: PretrainedConfig, image_size: int, seed: int) -> torch.nn.Module:
-    """A fresh student with the teacher's labels: ``vit-tiny`` (and the other named ViT sizes) or ``resnet-small``."""
+    """A student with the teacher's labels: ``vit-tiny`` (and the other named ViT sizes) or ``resnet-small``, fresh, or a
+    half-width teacher (:data:`SHRUNK_TEACHERS`)."""
     torch.manual_seed(seed)
+    if name in SHRUNK_TEACHERS:
+        return load_or_build_student(SHRUNK_TEACHERS[name], teacher_config, image_size)
     if name == "resnet-small":
         config = ResNetConfig(**RESNET_SMALL, num_channels=getattr(teacher_config, "num_channels", 3),
                               num_labels=teacher_config.num_labels, id2label=dict(teacher_config.id2label),

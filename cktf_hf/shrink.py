@@ -2,8 +2,10 @@
 
 ``shrink_teacher(teacher, depth=0.5)`` keeps evenly spaced layers of the teacher (every other one at 0.5, the first
 always kept, as DistilBERT did) and copies their weights, with the embeddings, the final norm and the classifier, so
-the student starts where the teacher is. Supported: ViT and DeiT (``num_hidden_layers``), ResNet and ConvNeXt (each
-stage's ``depths``).
+the student starts where the teacher is. A narrower student (``width < 1``) takes evenly spaced entries of each
+teacher weight along every dimension ("weight selection", Xu et al., *Initializing Models with Larger Ones*, ICLR 2024);
+``init="fresh"`` gives the config's own random initialisation instead. Supported: ViT and DeiT
+(``num_hidden_layers``), ResNet and ConvNeXt (each stage's ``depths``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import copy
 import re
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-__all__ = ["SHRINKABLE_MODEL_TYPES", "kept_layers", "shrink_teacher"]
+__all__ = ["SHRINKABLE_MODEL_TYPES", "STUDENT_INITS", "kept_layers", "select_weights", "shrink_teacher"]
 
 SHRINKABLE_MODEL_TYPES = ("vit", "deit", "resnet", "convnext")
+STUDENT_INITS = ("teacher", "fresh")
 _CNN_WIDTH_MULTIPLE = 8  # narrowed CNN channels stay multiples of 8 (ResNet bottlenecks divide them by 4)
 
 
@@ -27,19 +31,20 @@ def kept_layers(n: int, depth: float) -> list[int]:
     return [i * n // k for i in range(k)]
 
 
-def shrink_teacher(teacher: PreTrainedModel, depth: float = 0.5, width: float = 1.0) -> PreTrainedModel:
+def shrink_teacher(teacher: PreTrainedModel, depth: float = 0.5, width: float = 1.0,
+                   init: str = "teacher") -> PreTrainedModel:
     """A student of the teacher's class and label space with a fraction ``depth`` of its layers (per stage for
-    ResNet / ConvNeXt, at least one each) and a fraction ``width`` of its hidden sizes.
+    ResNet / ConvNeXt, at least one each) and a fraction ``width`` of its hidden sizes (rounded to a multiple of the
+    attention heads for ViT / DeiT, of 8 for ResNet / ConvNeXt).
 
-    At ``width=1`` the student is initialised from the teacher: the kept layers (see :func:`kept_layers`) take the
-    weights of the teacher's layers they stand for, everything else (patch / stem embeddings, downsampling, final norm,
-    classifier) is copied as is. Narrowing (``width < 1``) changes every weight's shape, so nothing can be copied: the
-    student is then initialised fresh (the config's own initialisation), with hidden sizes rounded to a multiple of
-    the attention heads (ViT / DeiT) or of 8 (ResNet / ConvNeXt). The student is returned in training mode, in
-    float32, with gradients on, whatever the teacher's dtype and mode.
+    With ``init="teacher"`` (the default) the student starts from the teacher's weights: the kept layers (see
+    :func:`kept_layers`) take the weights of the teacher's layers they stand for, everything else (patch / stem
+    embeddings, downsampling, final norm, classifier) by name; at ``width < 1`` each weight is cut down to the
+    student's shape by :func:`select_weights`. ``init="fresh"`` keeps the config's own random initialisation. The
+    student is returned in training mode, in float32, with gradients on, whatever the teacher's dtype and mode.
 
-    Raises ``ValueError`` for an architecture other than ViT, DeiT, ResNet or ConvNeXt, or for ``depth`` / ``width``
-    outside (0, 1].
+    Raises ``ValueError`` for an architecture other than ViT, DeiT, ResNet or ConvNeXt, for ``depth`` / ``width``
+    outside (0, 1], or for an ``init`` not in :data:`STUDENT_INITS`.
     """
     model_type = getattr(teacher.config, "model_type", None)
     if model_type not in SHRINKABLE_MODEL_TYPES:
@@ -51,6 +56,8 @@ def shrink_teacher(teacher: PreTrainedModel, depth: float = 0.5, width: float = 
     for name, value in (("depth", depth), ("width", width)):
         if not 0 < value <= 1:
             raise ValueError(f"{name} must be in (0, 1], got {value}.")
+    if init not in STUDENT_INITS:
+        raise ValueError(f"init must be one of {STUDENT_INITS}, got {init!r}.")
     config = copy.deepcopy(teacher.config)
     if model_type in ("vit", "deit"):
         kept = [kept_layers(config.num_hidden_layers, depth)]
@@ -68,12 +75,25 @@ def shrink_teacher(teacher: PreTrainedModel, depth: float = 0.5, width: float = 
             config.hidden_sizes = [_narrow(h, width) for h in config.hidden_sizes]
             if model_type == "resnet":
                 config.embedding_size = _narrow(config.embedding_size, width)
-    if width < 1:
+    if init == "fresh":
         config._name_or_path = ""  # nothing of the teacher's weights: not "fine-tuned from" it
     student = type(teacher)(config).float().train()
-    if width == 1:
+    if init == "teacher":
         student.load_state_dict(_teacher_weights(teacher, student, dict(zip(lists, kept))), strict=True)
     return student
+
+
+def select_weights(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``weight`` cut down to ``shape`` by keeping evenly spaced indices along every dimension (the first and the
+    last included), the same indices for every tensor of a given size, so that channels stay aligned across layers.
+    """
+    if weight.dim() != len(shape) or any(s > w for s, w in zip(shape, weight.shape)):
+        raise ValueError(f"Cannot select a {tuple(shape)} weight out of a {tuple(weight.shape)} one.")
+    for dim, (size, full) in enumerate(zip(shape, weight.shape)):
+        if size < full:
+            index = torch.linspace(0, full - 1, size).round().long()
+            weight = weight.index_select(dim, index)
+    return weight
 
 
 def _narrow(size: int, width: float) -> int:
@@ -94,16 +114,17 @@ def _layer_lists(teacher: nn.Module, model_type: str, count: int) -> list[str]:
 
 
 def _teacher_weights(teacher: nn.Module, student: nn.Module, kept: dict[str, list[int]]) -> dict:
-    """The student's state dict filled from the teacher's: kept layers renumbered, everything else by name."""
-    source = teacher.state_dict()
+    """The student's state dict filled from the teacher's: kept layers renumbered, everything else by name, each
+    weight cut down to the student's shape."""
+    source, target = teacher.state_dict(), student.state_dict()
     patterns = [(re.compile(rf"^{re.escape(name)}\.(\d+)\.(.*)$"), name, indices) for name, indices in kept.items()]
     weights = {}
-    for key in student.state_dict():
+    for key in target:
         teacher_key = key
         for pattern, name, indices in patterns:
             match = pattern.match(key)
             if match:
                 teacher_key = f"{name}.{indices[int(match.group(1))]}.{match.group(2)}"
                 break
-        weights[key] = source[teacher_key]
+        weights[key] = select_weights(source[teacher_key], target[key].shape)
     return weights

@@ -17,6 +17,8 @@ import sys
 import pytest
 import torch
 
+from cktf_hf import PRESETS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -320,19 +322,15 @@ def test_target_c_counts_x_plus_cktf_wins():
     assert accuracy.target_combined(base + wins2[:2], ["vit-tiny"])["met"] is None  # 2 of 4 measured, both won
 
 
-def test_method_rows_resolve_presets_and_skip_a_missing_recipe(monkeypatch):
+def test_method_rows_are_library_presets_and_resolve_aliases():
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
-    assert accuracy._preset("cktf-reference-missing", "cktf") == {"preset": "cktf"}
-    assert accuracy._preset("no-such-preset") is None
-    monkeypatch.setitem(accuracy.METHODS, "cktf-recipe", None)
+    assert all(fields["preset"] in PRESETS for fields in accuracy.METHODS.values())
 
     def error(message):
         raise SystemExit(message)
 
-    methods, skipped = accuracy.resolve_methods(["KD", "cktf-recipe", "kd+cktf", "cktf+kd"], error)
-    assert methods == ["kd", "cktf+kd"] and "add preset 'cktf-recipe'" in skipped["cktf-recipe"]
-    monkeypatch.setitem(accuracy.METHODS, "cktf-recipe", {"preset": "cktf"})
-    assert accuracy.resolve_methods(["cktf-recipe"], error) == (["cktf-recipe"], {})
+    assert accuracy.resolve_methods(["KD", "cktf-recipe", "kd+cktf", "cktf+kd"], error) == ["kd", "cktf-recipe",
+                                                                                          "cktf+kd"]
     with pytest.raises(SystemExit, match="unknown method 'crd'"):
         accuracy.resolve_methods(["crd"], error)
     assert list(accuracy.METHODS)[:8] == ["scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference",

@@ -88,14 +88,8 @@ def _run_calls(mode: str, positive: str, warm_start: str, batches: list[torch.Te
         s_ref, t_ref = v_s.double().requires_grad_(), v_t.double().requires_grad_()
         expected = _naive(memory_s, memory_t, s_ref, t_ref, index, negatives, valid, current,
                           module.z_student.item(), module.z_teacher.item())
-        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-        loss.backward()
-        expected.backward()
-        torch.testing.assert_close(s_leaf.grad.double(), s_ref.grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(t_leaf.grad.double(), t_ref.grad, rtol=1e-4, atol=1e-6)
-        module.flush()
-        for memory, v in ((memory_s, v_s), (memory_t, v_t)):
-            memory[index] = F.normalize(memory[index] * 0.5 + v.double() * 0.5, dim=1)
+        tiny.assert_bank_step_matches(loss, expected, (s_leaf, t_leaf), (s_ref, t_ref), module.flush,
+                                      (memory_s, memory_t), (v_s, v_t), index)
         written[index] = True
         if skip:
             assert torch.equal(module.filled, written)

@@ -63,14 +63,8 @@ def test_shared_loss_matches_naive_nce_over_three_calls(masked):
         s_ref, t_ref = v_s.double().requires_grad_(), v_t.double().requires_grad_()
         expected = _naive_shared(memory_s, memory_t, s_ref, t_ref, index, negatives, mask,
                                  module.z_student.item(), module.z_teacher.item(), num_samples, tau)
-        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-        loss.backward()
-        expected.backward()
-        torch.testing.assert_close(s_leaf.grad.double(), s_ref.grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(t_leaf.grad.double(), t_ref.grad, rtol=1e-4, atol=1e-6)
-        module.flush()
-        for memory, v in ((memory_s, v_s), (memory_t, v_t)):  # the same momentum update as the reference mode
-            memory[index] = F.normalize(memory[index] * 0.5 + v.double() * 0.5, dim=1)
+        tiny.assert_bank_step_matches(loss, expected, (s_leaf, t_leaf), (s_ref, t_ref), module.flush,
+                                      (memory_s, memory_t), (v_s, v_t), index)
         torch.testing.assert_close(module.memory_student.double(), memory_s, rtol=0, atol=1e-6)
         torch.testing.assert_close(module.memory_teacher.double(), memory_t, rtol=0, atol=1e-6)
 

@@ -20,6 +20,7 @@ from transformers import (
 
 import tiny
 from cktf_hf import shrink_teacher
+from cktf_hf.shrink import select_weights
 from cktf_hf.demo import STUDENT_SIZES, load_or_build_student, student_config
 from cktf_hf.shrink import kept_layers
 
@@ -109,16 +110,43 @@ def test_a_copy_at_full_depth_computes_what_the_teacher_does():
         assert torch.equal(student(pixel_values=_pixels()).logits, teacher(pixel_values=_pixels()).logits)
 
 
-def test_width_shrinks_fresh_and_the_dtype_is_float32():
+def test_width_shrinks_and_the_dtype_is_float32():
     teacher = tiny.vit(64, 4).to(torch.bfloat16)
     teacher.requires_grad_(False)
     student = shrink_teacher(teacher, depth=0.5, width=0.5)
     assert student.config.hidden_size == 32 and student.config.intermediate_size == 64
-    assert student.config.num_hidden_layers == 2 and student.config._name_or_path == ""
+    assert student.config.num_hidden_layers == 2 and student.config._name_or_path == teacher.config._name_or_path
     assert next(student.parameters()).dtype == torch.float32 and all(p.requires_grad for p in student.parameters())
     assert student(pixel_values=_pixels()).logits.shape == (2, 10)
     narrow = shrink_teacher(_resnet(), width=0.5)
     assert narrow.config.hidden_sizes == [8, 8] and narrow.config.embedding_size == 8
+
+
+def test_a_narrow_student_selects_evenly_spaced_teacher_weights():
+    teacher = _resnet()
+    student = shrink_teacher(teacher, depth=1.0, width=0.5)
+    source = teacher.state_dict()
+    for key, value in student.state_dict().items():
+        expected = source[key]
+        for dim, size in enumerate(value.shape):
+            if size < expected.shape[dim]:  # e.g. 16 channels → 8: indices 0, 2, 4, ... , 15 (first and last kept)
+                index = torch.linspace(0, expected.shape[dim] - 1, size).round().long()
+                assert index[0] == 0 and index[-1] == expected.shape[dim] - 1
+                expected = expected.index_select(dim, index)
+        assert torch.equal(value, expected.float()), key
+    assert select_weights(torch.arange(10.0), torch.Size([4])).tolist() == [0.0, 3.0, 6.0, 9.0]
+    with pytest.raises(ValueError, match=r"Cannot select a \(4, 2\) weight out of a \(3, 3\) one"):
+        select_weights(torch.zeros(3, 3), torch.Size([4, 2]))
+
+
+def test_fresh_init_keeps_nothing_of_the_teacher():
+    teacher = tiny.vit(64, 4)
+    fresh = shrink_teacher(teacher, depth=0.5, init="fresh")
+    assert fresh.config._name_or_path == ""
+    assert not torch.equal(fresh.state_dict()["vit.embeddings.patch_embeddings.projection.weight"],
+                           teacher.state_dict()["vit.embeddings.patch_embeddings.projection.weight"])
+    with pytest.raises(ValueError, match=r"init must be one of \('teacher', 'fresh'\), got 'random'"):
+        shrink_teacher(teacher, init="random")
 
 
 def test_unsupported_architecture_and_bad_fractions_are_refused():
@@ -146,6 +174,16 @@ def test_named_students_have_unmistakable_names_and_the_old_ones_warn():
         assert load_or_build_student("vit-nano", config, 16).config.num_hidden_layers == 3
 
 
+def test_a_named_student_takes_its_patch_size():
+    config = tiny.vit().config  # 16 px, patch 4
+    student = load_or_build_student("cktf-vit-nano:patch=8", config, 16)
+    assert student.config.patch_size == 8 and student.vit.embeddings.patch_embeddings.num_patches == 4
+    assert student_config("cktf-vit-nano", config, 16).patch_size == 4
+    for bad in ("cktf-vit-nano:patch=5", "cktf-vit-nano:patch=0", "cktf-vit-nano:size=8", "cktf-vit-nano:patch"):
+        with pytest.raises(ValueError, match=r"write cktf-vit-nano:patch=N with N a divisor of the image size \(16 px\)"):
+            student_config(bad, config, 16)
+
+
 def test_load_or_build_student_from_the_teacher(tmp_path):
     teacher = tiny.vit(32, 4)
     teacher.save_pretrained(tmp_path)
@@ -155,5 +193,9 @@ def test_load_or_build_student_from_the_teacher(tmp_path):
     assert torch.equal(student.classifier.weight, teacher.classifier.weight)
     assert load_or_build_student("teacher", config, teacher=teacher).config.num_hidden_layers == 2  # depth 0.5
     assert load_or_build_student("teacher:depth=1,width=0.5", config, teacher=teacher).config.hidden_size == 16
-    with pytest.raises(ValueError, match="teacher:depth=0.5,width=1.0"):
+    fresh = load_or_build_student("teacher:depth=1, init=fresh", config, teacher=teacher)
+    assert fresh.config._name_or_path == "" and not torch.equal(fresh.classifier.weight, teacher.classifier.weight)
+    with pytest.raises(ValueError, match="teacher:depth=0.5,width=1.0,init=teacher"):
         load_or_build_student("teacher:layers=2", config, teacher=teacher)
+    with pytest.raises(ValueError, match=r"init in --student 'teacher:init=zeros' must be one of"):
+        load_or_build_student("teacher:init=zeros", config, teacher=teacher)

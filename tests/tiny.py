@@ -52,3 +52,20 @@ def digits(split: str = "train", limit: int | None = None) -> Dataset:
     if limit is not None:
         pixel_values, labels = pixel_values[:limit], labels[:limit]
     return Dataset.from_dict({"pixel_values": pixel_values, "labels": labels}).with_format("torch")
+
+
+def assert_bank_step_matches(loss, expected, leaves, references, flush, memories, values, index) -> None:
+    """One bank-NCE step against its naive float64 formulation: the loss, the gradients of both sides' embeddings
+    (``leaves`` against ``references``); then the module's bank write (``flush``), and the naive banks (``memories``,
+    updated in place) take the reference momentum update (0.5) with the step's ``values`` at ``index``."""
+    import pytest
+    import torch.nn.functional as F
+
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    expected.backward()
+    for leaf, reference in zip(leaves, references):
+        torch.testing.assert_close(leaf.grad.double(), reference.grad, rtol=1e-4, atol=1e-6)
+    flush()
+    for memory, v in zip(memories, values):
+        memory[index] = F.normalize(memory[index] * 0.5 + v.double() * 0.5, dim=1)

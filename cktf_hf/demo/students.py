@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel, ViTConfig
 
-from ..shrink import shrink_teacher
+from ..shrink import STUDENT_INITS, shrink_teacher
 
 # hidden size, layers, attention heads, MLP size
 STUDENT_SIZES: dict[str, tuple[int, int, int, int]] = {
@@ -42,8 +42,10 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
     """A ViT config of a named size with the teacher's labels, channels, image size and (for ViT teachers) patch size.
 
     For a CNN teacher the image size comes from ``image_size`` (the image processor's) and the patch size is 4 up to
-    64 px, 16 above.
+    64 px, 16 above. ``size`` may set the patch size itself: ``"cktf-vit-tiny:patch=7"`` (fewer, larger patches make a
+    faster student).
     """
+    size, _, options = size.partition(":")
     size = resolve_student_name(size)
     if size not in STUDENT_SIZES:
         raise ValueError(f"Unknown student size {size!r}; choose one of {sorted(STUDENT_SIZES)}, or a Hub id / folder.")
@@ -51,7 +53,7 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
     size_px = image_size or getattr(teacher_config, "image_size", None)
     if not isinstance(size_px, int):
         raise ValueError("Cannot tell the image size from the teacher's config: pass image_size.")
-    patch = getattr(teacher_config, "patch_size", None)
+    patch = _patch_option(options, size, size_px) if options else getattr(teacher_config, "patch_size", None)
     if not isinstance(patch, int) or size_px % patch:
         patch = 4 if size_px <= 64 else 16
     return ViTConfig(
@@ -62,18 +64,34 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
     )
 
 
-def parse_teacher_student(spec: str) -> dict[str, float]:
-    """``"teacher"`` → ``{}``; ``"teacher:depth=0.5,width=0.75"`` → ``{"depth": 0.5, "width": 0.75}``."""
+def _patch_option(options: str, size: str, size_px: int) -> int:
+    """The ``patch=N`` of a named student's options, a divisor of the image size."""
+    key, sep, value = (part.strip() for part in options.partition("="))
+    if key != "patch" or not sep or not value.isdigit() or not 0 < int(value) <= size_px or size_px % int(value):
+        raise ValueError(f"Cannot read {options!r} in student {size}:{options}: write {size}:patch=N with N a "
+                         f"divisor of the image size ({size_px} px).")
+    return int(value)
+
+
+def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
+    """``"teacher"`` → ``{}``; ``"teacher:depth=0.5,width=0.75,init=fresh"`` → ``{"depth": 0.5, "width": 0.75,
+    "init": "fresh"}`` (the keyword arguments of :func:`cktf_hf.shrink_teacher`)."""
     _, _, options = spec.partition(":")
-    shrink: dict[str, float] = {}
+    shrink: dict[str, Union[float, str]] = {}
     for item in filter(None, (part.strip() for part in options.split(","))):
-        key, sep, value = item.partition("=")
-        if key.strip() not in ("depth", "width") or not sep:
-            raise ValueError(f"Cannot read {item!r} in --student {spec!r}: write teacher:depth=0.5,width=1.0.")
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if key not in ("depth", "width", "init") or not sep:
+            raise ValueError(f"Cannot read {item!r} in --student {spec!r}: write teacher:depth=0.5,width=1.0,"
+                             "init=teacher.")
+        if key == "init":
+            if value not in STUDENT_INITS:
+                raise ValueError(f"init in --student {spec!r} must be one of {STUDENT_INITS}, got {value!r}.")
+            shrink[key] = value
+            continue
         try:
-            shrink[key.strip()] = float(value)
+            shrink[key] = float(value)
         except ValueError:
-            raise ValueError(f"{key.strip()} in --student {spec!r} must be a number, got {value!r}.") from None
+            raise ValueError(f"{key} in --student {spec!r} must be a number, got {value!r}.") from None
     return shrink
 
 
@@ -81,14 +99,14 @@ def load_or_build_student(
     student: str, teacher_config: PretrainedConfig, image_size: Optional[int] = None,
     teacher: Optional[Union[PreTrainedModel, str]] = None, trust_remote_code: bool = False,
 ) -> PreTrainedModel:
-    """A named size (``cktf-vit-tiny``, ...) built fresh; ``teacher[:depth=..,width=..]``, the teacher shrunk by
+    """A named size (``cktf-vit-tiny``, ``cktf-vit-tiny:patch=7``, ...) built fresh; ``teacher[:depth=..,width=..]``, the teacher shrunk by
     :func:`cktf_hf.shrink_teacher` (depth 0.5 by default); or a Hub id / folder loaded with the teacher's label space.
 
     For ``teacher:...`` the teacher is ``teacher`` (a model, or a Hub id / folder), else loaded from
     ``teacher_config``'s own name and commit. ``trust_remote_code`` is passed to every ``from_pretrained``.
     """
     student = resolve_student_name(student)
-    if student in STUDENT_SIZES:
+    if student.partition(":")[0] in STUDENT_SIZES or student.partition(":")[0] in DEPRECATED_STUDENT_NAMES:
         return AutoModelForImageClassification.from_config(student_config(student, teacher_config, image_size))
     if student == TEACHER_STUDENT or student.startswith(TEACHER_STUDENT + ":"):
         options = parse_teacher_student(student)
