@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from typing import Any, Callable, Sequence
 
 import datasets
@@ -149,12 +150,18 @@ class TeacherCache:
         reader: FeatureReader,
     ) -> "TeacherCache":
         """Load ``<directory>/<key>``, or write it first by running ``run_teacher`` over ``batches()`` (batches with
-        ``pixel_values`` and ``index``, in dataset order)."""
+        ``pixel_values`` and ``index``, in dataset order). The file is written under a name of this process's own and
+        renamed into place when complete, so runs that build the same cache at once each finish with a whole file."""
         path = os.path.join(directory, key, FILE_NAME)
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write(path + ".tmp", run_teacher, batches(), reader.raw(), _raw_pairs(reader))
-            os.replace(path + ".tmp", path)
+            temporary = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                _write(temporary, run_teacher, batches(), reader.raw(), _raw_pairs(reader))
+                os.replace(temporary, path)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
         try:
             table = datasets.Dataset.from_file(path)
         except (pa.ArrowException, OSError) as error:
@@ -247,6 +254,8 @@ def _write(path: str, run_teacher: Callable, batches: Any, reader: FeatureReader
             writer.write_batch(columns)
     writer.finalize()
     writer.close()
+
+
 def _features(columns: dict[str, Any]) -> datasets.Features:
     kinds = {2: datasets.Array2D, 3: datasets.Array3D, 4: datasets.Array4D}
     features = {}

@@ -57,6 +57,27 @@ def test_changed_teacher_invalidates_the_cache(tmp_path):
     assert len(os.listdir(cache)) == 3  # another pairing
 
 
+def test_two_runs_building_one_cache_at_once_both_succeed(tmp_path):
+    """A second run (as another process would) builds the same cache while the first is half-way through writing it:
+    each writes its own temporary file and renames it into place, so neither loses its file to the other."""
+    cache, teacher, second = str(tmp_path / "cache"), tiny.vit(64, 4), []
+
+    def temporary_files() -> list[str]:
+        return [name for _, _, files in os.walk(cache) for name in files if name.endswith(".tmp")]
+
+    def second_run_meanwhile(*_):
+        if not second and temporary_files():  # the first run's file is being written
+            second.append(1)
+            with torch.enable_grad():  # the first run's cache writing runs the teacher under no_grad
+                run(tmp_path / "second", cache, teacher=tiny.vit(64, 4), steps=1)
+
+    teacher.register_forward_hook(second_run_meanwhile)
+    run(tmp_path, cache, teacher=teacher, steps=1)
+    assert second and temporary_files() == []
+    _, cached = run(tmp_path / "third", cache, steps=2)  # the cache both wrote is whole and right
+    assert cached == run(tmp_path / "uncached", None, steps=2)[1]
+
+
 def test_random_augmentation_is_refused(tmp_path):
     from transformers import ViTImageProcessor
     from datasets import Dataset
