@@ -1,8 +1,8 @@
 """Distil an image classifier into a small student with CKTF.
 
 With no arguments it runs the offline demo: the Fashion-MNIST ResNet teacher shipped in
-``examples/teachers/fashion-mnist-resnet`` → a ``cktf-vit-tiny`` student on the real Fashion-MNIST, evaluated on the
-full 10,000-image test split, written to ``outputs/distill_vit``. The script's defaults ARE the demo's (``--help``
+``examples/teachers/fashion-mnist-resnet`` → a ``cktf-vit-tiny`` student with 7-px patches on the real Fashion-MNIST,
+evaluated on the full 10,000-image test split, written to ``outputs/distill_vit``. The script's defaults ARE the demo's (``--help``
 shows them): a ``--teacher`` of your own keeps them (in-batch negatives, 4 epochs, ...) unless you override them, on
 the command line or in a recipe file. ``examples/recipes/`` holds the demo's and the benchmark's recipes.
 
@@ -106,9 +106,10 @@ class DataArguments:
 
 @dataclass
 class StudentArguments:
-    student: str = field(default="cktf-vit-tiny", metadata={
-        "help": "A named size (cktf-vit-nano, cktf-vit-tiny, cktf-vit-small, cktf-vit-base), teacher:depth=0.5 (the "
-                "teacher shrunk, initialised from its weights), a Hub id or a folder."})
+    student: str = field(default="cktf-vit-tiny:patch=7", metadata={
+        "help": "A named size (cktf-vit-nano, cktf-vit-tiny, cktf-vit-small, cktf-vit-base; :patch=N sets its patch "
+                "size), teacher:depth=0.5,width=1.0 (the teacher shrunk, initialised from its weights), a Hub id or a "
+                "folder."})
 
 
 @dataclass
