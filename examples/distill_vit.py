@@ -58,7 +58,8 @@ from transformers.utils import logging
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.attachment import is_objective_key
 from cktf_hf.checkpointing import last_complete_checkpoint
-from cktf_hf.demo import DEFAULT_TEACHER, load_image_dataset, load_image_folders, load_or_build_student
+from cktf_hf.demo import (BUILTIN_DATASET_CARD_NAMES, DEFAULT_TEACHER, load_image_dataset, load_image_folders,
+                          load_or_build_student)
 from cktf_hf.run_guard import TrainingInterrupted
 from cktf_hf.transforms import ImageClassificationTransform
 
@@ -324,9 +325,10 @@ def _classes(split: datasets.Dataset) -> str:
 
 
 def _dataset_label(data: DataArguments) -> str:
+    """The dataset as the model card names it: a folder's name, a built-in's Hub id (or description), a Hub id."""
     if data.train_dir or data.validation_dir:
         return os.path.basename(os.path.normpath(data.train_dir or data.validation_dir))
-    return data.dataset_name
+    return BUILTIN_DATASET_CARD_NAMES.get(data.dataset_name, data.dataset_name)
 
 
 def startup_summary(trainer: ContrastiveDistillationTrainer, student_name: str, data: DataArguments,

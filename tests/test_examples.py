@@ -263,3 +263,19 @@ def test_trust_remote_code_reaches_every_loader(workspace, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert "teacher     " + str(remote) + ": RemoteResNetForImageClassification" in result.stdout
     assert "student     " + str(remote) + ": RemoteResNetForImageClassification" in result.stdout
+
+
+def test_the_card_names_a_builtin_dataset_by_its_hub_id_or_in_words():
+    import importlib.util
+
+    from cktf_hf.model_card import _is_hub_name
+
+    spec = importlib.util.spec_from_file_location("distill_vit_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # dataclasses look their module up
+    spec.loader.exec_module(script)
+    label = lambda **kw: script._dataset_label(script.DataArguments(**kw))  # noqa: E731
+    assert label(dataset_name="fashion_mnist") == "zalando-datasets/fashion_mnist"
+    assert not _is_hub_name(label(dataset_name="mnist"))  # a 5,000-image subset is not the Hub's `mnist`
+    assert label(dataset_name="uoft-cs/cifar10") == "uoft-cs/cifar10"
+    assert label(train_dir="/data/my_images/") == "my_images"

