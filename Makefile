@@ -31,7 +31,7 @@ $(FASHION_MNIST):
 
 # The Fashion-MNIST files too: the tests that read the real data would be skipped without them.
 test: $(VENV)/.installed-test $(FASHION_MNIST)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15  # the slowest tests, to keep the suite near 10 minutes
 
 demo: $(VENV)/.installed $(FASHION_MNIST)
 	HF_HUB_OFFLINE=1 $(PY) examples/distill_vit.py
