@@ -15,7 +15,7 @@ from .features import STAGE_POOLING, TOKEN_POOLING
 from .hub import TokensNeverPickled, check_repo_id
 from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
-from .objectives.contrastive import BANK_DTYPES, BANK_WARM_STARTS, POSITIVES
+from .objectives.contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
 
@@ -68,6 +68,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             `none` (the reference) or `skip_unwritten` (bank rows never written are left out of the negatives and an
             unwritten own row gives the current-embedding positive, so no score reads initialisation noise).
             Overrides the preset.
+        bank_loss (`str`, *optional*):
+            The memory-bank loss: `nce` (CRD's binary NCE with a fixed normaliser, the reference) or `infonce` (MoCo's
+            softmax cross-entropy of the positive against the K negatives). Overrides the preset.
         contrastive_warmup (`float`, *optional*):
             Fraction of training in [0, 1) over which β and θ rise linearly from 0 (0 = none). Overrides the preset.
         stage_pooling (`str`, *optional*, defaults to `"global"`):
@@ -126,6 +129,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     bank_warm_start: Optional[str] = field(
         default=None, metadata={"help": f"Bank warm start: one of {BANK_WARM_STARTS}."}
     )
+    bank_loss: Optional[str] = field(default=None, metadata={"help": f"Memory-bank loss: one of {BANK_LOSSES}."})
     contrastive_warmup: Optional[float] = field(
         default=None, metadata={"help": "Fraction of training over which β and θ rise linearly from 0."}
     )
@@ -206,6 +210,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             classic=parse_classic_objectives(self.classic_objectives) if self.classic_objectives else None,
             positive=self.positive,
             bank_warm_start=self.bank_warm_start,
+            bank_loss=self.bank_loss,
             contrastive_warmup=self.contrastive_warmup,
         )
 

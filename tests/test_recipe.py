@@ -177,6 +177,52 @@ def test_contrastive_warmup_scales_beta_and_theta_linearly(progress, factor):
         objective(student, teacher, labels)
 
 
+def _naive_infonce(memory_s, memory_t, v_s, v_t, index, negatives, valid, current):
+    """MoCo's loss written out per anchor in float64: −log softmax of the positive among it and the valid negatives."""
+    total = 0.0
+    for anchors, other, memory in ((v_s, v_t, memory_t), (v_t, v_s, memory_s)):
+        for b in range(anchors.shape[0]):
+            positive = other[b].detach() if current[b] else memory[index[b]]
+            logits = [positive @ anchors[b] / TAU] + [memory[negatives[b][j]] @ anchors[b] / TAU
+                                                      for j in range(K) if valid[b][j]]
+            total = total - torch.log_softmax(torch.stack(logits), 0)[0]
+    return total / v_s.shape[0]
+
+
+@pytest.mark.parametrize("mode", ["per_sample", "shared"])
+@pytest.mark.parametrize("positive, warm_start", [("bank", "none"), ("current", "skip_unwritten")])
+def test_bank_infonce_matches_the_naive_softmax(mode, positive, warm_start):
+    torch.manual_seed(0)
+    module = MemoryBankNCELoss(N, feat_dim=DIM, nce_k=K, temperature=TAU, positive=positive,
+                               bank_warm_start=warm_start, loss="infonce")
+    memory_s, memory_t = module.memory_student.double().clone(), module.memory_teacher.double().clone()
+    g = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 3, (N,), generator=g)
+    written = torch.zeros(N, dtype=torch.bool)
+    for index in BATCHES:
+        v_s = F.normalize(torch.randn(len(index), DIM, generator=g), dim=1)
+        v_t = F.normalize(torch.randn(len(index), DIM, generator=g), dim=1)
+        if mode == "shared":
+            shared = torch.randint(0, N, (K,), generator=g)
+            class_ok = labels[shared][None, :] != labels[index][:, None]
+            negatives, args = shared.expand(len(index), K), (index, shared, class_ok)
+        else:
+            negatives = torch.randint(0, N, (len(index), K), generator=g)
+            class_ok = torch.ones(len(index), K, dtype=torch.bool)
+            args = (index, torch.cat([index[:, None], negatives], 1))
+        skip = warm_start == "skip_unwritten"
+        valid = class_ok & written[negatives] if skip else class_ok
+        current = torch.full((len(index),), positive == "current")
+        s_leaf, t_leaf = v_s.clone().requires_grad_(), v_t.clone().requires_grad_()
+        loss = module(s_leaf, t_leaf, *args)
+        s_ref, t_ref = v_s.double().requires_grad_(), v_t.double().requires_grad_()
+        expected = _naive_infonce(memory_s, memory_t, s_ref, t_ref, index, negatives, valid, current)
+        tiny.assert_bank_step_matches(loss, expected, (s_leaf, t_leaf), (s_ref, t_ref), module.flush,
+                                      (memory_s, memory_t), (v_s, v_t), index)
+        written[index] = True
+    assert module.z_student.item() == -1  # no normaliser in InfoNCE
+
+
 def test_settings_and_config_validate_and_override_the_options(tmp_path):
     with pytest.raises(ValueError, match="contrastive_warmup is a fraction"):
         ObjectiveSettings(contrastive_warmup=1.0)
@@ -188,10 +234,15 @@ def test_settings_and_config_validate_and_override_the_options(tmp_path):
         ContrastiveDistillationConfig(output_dir=str(tmp_path), stage_pooling="fixed_window", grid_size=2)
     with pytest.raises(ValueError, match="pool_window must be a positive integer"):
         ContrastiveDistillationConfig(output_dir=str(tmp_path), stage_pooling="fixed_window", pool_window=0)
+    with pytest.raises(ValueError, match=r"bank_loss must be one of \('nce', 'infonce'\), got 'softmax'"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), bank_loss="softmax")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        MemoryBankNCELoss(N, loss="moco")
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe", positive="bank",
-                                         contrastive_warmup=0.0)
+                                         contrastive_warmup=0.0, bank_loss="infonce")
     settings = args.objective_settings
     assert (settings.positive, settings.bank_warm_start, settings.contrastive_warmup) == ("bank", "skip_unwritten", 0)
+    assert settings.bank_loss == "infonce" and get_preset("cktf-recipe").bank_loss == "nce"
 
 
 def test_reference_presets_hold_the_reference_values():

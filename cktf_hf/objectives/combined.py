@@ -128,7 +128,8 @@ class CKTFObjective(nn.Module):
             self.teacher_projectors[name] = Projector(pair.teacher_dim, feat_dim, projector)
             self.contrastive[name] = (
                 MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype,
-                                  positive=settings.positive, bank_warm_start=settings.bank_warm_start)
+                                  positive=settings.positive, bank_warm_start=settings.bank_warm_start,
+                                  loss=settings.bank_loss)
                 if negatives == "memory_bank"
                 else InBatchInfoNCELoss(settings.temperature)
             )

@@ -162,6 +162,15 @@ def _shared_scores_exp(anchors: torch.Tensor, positives: torch.Tensor, negatives
 BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 POSITIVES = ("bank", "current")
 BANK_WARM_STARTS = ("none", "skip_unwritten")
+BANK_LOSSES = ("nce", "infonce")
+
+
+def bank_infonce(logits: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """MoCo's loss over bank negatives: ``mean_b(logsumexp_k logits[b] − logits[b, 0])`` with column 0 the positive
+    and ``valid`` ``[B, K]`` (True = a negative that counts) masking the other columns."""
+    if valid is not None:
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(~valid, float("-inf"))], 1)
+    return (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
 
 
 @register_objective("crd")
@@ -191,7 +200,7 @@ class MemoryBankNCELoss(nn.Module):
     call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
     ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
 
-    Two options depart from the reference (both off by default):
+    Three options depart from the reference (all off by default):
 
     - ``positive="current"`` (MoCo-style): the positive score of the student-anchored direction is
       ``<v_s, v_t>`` with ``v_t`` the teacher's current embedding, and of the teacher-anchored one ``<v_t, v_s>``;
@@ -202,6 +211,9 @@ class MemoryBankNCELoss(nn.Module):
       the ``K / K_b`` rescaling of :func:`shared_nce_loss` (so at step 1 only the positive term remains), and an
       anchor whose own row is unwritten takes the current-embedding positive. ``Z`` is fixed from the first call's
       positive and valid negative scores.
+    - ``loss="infonce"`` (MoCo's loss): per direction, a softmax cross-entropy of the positive against the K bank
+      negatives, ``logsumexp(scores / tau) − positive / tau`` (:func:`bank_infonce`), instead of CRD's binary NCE
+      with a fixed normaliser ``Z``; masked negatives are left out.
     """
 
     def __init__(
@@ -215,8 +227,11 @@ class MemoryBankNCELoss(nn.Module):
         bank_dtype: torch.dtype = torch.float32,
         positive: str = "bank",
         bank_warm_start: str = "none",
+        loss: str = "nce",
     ) -> None:
         super().__init__()
+        if loss not in BANK_LOSSES:
+            raise ValueError(f"loss must be one of {BANK_LOSSES}, got {loss!r}.")
         if positive not in POSITIVES:
             raise ValueError(f"positive must be one of {POSITIVES}, got {positive!r}.")
         if bank_warm_start not in BANK_WARM_STARTS:
@@ -227,7 +242,7 @@ class MemoryBankNCELoss(nn.Module):
             raise ValueError(f"The memory bank needs the dataset size (num_samples >= 2), got {num_samples}.")
         self.num_samples, self.feat_dim, self.nce_k = num_samples, feat_dim, nce_k
         self.temperature, self.momentum, self.eps = temperature, momentum, eps
-        self.positive, self.bank_warm_start = positive, bank_warm_start
+        self.positive, self.bank_warm_start, self.loss = positive, bank_warm_start, loss
         stdv = 1.0 / math.sqrt(feat_dim / 3)
         for name in ("memory_student", "memory_teacher"):
             bank = torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv)
@@ -284,13 +299,17 @@ class MemoryBankNCELoss(nn.Module):
         if current is not None:  # column 0 from the other side's current (detached) embedding
             s_s = torch.cat([torch.where(current, (v_s * v_t.detach()).sum(1), s_s[:, 0]).unsqueeze(1), s_s[:, 1:]], 1)
             s_t = torch.cat([torch.where(current, (v_t * v_s.detach()).sum(1), s_t[:, 0]).unsqueeze(1), s_t[:, 1:]], 1)
+        valid = None
+        if self.bank_warm_start == "skip_unwritten":
+            valid = self.filled.index_select(0, contrast_idx[:, 1:].reshape(-1)).view(contrast_idx.shape[0], -1)
+        if self.loss == "infonce":
+            return bank_infonce(s_s / self.temperature, valid) + bank_infonce(s_t / self.temperature, valid)
         e_s, e_t = torch.exp(s_s / self.temperature), torch.exp(s_t / self.temperature)
-        if self.bank_warm_start == "none":
+        if valid is None:
             if self.z_student < 0:
                 self._fix_normalisers(e_s, e_t)
             loss = nce_loss(e_s / self.z_student.float(), self.num_samples, self.eps)
             return loss + nce_loss(e_t / self.z_teacher.float(), self.num_samples, self.eps)
-        valid = self.filled.index_select(0, contrast_idx[:, 1:].reshape(-1)).view(contrast_idx.shape[0], -1)
         if self.z_student < 0:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)
             self._fix_normalisers(e_s[keep], e_t[keep])
@@ -311,6 +330,10 @@ class MemoryBankNCELoss(nn.Module):
         if self.bank_warm_start == "skip_unwritten":
             written = self.filled.index_select(0, negatives).unsqueeze(0).expand(v_s.shape[0], -1)
             mask = written if mask is None else mask & written
+        if self.loss == "infonce":
+            return sum(bank_infonce(torch.cat([(anchor * pos).sum(1, keepdim=True), anchor @ neg.t()], 1)
+                                    / self.temperature, mask)
+                       for anchor, pos, neg in ((v_s, pos_t, neg_t), (v_t, pos_s, neg_s)))
         if self.z_student < 0:
             with torch.no_grad():
                 self._fix_normalisers(*(

@@ -6,7 +6,7 @@ import inspect
 import math
 from dataclasses import dataclass, field, replace
 
-from .contrastive import BANK_WARM_STARTS, POSITIVES
+from .contrastive import BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
 from .registry import get_objective
 
 
@@ -27,9 +27,10 @@ class ObjectiveSettings:
     constructor (e.g. ``{"dkd": {"warmup": 1.0}}``; options of a term not in ``classic`` are unused).
 
     Memory-bank options (see :class:`~cktf_hf.objectives.MemoryBankNCELoss`; unused with in-batch negatives):
-    ``positive`` ("bank", the reference, or "current") and ``bank_warm_start`` ("none", the reference, or
-    "skip_unwritten"). ``contrastive_warmup`` is the fraction of training in [0, 1) over which β and θ rise
-    linearly from 0 (factor ``min(1, progress / contrastive_warmup)``, progress = steps done / total steps).
+    ``positive`` ("bank", the reference, or "current"), ``bank_warm_start`` ("none", the reference, or
+    "skip_unwritten") and ``bank_loss`` ("nce", CRD's loss, the reference, or "infonce", MoCo's).
+    ``contrastive_warmup`` is the fraction of training in [0, 1) over which β and θ rise linearly from 0 (factor
+    ``min(1, progress / contrastive_warmup)``, progress = steps done / total steps).
     """
 
     ce_weight: float = 1.0
@@ -44,12 +45,15 @@ class ObjectiveSettings:
     positive: str = "bank"
     bank_warm_start: str = "none"
     contrastive_warmup: float = 0.0
+    bank_loss: str = "nce"
 
     def __post_init__(self) -> None:
         if self.positive not in POSITIVES:
             raise ValueError(f"positive must be one of {POSITIVES}, got {self.positive!r}.")
         if self.bank_warm_start not in BANK_WARM_STARTS:
             raise ValueError(f"bank_warm_start must be one of {BANK_WARM_STARTS}, got {self.bank_warm_start!r}.")
+        if self.bank_loss not in BANK_LOSSES:
+            raise ValueError(f"bank_loss must be one of {BANK_LOSSES}, got {self.bank_loss!r}.")
         if not (math.isfinite(self.contrastive_warmup) and 0 <= self.contrastive_warmup < 1):
             raise ValueError(f"contrastive_warmup is a fraction of training in [0, 1), got {self.contrastive_warmup}.")
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
@@ -102,7 +106,7 @@ PRESETS: dict[str, ObjectiveSettings] = {
 # Frozen copies of the reference settings: tests assert they stay the paper's code's values whatever "cktf" becomes.
 PRESETS["cktf-reference"] = ObjectiveSettings(
     ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1, kd_temperature=4.0,
-    feature_batch_norm=True, positive="bank", bank_warm_start="none", contrastive_warmup=0.0)
+    feature_batch_norm=True, positive="bank", bank_warm_start="none", contrastive_warmup=0.0, bank_loss="nce")
 PRESETS["crd-reference"] = replace(PRESETS["cktf-reference"], layer_weight=0.0, feature_batch_norm=False)
 # Provisional until the benchmark's ablations decide (issue 14): CKTF with MoCo-style current positives, no
 # initialisation noise in the banks, β and θ warmed up over the first 10% of training. Meant with
