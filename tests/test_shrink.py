@@ -179,8 +179,12 @@ def test_a_named_student_takes_its_patch_size():
     student = load_or_build_student("cktf-vit-nano:patch=8", config, 16)
     assert student.config.patch_size == 8 and student.vit.embeddings.patch_embeddings.num_patches == 4
     assert student_config("cktf-vit-nano", config, 16).patch_size == 4
-    for bad in ("cktf-vit-nano:patch=5", "cktf-vit-nano:patch=0", "cktf-vit-nano:size=8", "cktf-vit-nano:patch"):
-        with pytest.raises(ValueError, match=r"write cktf-vit-nano:patch=N with N a divisor of the image size \(16 px\)"):
+    with pytest.warns(UserWarning, match="patch=7 does not divide the 16-px image: using 8-px patches"):
+        assert student_config("cktf-vit-nano:patch=7", config, 16).patch_size == 8  # the demo's default, 16 px
+    with pytest.warns(UserWarning, match="using 4-px patches"):
+        assert student_config("cktf-vit-nano:patch=6", config, 16).patch_size == 4  # a tie: the smaller
+    for bad in ("cktf-vit-nano:patch=0", "cktf-vit-nano:patch=17", "cktf-vit-nano:size=8", "cktf-vit-nano:patch"):
+        with pytest.raises(ValueError, match=r"write cktf-vit-nano:patch=N with N a patch size in pixels, at most"):
             student_config(bad, config, 16)
 
 

@@ -65,12 +65,18 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
 
 
 def _patch_option(options: str, size: str, size_px: int) -> int:
-    """The ``patch=N`` of a named student's options, a divisor of the image size."""
+    """The ``patch=N`` of a named student's options. When N does not divide the image size, the divisor nearest to N
+    (the smaller on a tie) is used, with a warning, so that a default such as ``patch=7`` works with any teacher."""
     key, sep, value = (part.strip() for part in options.partition("="))
-    if key != "patch" or not sep or not value.isdigit() or not 0 < int(value) <= size_px or size_px % int(value):
+    if key != "patch" or not sep or not value.isdigit() or not 0 < int(value) <= size_px:
         raise ValueError(f"Cannot read {options!r} in student {size}:{options}: write {size}:patch=N with N a "
-                         f"divisor of the image size ({size_px} px).")
-    return int(value)
+                         f"patch size in pixels, at most the image size ({size_px} px).")
+    wanted = int(value)
+    patch = min((d for d in range(1, size_px + 1) if size_px % d == 0), key=lambda d: (abs(d - wanted), d))
+    if patch != wanted:
+        warnings.warn(f"{size}:patch={wanted} does not divide the {size_px}-px image: using {patch}-px patches.",
+                      UserWarning, stacklevel=3)
+    return patch
 
 
 def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
