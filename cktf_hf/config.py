@@ -16,6 +16,7 @@ from .hub import TokensNeverPickled, check_repo_id
 from .locations import check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .objectives.contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
+from .objectives.registry import check_choice
 from .pairing import parse_pair_spec
 from .projectors import PROJECTOR_KINDS
 
@@ -166,20 +167,13 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         super().__post_init__()
         if self.teacher:
             check_teacher_location(self.teacher)  # "folder not found", not "invalid repo id", for a missing path
-        if self.teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES}, got {self.teacher_dtype!r}.")
-        if self.negatives not in NEGATIVE_MODES:
-            raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {self.negatives!r}.")
-        if self.negative_sampling not in NEGATIVE_SAMPLING:
-            raise ValueError(f"negative_sampling must be one of {NEGATIVE_SAMPLING}, got {self.negative_sampling!r}.")
-        if self.bank_dtype not in BANK_DTYPES:
-            raise ValueError(f"bank_dtype must be one of {tuple(BANK_DTYPES)}, got {self.bank_dtype!r}.")
-        if self.projector not in PROJECTOR_KINDS:
-            raise ValueError(f"projector must be one of {PROJECTOR_KINDS}, got {self.projector!r}.")
-        if self.token_pooling not in TOKEN_POOLING:
-            raise ValueError(f"token_pooling must be one of {TOKEN_POOLING}, got {self.token_pooling!r}.")
-        if self.stage_pooling not in STAGE_POOLING:
-            raise ValueError(f"stage_pooling must be one of {STAGE_POOLING}, got {self.stage_pooling!r}.")
+        check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
+        check_choice("negatives", self.negatives, NEGATIVE_MODES)
+        check_choice("negative_sampling", self.negative_sampling, NEGATIVE_SAMPLING)
+        check_choice("bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
+        check_choice("projector", self.projector, PROJECTOR_KINDS)
+        check_choice("token_pooling", self.token_pooling, TOKEN_POOLING)
+        check_choice("stage_pooling", self.stage_pooling, STAGE_POOLING)
         if self.pool_window < 1:
             raise ValueError(f"pool_window must be a positive integer, got {self.pool_window}.")
         if self.stage_pooling == "fixed_window" and self.grid_size != 1:

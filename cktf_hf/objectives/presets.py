@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .contrastive import BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
-from .registry import get_objective
+from .registry import check_choice, get_objective
 
 
 _WEIGHTED_BY_FIELD = {
@@ -48,12 +48,9 @@ class ObjectiveSettings:
     bank_loss: str = "nce"
 
     def __post_init__(self) -> None:
-        if self.positive not in POSITIVES:
-            raise ValueError(f"positive must be one of {POSITIVES}, got {self.positive!r}.")
-        if self.bank_warm_start not in BANK_WARM_STARTS:
-            raise ValueError(f"bank_warm_start must be one of {BANK_WARM_STARTS}, got {self.bank_warm_start!r}.")
-        if self.bank_loss not in BANK_LOSSES:
-            raise ValueError(f"bank_loss must be one of {BANK_LOSSES}, got {self.bank_loss!r}.")
+        check_choice("positive", self.positive, POSITIVES)
+        check_choice("bank_warm_start", self.bank_warm_start, BANK_WARM_STARTS)
+        check_choice("bank_loss", self.bank_loss, BANK_LOSSES)
         if not (math.isfinite(self.contrastive_warmup) and 0 <= self.contrastive_warmup < 1):
             raise ValueError(f"contrastive_warmup is a fraction of training in [0, 1), got {self.contrastive_warmup}.")
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):

@@ -37,3 +37,9 @@ def get_objective(name: str) -> type[nn.Module]:
 def list_objectives() -> list[str]:
     """Sorted names of every registered objective."""
     return sorted(OBJECTIVES)
+
+
+def check_choice(name: str, value: object, choices: tuple) -> None:
+    """Raise ``ValueError("<name> must be one of <choices>, got <value>.")`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
