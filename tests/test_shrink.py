@@ -201,5 +201,7 @@ def test_load_or_build_student_from_the_teacher(tmp_path):
     assert fresh.config._name_or_path == "" and not torch.equal(fresh.classifier.weight, teacher.classifier.weight)
     with pytest.raises(ValueError, match="teacher:depth=0.5,width=1.0,init=teacher"):
         load_or_build_student("teacher:layers=2", config, teacher=teacher)
+    with pytest.raises(ValueError, match=r"init is given twice in --student 'teacher:init=fresh,init=teacher'"):
+        load_or_build_student("teacher:init=fresh,init=teacher", config, teacher=teacher)
     with pytest.raises(ValueError, match=r"init in --student 'teacher:init=zeros' must be one of"):
         load_or_build_student("teacher:init=zeros", config, teacher=teacher)

@@ -89,6 +89,8 @@ def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
         if key not in ("depth", "width", "init") or not sep:
             raise ValueError(f"Cannot read {item!r} in --student {spec!r}: write teacher:depth=0.5,width=1.0,"
                              "init=teacher.")
+        if key in shrink:
+            raise ValueError(f"{key} is given twice in --student {spec!r}: give it once.")
         if key == "init":
             if value not in STUDENT_INITS:
                 raise ValueError(f"init in --student {spec!r} must be one of {STUDENT_INITS}, got {value!r}.")
