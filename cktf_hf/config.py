@@ -74,6 +74,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             softmax cross-entropy of the positive against the K negatives). Overrides the preset.
         contrastive_warmup (`float`, *optional*):
             Fraction of training in [0, 1) over which β and θ rise linearly from 0 (0 = none). Overrides the preset.
+        spatial_contrast (`bool`, *optional*):
+            Contrast the intermediate pairs cell by cell (both maps average-pooled to their common grid, one projector
+            shared by the cells, InfoNCE across the batch's samples and across the sample's cells) instead of as one
+            pooled vector. Needs `negatives="in_batch"`. Overrides the preset.
         stage_pooling (`str`, *optional*, defaults to `"global"`):
             `global` (every map pooled to one `grid_size` grid) or `fixed_window` (CKTF's code: average pooling with a
             `pool_window` window and stride per stage, so 32, 16, 8-cell maps give 4×4, 2×2, 1×1 grids; a map smaller
@@ -134,6 +138,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     contrastive_warmup: Optional[float] = field(
         default=None, metadata={"help": "Fraction of training over which β and θ rise linearly from 0."}
     )
+    spatial_contrast: Optional[bool] = field(
+        default=None, metadata={"help": "Contrast intermediate pairs cell by cell (in-batch negatives only)."}
+    )
     stage_pooling: str = field(default="global", metadata={"help": f"Map pooling: one of {STAGE_POOLING}."})
     pool_window: int = field(default=8, metadata={"help": "Window (= stride) of stage_pooling='fixed_window'."})
     feat_dim: int = field(default=128, metadata={"help": "Projector output dimension."})
@@ -187,7 +194,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             raise ValueError(f"nce_momentum must be in [0, 1), got {self.nce_momentum}.")
         if self.layer_pairs.strip().lower() != "auto":
             parse_pair_spec(self.layer_pairs)
-        self.objective_settings  # fails early on an unknown preset, objective or a bad weight
+        settings = self.objective_settings  # fails early on an unknown preset, objective or a bad weight
+        if settings.spatial_contrast and self.negatives != "in_batch":
+            raise ValueError("spatial_contrast contrasts cells with in-batch negatives: set negatives='in_batch' "
+                             "(the memory bank holds one vector per sample and pair).")
         check_repo_id(self.hub_model_id, self.output_dir, self.push_to_hub)
 
     @property
@@ -206,6 +216,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             bank_warm_start=self.bank_warm_start,
             bank_loss=self.bank_loss,
             contrastive_warmup=self.contrastive_warmup,
+            spatial_contrast=self.spatial_contrast,
         )
 
     @classmethod

@@ -22,4 +22,5 @@ class Projector(nn.Module):
             raise ValueError(f"Unknown projector kind {kind!r}; choose one of {PROJECTOR_KINDS}.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x.flatten(1)), p=2, dim=1)
+        """``[B, d]`` (or ``[B, ...]``, flattened) → ``[B, D]``; ``[B, L, d]`` cells → ``[B, L, D]``, one head for all."""
+        return F.normalize(self.net(x if x.dim() == 3 else x.flatten(1)), p=2, dim=-1)

@@ -3,13 +3,14 @@ combination."""
 
 from . import classic, contrastive, logit  # noqa: F401  (registers every objective)
 from .combined import FINAL, NEGATIVE_MODES, CKTFObjective, ObjectiveOutput, PairFeatures, PairShape
-from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, nce_loss
+from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss, nce_loss
 from .logit import DISTLoss, DKDLoss
 from .presets import CLASSIC_WEIGHTS, PRESETS, ObjectiveSettings, get_preset
 from .registry import get_objective, list_objectives, register_objective
 
 __all__ = [
     "CKTFObjective", "CLASSIC_WEIGHTS", "DISTLoss", "DKDLoss", "FINAL", "InBatchInfoNCELoss", "MemoryBankNCELoss",
-    "NEGATIVE_MODES", "ObjectiveOutput", "ObjectiveSettings", "PRESETS", "PairFeatures", "PairShape", "get_objective",
+    "NEGATIVE_MODES", "ObjectiveOutput", "ObjectiveSettings", "PRESETS", "PairFeatures", "PairShape", "SpatialInfoNCELoss",
+    "get_objective",
     "get_preset", "list_objectives", "nce_loss", "register_objective",
 ]

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..projectors import Projector
-from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss
+from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
 from .presets import ObjectiveSettings
 from .registry import get_objective
 
@@ -119,20 +120,24 @@ class CKTFObjective(nn.Module):
                 "negatives='memory_bank' needs the training-set size (num_samples) and dataset indices in every "
                 "batch; pass num_samples, or use negatives='in_batch'."
             )
+        self.cell_grids = self._cell_grids(contrastive) if settings.spatial_contrast else {}
         self.student_projectors = nn.ModuleDict()
         self.teacher_projectors = nn.ModuleDict()
         self.contrastive = nn.ModuleDict()
         for name in contrastive:
             pair = self.pairs[name]
-            self.student_projectors[name] = Projector(pair.student_dim, feat_dim, projector)
-            self.teacher_projectors[name] = Projector(pair.teacher_dim, feat_dim, projector)
-            self.contrastive[name] = (
-                MemoryBankNCELoss(num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype,
-                                  positive=settings.positive, bank_warm_start=settings.bank_warm_start,
-                                  loss=settings.bank_loss)
-                if negatives == "memory_bank"
-                else InBatchInfoNCELoss(settings.temperature)
-            )
+            spatial = name in self.cell_grids
+            s_dim, t_dim = (pair.student_map[0], pair.teacher_map[0]) if spatial else (pair.student_dim, pair.teacher_dim)
+            self.student_projectors[name] = Projector(s_dim, feat_dim, projector)
+            self.teacher_projectors[name] = Projector(t_dim, feat_dim, projector)
+            if spatial:
+                self.contrastive[name] = SpatialInfoNCELoss(settings.temperature)
+            elif negatives == "memory_bank":
+                self.contrastive[name] = MemoryBankNCELoss(
+                    num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype,
+                    positive=settings.positive, bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
+            else:
+                self.contrastive[name] = InBatchInfoNCELoss(settings.temperature)
         self.kd = get_objective("kd")(settings.kd_temperature) if settings.kd_weight > 0 else None
         self.classic = nn.ModuleDict(
             {name: self._build_classic(name) for name, weight in settings.classic.items() if weight > 0}
@@ -141,6 +146,22 @@ class CKTFObjective(nn.Module):
         self.progress: Optional[float] = None
         self.cross_entropy = nn.CrossEntropyLoss()
         self.terms = self._build_terms()
+
+    def _cell_grids(self, contrastive: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """The common cell grid ``(min(H_s, H_t), min(W_s, W_t))`` of every intermediate contrastive pair."""
+        if contrastive and self.negatives != "in_batch":
+            raise ValueError("spatial_contrast contrasts cells with in-batch negatives: set negatives='in_batch' "
+                             "(the memory bank holds one vector per sample and pair).")
+        grids = {}
+        for name in contrastive:
+            pair = self.pairs[name]
+            if pair.is_final:
+                continue
+            if pair.student_map is None or pair.teacher_map is None:
+                raise ValueError(f"spatial_contrast needs spatial maps on both sides of pair {name!r}, but one side is "
+                                 "a pooled vector; pair stage or token layers, or turn spatial_contrast off.")
+            grids[name] = (min(pair.student_map[1], pair.teacher_map[1]), min(pair.student_map[2], pair.teacher_map[2]))
+        return grids
 
     def _build_terms(self) -> list[Term]:
         """Every term with a positive weight, in a fixed order: CE, KD, the contrastive pairs, the classic terms."""
@@ -165,6 +186,10 @@ class CKTFObjective(nn.Module):
             return b.student.logits, b.labels
         if term.kind == "kd":
             return b.student.logits, b.teacher.logits.detach()
+        if term.kind == "contrastive" and term.key in self.cell_grids:
+            grid = self.cell_grids[term.key]
+            return (self.student_projectors[term.key](_cells(b.student.maps[term.key], grid)),
+                    self.teacher_projectors[term.key](_cells(b.teacher.maps[term.key].detach(), grid)))
         if term.kind == "contrastive":
             v_s = self.student_projectors[term.key](b.student.pooled[term.key])
             v_t = self.teacher_projectors[term.key](b.teacher.pooled[term.key].detach())
@@ -210,9 +235,9 @@ class CKTFObjective(nn.Module):
 
     @property
     def map_pairs(self) -> list[str]:
-        """Pairs whose spatial maps the classic terms read."""
+        """Pairs whose spatial maps the classic terms and the spatial contrast read."""
         names = {n for name, loss in self.classic.items() if loss.inputs not in ("logits", "final")
-                 for n in self._classic_inputs(name, loss.inputs)}
+                 for n in self._classic_inputs(name, loss.inputs)} | set(self.cell_grids)
         return [name for name in self.pairs if name in names]
 
     @property
@@ -297,3 +322,8 @@ class CKTFObjective(nn.Module):
         s_maps = [b.student.maps[n] for n in names]
         t_maps = [b.teacher.maps[n].detach() for n in names]
         return (s_maps, t_maps) if kind == "stages" else (s_maps[0], t_maps[0])
+
+
+def _cells(feature_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``[B, C, H, W]`` average-pooled to ``grid`` → ``[B, L, C]`` cells (``L = grid[0]·grid[1]``)."""
+    return F.adaptive_avg_pool2d(feature_map, grid).flatten(2).transpose(1, 2)

@@ -395,3 +395,41 @@ class InBatchInfoNCELoss(nn.Module):
             student_anchored = v_s @ all_t.t() / self.temperature
             teacher_anchored = v_t @ all_s.t() / self.temperature
             return 0.5 * (F.cross_entropy(student_anchored, targets) + F.cross_entropy(teacher_anchored, targets))
+
+
+class SpatialInfoNCELoss(nn.Module):
+    """In-batch InfoNCE per spatial cell, for intermediate pairs whose maps are kept (``spatial_contrast``).
+
+    Inputs are L2-normalised cell embeddings ``[B, L, D]`` of both sides on the same ``L``-cell grid. Two symmetric
+    InfoNCE terms, averaged: **across samples**, each cell's positive is the other side's same cell of the same sample
+    against that cell of every other sample in the (all-gathered) batch, a per-cell :class:`InBatchInfoNCELoss`; and
+    **across cells**, against the other cells of the same sample (left out when ``L = 1``, where the loss equals
+    :class:`InBatchInfoNCELoss`). Cost ``B·L·(B + L)·D`` per direction, where contrasting every cell of the batch with
+    every other would cost ``(B·L)²·D``.
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
+        if e_s.dim() != 3 or e_s.shape != e_t.shape:
+            raise ValueError(f"Cell embeddings must both be [B, L, D] of one shape, got {list(e_s.shape)} and "
+                             f"{list(e_t.shape)}.")
+        with torch.autocast(device_type=e_s.device.type, enabled=False):
+            e_s, e_t = e_s.float(), e_t.float()
+            batch, cells = e_s.shape[:2]
+            offset = dist.get_rank() * batch if _distributed() else 0
+            all_s, all_t = all_gather_with_grad(e_s), all_gather_with_grad(e_t)
+            targets = (torch.arange(batch, device=e_s.device) + offset).repeat(cells)  # row l·B + b ↦ sample b
+            student_anchored = torch.einsum("bld,cld->lbc", e_s, all_t).flatten(0, 1) / self.temperature
+            teacher_anchored = torch.einsum("bld,cld->lbc", e_t, all_s).flatten(0, 1) / self.temperature
+            across_samples = 0.5 * (F.cross_entropy(student_anchored, targets)
+                                    + F.cross_entropy(teacher_anchored, targets))
+            if cells == 1:
+                return across_samples
+            scores = torch.einsum("bld,bmd->blm", e_s, e_t) / self.temperature  # [B, L_s, L_t]
+            cell_targets = torch.arange(cells, device=e_s.device).repeat(batch)
+            across_cells = 0.5 * (F.cross_entropy(scores.flatten(0, 1), cell_targets)
+                                  + F.cross_entropy(scores.transpose(1, 2).flatten(0, 1), cell_targets))
+            return 0.5 * (across_samples + across_cells)

@@ -31,6 +31,10 @@ class ObjectiveSettings:
     "skip_unwritten") and ``bank_loss`` ("nce", CRD's loss, the reference, or "infonce", MoCo's).
     ``contrastive_warmup`` is the fraction of training in [0, 1) over which β and θ rise linearly from 0 (factor
     ``min(1, progress / contrastive_warmup)``, progress = steps done / total steps).
+
+    ``spatial_contrast`` contrasts the intermediate pairs cell by cell instead of as one pooled vector: both maps are
+    average-pooled to their common grid, each cell is projected by a projector shared across cells, and
+    :class:`~cktf_hf.objectives.SpatialInfoNCELoss` scores it (in-batch negatives only).
     """
 
     ce_weight: float = 1.0
@@ -46,6 +50,7 @@ class ObjectiveSettings:
     bank_warm_start: str = "none"
     contrastive_warmup: float = 0.0
     bank_loss: str = "nce"
+    spatial_contrast: bool = False
 
     def __post_init__(self) -> None:
         check_choice("positive", self.positive, POSITIVES)
