@@ -215,6 +215,9 @@ def test_info_from_config(tmp_path):
     objective = objective_from_args(args)
     assert objective["final_weight"] == 0.8 and objective["layer_weight"] == 0.1 and objective["nce_k"] == 16384
     assert "kd_temperature" not in objective  # α = 0 under the cktf preset
+    assert "spatial_contrast" not in objective  # off by default: not listed
+    spatial = ContrastiveDistillationConfig(output_dir=str(tmp_path), negatives="in_batch", spatial_contrast=True)
+    assert objective_from_args(spatial)["spatial_contrast"] is True and "nce_k" not in objective_from_args(spatial)
     hp = hyperparameters_from_args(args)
     assert hp["learning_rate"] == 3e-4 and hp["num_epochs"] == 2 and hp["mixed_precision"] == "fp32"
     assert checkpoint_from_args(args) == "best"
