@@ -52,8 +52,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         classic_objectives (`str`, *optional*):
             Extra classic terms with weights, e.g. `"at=1000,pkt=30000"` (replaces the preset's).
         feature_batch_norm (`bool`, *optional*): CKTF's batch-dimension L2 normalisation of intermediate features.
-        negatives (`str`, *optional*, defaults to `"memory_bank"`):
+        negatives (`str`, *optional*):
             `memory_bank` (the reference: NCE with momentum banks, K other-class negatives) or `in_batch` (InfoNCE).
+            Defaults to the preset's: `memory_bank`, except `in_batch` for `cktf-recipe`.
         nce_k (`int`, *optional*, defaults to `16384`): Negatives per sample in memory-bank mode.
         negative_sampling (`str`, *optional*, defaults to `"per_sample"`):
             `per_sample` (the reference: K other-class negatives drawn for each sample, cost ∝ B·K·D plus a pass
@@ -123,7 +124,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     feature_batch_norm: Optional[bool] = field(
         default=None, metadata={"help": "Batch-dimension L2 normalisation of intermediate features."}
     )
-    negatives: str = field(default="memory_bank", metadata={"help": f"Negatives: one of {NEGATIVE_MODES}."})
+    negatives: Optional[str] = field(
+        default=None, metadata={"help": f"Negatives: one of {NEGATIVE_MODES} (default: the preset's)."}
+    )
     nce_k: int = field(default=16384, metadata={"help": "Negatives per sample (memory bank)."})
     negative_sampling: str = field(
         default="per_sample", metadata={"help": f"Memory-bank negatives: one of {NEGATIVE_SAMPLING}."}
@@ -175,7 +178,6 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         if self.teacher:
             check_teacher_location(self.teacher)  # "folder not found", not "invalid repo id", for a missing path
         check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
-        check_choice("negatives", self.negatives, NEGATIVE_MODES)
         check_choice("negative_sampling", self.negative_sampling, NEGATIVE_SAMPLING)
         check_choice("bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
         check_choice("projector", self.projector, PROJECTOR_KINDS)
@@ -194,10 +196,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             raise ValueError(f"nce_momentum must be in [0, 1), got {self.nce_momentum}.")
         if self.layer_pairs.strip().lower() != "auto":
             parse_pair_spec(self.layer_pairs)
-        settings = self.objective_settings  # fails early on an unknown preset, objective or a bad weight
-        if settings.spatial_contrast and self.negatives != "in_batch":
-            raise ValueError("spatial_contrast contrasts cells with in-batch negatives: set negatives='in_batch' "
-                             "(the memory bank holds one vector per sample and pair).")
+        self.negatives = self.objective_settings.negatives  # the preset's unless set; fails early on a bad value
         check_repo_id(self.hub_model_id, self.output_dir, self.push_to_hub)
 
     @property
@@ -217,6 +216,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             bank_loss=self.bank_loss,
             contrastive_warmup=self.contrastive_warmup,
             spatial_contrast=self.spatial_contrast,
+            negatives=self.negatives,
         )
 
     @classmethod

@@ -102,8 +102,10 @@ def _features(seed: int, side: str) -> PairFeatures:
 
 
 def test_objective_contrasts_intermediate_cells_on_the_common_grid():
-    settings = ObjectiveSettings(final_weight=0.8, layer_weight=0.5, temperature=0.2, spatial_contrast=True)
-    objective = CKTFObjective(settings, PAIRS, negatives="in_batch", feat_dim=4)
+    settings = ObjectiveSettings(final_weight=0.8, layer_weight=0.5, temperature=0.2, spatial_contrast=True,
+                                 negatives="in_batch")
+    objective = CKTFObjective(settings, PAIRS, feat_dim=4)  # the settings' negatives
+    assert objective.negatives == "in_batch"
     assert objective.cell_grids == {"s0_t0": (4, 4), "s1_t2": (2, 2)}
     assert objective.map_pairs == ["s0_t0", "s1_t2"]
     # One head per side shared by the cells: input = channels; the final pair keeps its pooled vector.
@@ -133,7 +135,9 @@ def test_objective_contrasts_intermediate_cells_on_the_common_grid():
 
 
 def test_spatial_contrast_needs_in_batch_negatives_and_maps(tmp_path):
-    settings = ObjectiveSettings(spatial_contrast=True)
+    with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
+        ObjectiveSettings(spatial_contrast=True)
+    settings = ObjectiveSettings(spatial_contrast=True, negatives="in_batch")
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
         CKTFObjective(settings, PAIRS, negatives="memory_bank", num_samples=20, nce_k=4)
     vector_pair = [PairShape("s1_t2", 5, 6, None, (6, 2, 2)), PAIRS[-1]]

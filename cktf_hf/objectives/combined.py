@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..projectors import Projector
-from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
+from .contrastive import NEGATIVE_MODES, InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
 from .presets import ObjectiveSettings
 from .registry import get_objective
 
-NEGATIVE_MODES = ("memory_bank", "in_batch")
 FINAL = "final"
 
 
@@ -89,14 +88,15 @@ class CKTFObjective(nn.Module):
     teacher projector (both trained) and, in bank mode, its own banks. Terms with zero weight are not built.
     Classic terms read: ``logits`` (KD, DKD, DIST), ``final`` pooled features (CC, RKD, PKT), the middle stage map
     (FitNets), the last stage map (SP) or every stage map but the stem (AT, VID, NST). Terms that need labels (DKD)
-    receive them; terms with a warm-up (DKD) read the training progress given by :meth:`set_epoch`.
+    receive them; terms with a warm-up (DKD) read the training progress given by :meth:`set_epoch`. ``negatives``
+    overrides the settings' own (``settings.negatives``) when given.
     """
 
     def __init__(
         self,
         settings: ObjectiveSettings,
         pairs: Sequence[PairShape],
-        negatives: str = "memory_bank",
+        negatives: Optional[str] = None,
         num_samples: Optional[int] = None,
         nce_k: int = 16384,
         momentum: float = 0.5,
@@ -105,17 +105,17 @@ class CKTFObjective(nn.Module):
         bank_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if negatives not in NEGATIVE_MODES:
-            raise ValueError(f"Unknown negatives {negatives!r}; choose one of {NEGATIVE_MODES}.")
+        if negatives is not None:  # an explicit choice overrides the settings' (validated there)
+            settings = settings.with_overrides(negatives=negatives)
         if not any(pair.is_final for pair in pairs):
             raise ValueError("The pairs must include the 'final' pair (the classifier inputs).")
-        self.settings, self.negatives = settings, negatives
+        self.settings, self.negatives = settings, settings.negatives
         self.pairs = {pair.name: pair for pair in pairs}
         self.pair_weights = {
             pair.name: settings.final_weight if pair.is_final else settings.layer_weight for pair in pairs
         }
         contrastive = [name for name, weight in self.pair_weights.items() if weight > 0]
-        if contrastive and negatives == "memory_bank" and not num_samples:
+        if contrastive and self.negatives == "memory_bank" and not num_samples:
             raise ValueError(
                 "negatives='memory_bank' needs the training-set size (num_samples) and dataset indices in every "
                 "batch; pass num_samples, or use negatives='in_batch'."
@@ -132,7 +132,7 @@ class CKTFObjective(nn.Module):
             self.teacher_projectors[name] = Projector(t_dim, feat_dim, projector)
             if spatial:
                 self.contrastive[name] = SpatialInfoNCELoss(settings.temperature)
-            elif negatives == "memory_bank":
+            elif self.negatives == "memory_bank":
                 self.contrastive[name] = MemoryBankNCELoss(
                     num_samples, feat_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype,
                     positive=settings.positive, bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
@@ -149,9 +149,6 @@ class CKTFObjective(nn.Module):
 
     def _cell_grids(self, contrastive: Sequence[str]) -> dict[str, tuple[int, int]]:
         """The common cell grid ``(min(H_s, H_t), min(W_s, W_t))`` of every intermediate contrastive pair."""
-        if contrastive and self.negatives != "in_batch":
-            raise ValueError("spatial_contrast contrasts cells with in-batch negatives: set negatives='in_batch' "
-                             "(the memory bank holds one vector per sample and pair).")
         grids = {}
         for name in contrastive:
             pair = self.pairs[name]

@@ -163,6 +163,7 @@ BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 POSITIVES = ("bank", "current")
 BANK_WARM_STARTS = ("none", "skip_unwritten")
 BANK_LOSSES = ("nce", "infonce")
+NEGATIVE_MODES = ("memory_bank", "in_batch")
 
 
 def bank_infonce(logits: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:

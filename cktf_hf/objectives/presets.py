@@ -6,7 +6,7 @@ import inspect
 import math
 from dataclasses import dataclass, field, replace
 
-from .contrastive import BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
+from .contrastive import BANK_LOSSES, BANK_WARM_STARTS, NEGATIVE_MODES, POSITIVES
 from .registry import check_choice, get_objective
 
 
@@ -35,6 +35,8 @@ class ObjectiveSettings:
     ``spatial_contrast`` contrasts the intermediate pairs cell by cell instead of as one pooled vector: both maps are
     average-pooled to their common grid, each cell is projected by a projector shared across cells, and
     :class:`~cktf_hf.objectives.SpatialInfoNCELoss` scores it (in-batch negatives only).
+
+    ``negatives`` is where the contrastive terms find their negatives: "memory_bank" (the reference) or "in_batch".
     """
 
     ce_weight: float = 1.0
@@ -51,11 +53,16 @@ class ObjectiveSettings:
     contrastive_warmup: float = 0.0
     bank_loss: str = "nce"
     spatial_contrast: bool = False
+    negatives: str = "memory_bank"
 
     def __post_init__(self) -> None:
         check_choice("positive", self.positive, POSITIVES)
         check_choice("bank_warm_start", self.bank_warm_start, BANK_WARM_STARTS)
         check_choice("bank_loss", self.bank_loss, BANK_LOSSES)
+        check_choice("negatives", self.negatives, NEGATIVE_MODES)
+        if self.spatial_contrast and self.negatives != "in_batch":
+            raise ValueError("spatial_contrast contrasts cells with in-batch negatives: set negatives='in_batch' "
+                             "(the memory bank holds one vector per sample and pair).")
         if not (math.isfinite(self.contrastive_warmup) and 0 <= self.contrastive_warmup < 1):
             raise ValueError(f"contrastive_warmup is a fraction of training in [0, 1), got {self.contrastive_warmup}.")
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
