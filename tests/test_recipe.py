@@ -245,7 +245,7 @@ def test_settings_and_config_validate_and_override_the_options(tmp_path):
     assert settings.bank_loss == "infonce" and get_preset("cktf-recipe").bank_loss == "nce"
 
 
-def test_reference_presets_hold_the_reference_values():
+def test_reference_presets_hold_the_reference_values(tmp_path):
     # Written out from the paper's code (../shared/method/cktf.md), not read from PRESETS.
     reference = dict(ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1,
                      kd_temperature=4.0, classic={}, feature_batch_norm=True, classic_options={}, positive="bank",
@@ -255,6 +255,12 @@ def test_reference_presets_hold_the_reference_values():
                                                                "feature_batch_norm": False})
     recipe = get_preset("cktf-recipe")
     assert (recipe.positive, recipe.bank_warm_start, recipe.contrastive_warmup) == ("current", "skip_unwritten", 0.1)
+    assert (recipe.negatives, recipe.spatial_contrast, recipe.layer_weight, recipe.final_weight) == (
+        "in_batch", True, 2.0, 0.8)
+    assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe").negatives == "in_batch"
+    assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf").negatives == "memory_bank"
+    with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe", negatives="memory_bank")
 
 
 def _window_mean(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -309,7 +315,7 @@ def test_presets_train(tmp_path, preset, sampling):
     args = ContrastiveDistillationConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=2, nce_k=32, learning_rate=3e-3,
         preset=preset, negative_sampling=sampling, logging_steps=1, save_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=True,
+        disable_tqdm=True, use_cpu=True, negatives="memory_bank", spatial_contrast=False,  # the bank options
     )
     trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
                                              train_dataset=tiny.digits("train", 64))

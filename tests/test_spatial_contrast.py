@@ -150,11 +150,10 @@ def test_spatial_contrast_needs_in_batch_negatives_and_maps(tmp_path):
     assert not ContrastiveDistillationConfig(output_dir=str(tmp_path)).objective_settings.spatial_contrast
 
 
-def test_trainer_trains_a_vit_student_with_spatial_contrast(tmp_path):
+def test_the_recipe_preset_trains_a_vit_student_with_spatial_contrast(tmp_path):
     args = ContrastiveDistillationConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=2, learning_rate=3e-3, logging_steps=1,
-        negatives="in_batch", spatial_contrast=True, preset="fitnets+cktf", save_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=True,
+        preset="cktf-recipe", save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
     )
     trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args,
                                              teacher_model=tiny.resnet((8, 16)), train_dataset=tiny.digits("train", 64))

@@ -117,10 +117,12 @@ PRESETS["cktf-reference"] = ObjectiveSettings(
     ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1, kd_temperature=4.0,
     feature_batch_norm=True, positive="bank", bank_warm_start="none", contrastive_warmup=0.0, bank_loss="nce")
 PRESETS["crd-reference"] = replace(PRESETS["cktf-reference"], layer_weight=0.0, feature_batch_norm=False)
-# Provisional until the benchmark's ablations decide (issue 14): CKTF with MoCo-style current positives, no
-# initialisation noise in the banks, β and θ warmed up over the first 10% of training. Meant with
-# negative_sampling="shared" (a config field: the collator draws the negatives).
-PRESETS["cktf-recipe"] = replace(_CKTF, positive="current", bank_warm_start="skip_unwritten", contrastive_warmup=0.1)
+# The recipe the screening chose on validation (README, "Screening the recipe"): in-batch negatives, intermediate
+# pairs contrasted cell by cell with θ = 2, β and θ warmed up over the first 10% of training. With
+# negatives="memory_bank" (and spatial_contrast=False) it keeps the bank fixes: MoCo-style current positives and no
+# initialisation noise in the banks.
+PRESETS["cktf-recipe"] = replace(_CKTF, negatives="in_batch", spatial_contrast=True, layer_weight=2.0,
+                                 contrastive_warmup=0.1, positive="current", bank_warm_start="skip_unwritten")
 for _name, _weight in CLASSIC_WEIGHTS.items():
     PRESETS[_name] = ObjectiveSettings(**_ONLY_CE, classic={_name: _weight})
     # "X + CKTF" (the paper's Table 2): X plus the contrastive terms, weight 0.8 on every pair.
