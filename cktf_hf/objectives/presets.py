@@ -56,6 +56,9 @@ class ObjectiveSettings:
     negatives: str = "memory_bank"
 
     def __post_init__(self) -> None:
+        for name in ("feature_batch_norm", "spatial_contrast"):
+            if not isinstance(getattr(self, name), bool):  # "false" from a hand-written file would read as True
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         check_choice("positive", self.positive, POSITIVES)
         check_choice("bank_warm_start", self.bank_warm_start, BANK_WARM_STARTS)
         check_choice("bank_loss", self.bank_loss, BANK_LOSSES)
