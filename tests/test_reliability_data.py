@@ -253,7 +253,9 @@ def test_same_class_names_in_another_order_are_remapped(tmp_path):
     loss_b, parts_b = losses(b)
     assert parts_a["kd"] > 0 and parts_a["ce"] > 0
     assert loss_b == pytest.approx(loss_a, rel=1e-5)
-    assert parts_b == pytest.approx(parts_a, rel=1e-5)
+    # abs: KD is a KL divergence of ~0.02, a difference of nearly equal float32 sums, so summing the classes in
+    # another order moves it by ~1e-6 absolute (7e-7 seen on an AMD EPYC); a wrong mapping moves it by far more.
+    assert parts_b == pytest.approx(parts_a, rel=1e-5, abs=2e-6)
     accuracy_a = a.evaluate_teacher(original)["teacher_accuracy"]
     assert b.evaluate_teacher(permuted)["teacher_accuracy"] == pytest.approx(accuracy_a)
 
