@@ -178,7 +178,7 @@ class TeacherCache:
         out = ModelFeatures(rows["logits"].to(device), hidden, rows["final"].to(device))
         features = self._raw_reader.read("teacher", out)
         for pair in self.reader.pairs:
-            if pair.name not in features.pooled:
+            if pair.name not in features.pooled and pair.name not in self.reader.map_only:
                 features.pooled[pair.name] = rows[f"pooled_{pair.name}"].to(device)
         return features
 

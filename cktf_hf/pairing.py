@@ -157,7 +157,8 @@ class FeatureReader:
     """Reads one side's :class:`~cktf_hf.objectives.PairFeatures` out of a forward pass.
 
     Every pair in ``pairs`` gets a pooled vector (intermediate ones batch-L2-normalised first when ``batch_norm``,
-    CKTF's stage preprocessing), and the pairs named in ``map_pairs`` also keep their spatial map.
+    CKTF's stage preprocessing), and the pairs named in ``map_pairs`` also keep their spatial map. Pairs named in
+    ``map_only`` (read only as maps, e.g. spatially contrasted ones) get their map and no pooled vector.
     """
 
     pairs: tuple[LayerPair, ...]
@@ -168,14 +169,15 @@ class FeatureReader:
     map_pairs: tuple[str, ...] = ()
     stage_pooling: str = "global"
     pool_window: int = 8
+    map_only: tuple[str, ...] = ()
 
     def only(self, names: Sequence[str]) -> "FeatureReader":
         """A reader of the named pairs alone (the final pair always included)."""
         return replace(self, pairs=tuple(p for p in self.pairs if p.is_final or p.name in names))
 
     def raw(self) -> "FeatureReader":
-        """The same pairs, pooled without batch normalisation and without maps."""
-        return replace(self, batch_norm=False, map_pairs=())
+        """The same pairs, every one pooled, without batch normalisation and without maps."""
+        return replace(self, batch_norm=False, map_pairs=(), map_only=())
 
     def read(self, side: str, out: ModelFeatures) -> PairFeatures:
         """The features of ``side`` (``"student"`` or ``"teacher"``); ``out.hidden_states`` may be a mapping from
@@ -190,6 +192,8 @@ class FeatureReader:
             hidden, layout = out.hidden_states[index], layouts[index]
             if pair.name in self.map_pairs:
                 maps[pair.name] = to_map(hidden, layout)
+            if pair.name in self.map_only:
+                continue
             if self.batch_norm and not pair.is_stem:
                 hidden = batch_l2_normalize(hidden)
             pooled[pair.name] = pool(hidden, layout, self.token_pooling, self.grid_size, self.stage_pooling,
@@ -220,11 +224,14 @@ class PairingPlan:
     def dicts(self) -> list[dict[str, Any]]:
         return [row.as_dict() for row in self.rows]
 
-    def reader(self, read_pairs: Sequence[str], map_pairs: Sequence[str], batch_norm: bool) -> FeatureReader:
-        """The reader of the pairs an objective declares it reads (the final pair always)."""
+    def reader(self, read_pairs: Sequence[str], map_pairs: Sequence[str], batch_norm: bool,
+               pooled_pairs: Optional[Sequence[str]] = None) -> FeatureReader:
+        """The reader of the pairs an objective declares it reads (the final pair always). A map pair not among
+        ``pooled_pairs`` (when given) is read as a map alone."""
         pairs = tuple(p for p in self.pairs if p.is_final or p.name in read_pairs or p.name in map_pairs)
+        map_only = () if pooled_pairs is None else tuple(n for n in map_pairs if n not in pooled_pairs)
         return FeatureReader(pairs, self.layouts, self.token_pooling, self.grid_size, batch_norm, tuple(map_pairs),
-                             self.stage_pooling, self.pool_window)
+                             self.stage_pooling, self.pool_window, map_only)
 
 
 def plan_pairs(

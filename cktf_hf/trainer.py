@@ -92,7 +92,8 @@ class ContrastiveDistillationTrainer(Trainer):
             bank_dtype=BANK_DTYPES[args.bank_dtype],
         ).to(next(model.parameters()).device)
         self.reader: FeatureReader = self.pairing.reader(
-            self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm
+            self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm,
+            self.objective.pooled_pairs,
         )
         attach_objective(model, self.objective)
         self._student_capture = ClassifierInputCapture(model)

@@ -162,6 +162,9 @@ def test_the_recipe_preset_trains_a_vit_student_with_spatial_contrast(tmp_path):
                                              teacher_model=tiny.resnet((8, 16)), train_dataset=tiny.digits("train", 64))
     grids = trainer.objective.cell_grids
     assert grids and all(h > 1 for h, _ in grids.values())  # token layers contrasted on a spatial grid
+    assert set(trainer.reader.map_only) == set(grids)  # spatial pairs are read as maps alone: no pooling for nothing
+    features = trainer.reader.read("teacher", trainer._run_teacher(tiny.digits("train", 4)[:4]["pixel_values"]))
+    assert set(features.maps) == set(grids) and set(features.pooled) == {"final"}
     trainer.train()
     logged = [e for e in trainer.state.log_history if "loss" in e]
     assert len(logged) == 2

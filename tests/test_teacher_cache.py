@@ -28,7 +28,8 @@ def run(tmp_path, cache_dir, teacher=None, steps=6, **config):
     (lambda: tiny.vit(64, 4), {}),
     (lambda: tiny.vit(64, 4), {"negatives": "in_batch", "classic_objectives": "at=10,pkt=100", "preset": "cktf+kd"}),
     (lambda: tiny.resnet((16, 32, 64)), {}),  # BatchNorm buffers (0-dim num_batches_tracked) in the fingerprint
-], ids=["vit-cktf", "vit-in-batch+kd+classic", "resnet-cktf"])
+    (lambda: tiny.resnet((16, 32, 64)), {"preset": "cktf-recipe"}),  # spatial pairs cached as maps, never pooled
+], ids=["vit-cktf", "vit-in-batch+kd+classic", "resnet-cktf", "resnet-recipe"])
 def test_cached_losses_are_bit_identical(tmp_path, teacher_fn, config):
     _, uncached = run(tmp_path, None, teacher=teacher_fn(), **config)
     cached_trainer, cached = run(tmp_path, str(tmp_path / "cache"), teacher=teacher_fn(), **config)

@@ -238,6 +238,12 @@ class CKTFObjective(nn.Module):
         return [name for name in self.pairs if name in names]
 
     @property
+    def pooled_pairs(self) -> list[str]:
+        """Pairs whose pooled vector :meth:`forward` reads: the final pair and the contrastive pairs not spatially
+        contrasted (the others are read only as maps)."""
+        return [name for name in self.pairs if name == FINAL or (name in self.contrastive and name not in self.cell_grids)]
+
+    @property
     def read_pairs(self) -> list[str]:
         """Every pair whose features :meth:`forward` reads: the final pair, the contrastive pairs and the map pairs."""
         used = {FINAL, *self.contrastive, *self.map_pairs}
