@@ -18,7 +18,7 @@ from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .objectives.contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
 from .objectives.registry import check_choice
 from .pairing import parse_pair_spec
-from .projectors import PROJECTOR_KINDS
+from .projectors import PROJECTOR_KINDS, TEACHER_PROJECTORS
 
 CONFIG_NAME = "distillation_config.json"
 LOCAL_PATHS_KEY = "local_paths_removed"
@@ -86,6 +86,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         pool_window (`int`, *optional*, defaults to `8`): Window (= stride) of `stage_pooling="fixed_window"`.
         feat_dim (`int`, *optional*, defaults to `128`): Projector output size.
         projector (`str`, *optional*, defaults to `"linear"`): `linear` or `mlp` heads.
+        teacher_projector (`str`, *optional*, defaults to `"trained"`):
+            `trained` (a head per pair on the teacher side too, as CRD and CKTF do) or `none` (the teacher's features
+            are used as they are, L2-normalised, and the student's heads map into the teacher's feature space).
         layer_pairs (`str`, *optional*, defaults to `"auto"`):
             `auto`, or explicit `student:teacher` pairs by hidden-state index (negative allowed) or name, e.g.
             `"0:0,2:4,-1:-1"` or `"stage1:stage2,stage2:stage4"`. The final (classifier-input) pair is always added.
@@ -148,6 +151,9 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     pool_window: int = field(default=8, metadata={"help": "Window (= stride) of stage_pooling='fixed_window'."})
     feat_dim: int = field(default=128, metadata={"help": "Projector output dimension."})
     projector: str = field(default="linear", metadata={"help": f"Projector heads: one of {PROJECTOR_KINDS}."})
+    teacher_projector: str = field(
+        default="trained", metadata={"help": f"Teacher-side heads: one of {TEACHER_PROJECTORS}."}
+    )
     layer_pairs: str = field(default="auto", metadata={"help": "'auto' or 'student:teacher,...' pairs."})
     token_pooling: str = field(default="mean", metadata={"help": f"Token pooling: one of {TOKEN_POOLING}."})
     grid_size: int = field(default=1, metadata={"help": "Pooling grid g (g×g kept; 1 = global)."})
@@ -181,6 +187,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         check_choice("negative_sampling", self.negative_sampling, NEGATIVE_SAMPLING)
         check_choice("bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
         check_choice("projector", self.projector, PROJECTOR_KINDS)
+        check_choice("teacher_projector", self.teacher_projector, TEACHER_PROJECTORS)
         check_choice("token_pooling", self.token_pooling, TOKEN_POOLING)
         check_choice("stage_pooling", self.stage_pooling, STAGE_POOLING)
         if self.pool_window < 1:

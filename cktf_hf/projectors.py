@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PROJECTOR_KINDS = ("linear", "mlp")
+TEACHER_PROJECTORS = ("trained", "none")
 
 
 class Projector(nn.Module):
@@ -24,3 +25,10 @@ class Projector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, d]`` (or ``[B, ...]``, flattened) → ``[B, D]``; ``[B, L, d]`` cells → ``[B, L, D]``, one head for all."""
         return F.normalize(self.net(x if x.dim() == 3 else x.flatten(1)), p=2, dim=-1)
+
+
+class Normalize(nn.Module):
+    """``teacher_projector="none"``: the teacher's features as they are, L2-normalised (no trained head)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x if x.dim() == 3 else x.flatten(1), p=2, dim=-1)

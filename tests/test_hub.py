@@ -3,7 +3,6 @@ its model card, and push failures that lose nothing and leak no token."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

@@ -218,6 +218,11 @@ def test_info_from_config(tmp_path):
     assert "spatial_contrast" not in objective  # off by default: not listed
     spatial = ContrastiveDistillationConfig(output_dir=str(tmp_path), negatives="in_batch", spatial_contrast=True)
     assert objective_from_args(spatial)["spatial_contrast"] is True and "nce_k" not in objective_from_args(spatial)
+    assert "teacher_projector" not in objective  # the default, trained heads: not listed
+    bare = ContrastiveDistillationConfig(output_dir=str(tmp_path), teacher_projector="none")
+    assert objective_from_args(bare)["teacher_projector"] == "none"
+    with pytest.raises(ValueError, match="teacher_projector must be one of"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), teacher_projector="frozen")
     hp = hyperparameters_from_args(args)
     assert hp["learning_rate"] == 3e-4 and hp["num_epochs"] == 2 and hp["mixed_precision"] == "fp32"
     assert checkpoint_from_args(args) == "best"

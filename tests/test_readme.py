@@ -1,6 +1,5 @@
 """Every Python snippet in README.md runs, in order, in one namespace (as a reader would paste them)."""
 
-import os
 import re
 from pathlib import Path
 

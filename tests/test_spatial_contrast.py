@@ -134,6 +134,26 @@ def test_objective_contrasts_intermediate_cells_on_the_common_grid():
     assert out.loss.item() == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_teacher_projector_none_contrasts_against_the_teachers_own_features():
+    settings = ObjectiveSettings(final_weight=0.8, layer_weight=0.5, temperature=0.2, spatial_contrast=True,
+                                 negatives="in_batch")
+    objective = CKTFObjective(settings, PAIRS, feat_dim=4, teacher_projector="none")
+    assert not list(objective.teacher_projectors.parameters())  # nothing trained on the teacher side
+    assert objective.student_projectors["s1_t2"].net.out_features == 6  # into the teacher's channels
+    assert objective.student_projectors["final"].net.out_features == PAIRS[-1].teacher_dim
+    student, teacher = _features(0, "student"), _features(1, "teacher")
+    out = objective(student, teacher, torch.tensor([0, 1, 2, 0, 1]))
+    grid = (2, 2)
+    e_s = objective.student_projectors["s1_t2"](F.adaptive_avg_pool2d(student.maps["s1_t2"], grid).flatten(2).mT)
+    e_t = F.normalize(F.adaptive_avg_pool2d(teacher.maps["s1_t2"], grid).flatten(2).mT, dim=-1)
+    assert out.components["contrast_s1_t2"].item() == pytest.approx(_loop_spatial(e_s, e_t, 0.2), rel=1e-5)
+    v_s = objective.student_projectors["final"](student.pooled["final"])
+    expected = InBatchInfoNCELoss(0.2)(v_s, F.normalize(teacher.pooled["final"], dim=-1))
+    assert out.components["contrast_final"].item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="teacher_projector must be one of"):
+        CKTFObjective(settings, PAIRS, teacher_projector="frozen")
+
+
 def test_spatial_contrast_needs_in_batch_negatives_and_maps(tmp_path):
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
         ObjectiveSettings(spatial_contrast=True)
