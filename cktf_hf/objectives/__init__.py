@@ -2,8 +2,8 @@
 combination."""
 
 from . import classic, contrastive, logit  # noqa: F401  (registers every objective)
-from .combined import FINAL, NEGATIVE_MODES, CKTFObjective, ObjectiveOutput, PairFeatures, PairShape
-from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss, nce_loss
+from .combined import FINAL, CKTFObjective, ObjectiveOutput, PairFeatures, PairShape
+from .contrastive import NEGATIVE_MODES, InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss, nce_loss
 from .logit import DISTLoss, DKDLoss
 from .presets import CLASSIC_WEIGHTS, PRESETS, ObjectiveSettings, get_preset
 from .registry import get_objective, list_objectives, register_objective
