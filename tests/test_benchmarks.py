@@ -320,6 +320,11 @@ def test_target_c_counts_x_plus_cktf_wins():
     wins2 = [{**r, "test_mean": 0.80} if r["method"] == "pkt+cktf" else r for r in wins3]
     assert accuracy.target_combined(base + wins2, ["vit-tiny"])["met"] is False
     assert accuracy.target_combined(base + wins2[:2], ["vit-tiny"])["met"] is None  # 2 of 4 measured, both won
+    # The recipe's X+CKTF row, when it ran, stands for X+CKTF in place of the paper's (memory-bank) row.
+    recipe = [_row("fitnets+cktf-recipe", 0.70), _row("pkt+cktf-recipe", 0.90)]
+    pairs = accuracy.target_combined(base + wins3 + recipe, ["vit-tiny"])["per_student"]["vit-tiny"]["pairs"]
+    assert pairs["fitnets"]["difference"] == pytest.approx(-0.10) and pairs["pkt"]["difference"] == pytest.approx(0.10)
+    assert pairs["kd"]["difference"] == pytest.approx(0.05)  # no kd+cktf-recipe row: the paper's cktf+kd
 
 
 def test_method_rows_are_library_presets_and_resolve_aliases():

@@ -130,6 +130,9 @@ for _name, _weight in CLASSIC_WEIGHTS.items():
     PRESETS[_name] = ObjectiveSettings(**_ONLY_CE, classic={_name: _weight})
     # "X + CKTF" (the paper's Table 2): X plus the contrastive terms, weight 0.8 on every pair.
     PRESETS[f"{_name}+cktf"] = replace(_CKTF, final_weight=0.8, layer_weight=0.8, classic={_name: _weight})
+    # The same with the recipe's contrast (in-batch negatives, intermediate pairs cell by cell).
+    PRESETS[f"{_name}+cktf-recipe"] = replace(PRESETS[f"{_name}+cktf"], negatives="in_batch", spatial_contrast=True)
+PRESETS["kd+cktf-recipe"] = replace(PRESETS["cktf+kd"], negatives="in_batch", spatial_contrast=True, layer_weight=0.8)
 
 
 def get_preset(name: str) -> ObjectiveSettings:
