@@ -86,9 +86,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         pool_window (`int`, *optional*, defaults to `8`): Window (= stride) of `stage_pooling="fixed_window"`.
         feat_dim (`int`, *optional*, defaults to `128`): Projector output size.
         projector (`str`, *optional*, defaults to `"linear"`): `linear` or `mlp` heads.
-        teacher_projector (`str`, *optional*, defaults to `"trained"`):
+        teacher_projector (`str`, *optional*):
             `trained` (a head per pair on the teacher side too, as CRD and CKTF do) or `none` (the teacher's features
             are used as they are, L2-normalised, and the student's heads map into the teacher's feature space).
+            Overrides the preset.
         layer_pairs (`str`, *optional*, defaults to `"auto"`):
             `auto`, or explicit `student:teacher` pairs by hidden-state index (negative allowed) or name, e.g.
             `"0:0,2:4,-1:-1"` or `"stage1:stage2,stage2:stage4"`. The final (classifier-input) pair is always added.
@@ -151,8 +152,8 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     pool_window: int = field(default=8, metadata={"help": "Window (= stride) of stage_pooling='fixed_window'."})
     feat_dim: int = field(default=128, metadata={"help": "Projector output dimension."})
     projector: str = field(default="linear", metadata={"help": f"Projector heads: one of {PROJECTOR_KINDS}."})
-    teacher_projector: str = field(
-        default="trained", metadata={"help": f"Teacher-side heads: one of {TEACHER_PROJECTORS}."}
+    teacher_projector: Optional[str] = field(
+        default=None, metadata={"help": f"Teacher-side heads: one of {TEACHER_PROJECTORS} (default: the preset's)."}
     )
     layer_pairs: str = field(default="auto", metadata={"help": "'auto' or 'student:teacher,...' pairs."})
     token_pooling: str = field(default="mean", metadata={"help": f"Token pooling: one of {TOKEN_POOLING}."})
@@ -187,7 +188,6 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         check_choice("negative_sampling", self.negative_sampling, NEGATIVE_SAMPLING)
         check_choice("bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
         check_choice("projector", self.projector, PROJECTOR_KINDS)
-        check_choice("teacher_projector", self.teacher_projector, TEACHER_PROJECTORS)
         check_choice("token_pooling", self.token_pooling, TOKEN_POOLING)
         check_choice("stage_pooling", self.stage_pooling, STAGE_POOLING)
         if self.pool_window < 1:
@@ -224,6 +224,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             contrastive_warmup=self.contrastive_warmup,
             spatial_contrast=self.spatial_contrast,
             negatives=self.negatives,
+            teacher_projector=self.teacher_projector,
         )
 
     @classmethod

@@ -437,7 +437,7 @@ def objective_from_args(args: Any) -> dict[str, Any]:
         "nce_momentum": args.nce_momentum if args.negatives == "memory_bank" else None,
         "feat_dim": args.feat_dim,
         "projector": args.projector,
-        "teacher_projector": "none" if getattr(args, "teacher_projector", "trained") == "none" else None,
+        "teacher_projector": settings.teacher_projector if settings.teacher_projector != "trained" else None,
         "classic": dict(settings.classic) or None,
         "feature_batch_norm": settings.feature_batch_norm,
         "layer_pairs": getattr(args, "layer_pairs", None),

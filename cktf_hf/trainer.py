@@ -89,7 +89,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self.objective = CKTFObjective(
             settings, self.pairing.shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
             momentum=args.nce_momentum, feat_dim=args.feat_dim, projector=args.projector,
-            bank_dtype=BANK_DTYPES[args.bank_dtype], teacher_projector=args.teacher_projector,
+            bank_dtype=BANK_DTYPES[args.bank_dtype],
         ).to(next(model.parameters()).device)
         self.reader: FeatureReader = self.pairing.reader(
             self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm,

@@ -136,8 +136,8 @@ def test_objective_contrasts_intermediate_cells_on_the_common_grid():
 
 def test_teacher_projector_none_contrasts_against_the_teachers_own_features():
     settings = ObjectiveSettings(final_weight=0.8, layer_weight=0.5, temperature=0.2, spatial_contrast=True,
-                                 negatives="in_batch")
-    objective = CKTFObjective(settings, PAIRS, feat_dim=4, teacher_projector="none")
+                                 negatives="in_batch", teacher_projector="none")
+    objective = CKTFObjective(settings, PAIRS, feat_dim=4)
     assert not list(objective.teacher_projectors.parameters())  # nothing trained on the teacher side
     assert objective.student_projectors["s1_t2"].net.out_features == 6  # into the teacher's channels
     assert objective.student_projectors["final"].net.out_features == PAIRS[-1].teacher_dim
@@ -151,7 +151,7 @@ def test_teacher_projector_none_contrasts_against_the_teachers_own_features():
     expected = InBatchInfoNCELoss(0.2)(v_s, F.normalize(teacher.pooled["final"], dim=-1))
     assert out.components["contrast_final"].item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="teacher_projector must be one of"):
-        CKTFObjective(settings, PAIRS, teacher_projector="frozen")
+        ObjectiveSettings(teacher_projector="frozen")
 
 
 def test_spatial_contrast_needs_in_batch_negatives_and_maps(tmp_path):

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..projectors import TEACHER_PROJECTORS, Normalize, Projector
+from ..projectors import Normalize, Projector
 from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
 from .presets import ObjectiveSettings
-from .registry import check_choice, get_objective
+from .registry import get_objective
 
 FINAL = "final"
 
@@ -103,10 +103,8 @@ class CKTFObjective(nn.Module):
         feat_dim: int = 128,
         projector: str = "linear",
         bank_dtype: torch.dtype = torch.float32,
-        teacher_projector: str = "trained",
     ) -> None:
         super().__init__()
-        check_choice("teacher_projector", teacher_projector, TEACHER_PROJECTORS)
         if negatives is not None:  # an explicit choice overrides the settings' (validated there)
             settings = settings.with_overrides(negatives=negatives)
         if not any(pair.is_final for pair in pairs):
@@ -130,10 +128,10 @@ class CKTFObjective(nn.Module):
             pair = self.pairs[name]
             spatial = name in self.cell_grids
             s_dim, t_dim = (pair.student_map[0], pair.teacher_map[0]) if spatial else (pair.student_dim, pair.teacher_dim)
-            embed_dim = feat_dim if teacher_projector == "trained" else t_dim
+            trained = settings.teacher_projector == "trained"
+            embed_dim = feat_dim if trained else t_dim
             self.student_projectors[name] = Projector(s_dim, embed_dim, projector)
-            self.teacher_projectors[name] = (Projector(t_dim, feat_dim, projector) if teacher_projector == "trained"
-                                             else Normalize())
+            self.teacher_projectors[name] = Projector(t_dim, feat_dim, projector) if trained else Normalize()
             if spatial:
                 self.contrastive[name] = SpatialInfoNCELoss(settings.temperature)
             elif self.negatives == "memory_bank":

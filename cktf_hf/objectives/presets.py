@@ -6,6 +6,7 @@ import inspect
 import math
 from dataclasses import dataclass, field, replace
 
+from ..projectors import TEACHER_PROJECTORS
 from .contrastive import BANK_LOSSES, BANK_WARM_STARTS, NEGATIVE_MODES, POSITIVES
 from .registry import check_choice, get_objective
 
@@ -37,6 +38,8 @@ class ObjectiveSettings:
     :class:`~cktf_hf.objectives.SpatialInfoNCELoss` scores it (in-batch negatives only).
 
     ``negatives`` is where the contrastive terms find their negatives: "memory_bank" (the reference) or "in_batch".
+    ``teacher_projector`` is "trained" (a head per pair on both sides, as CRD and CKTF do) or "none" (the teacher's
+    features are contrasted as they are, L2-normalised, and the student's heads map into the teacher's space).
     """
 
     ce_weight: float = 1.0
@@ -54,6 +57,7 @@ class ObjectiveSettings:
     bank_loss: str = "nce"
     spatial_contrast: bool = False
     negatives: str = "memory_bank"
+    teacher_projector: str = "trained"
 
     def __post_init__(self) -> None:
         for name in ("feature_batch_norm", "spatial_contrast"):
@@ -63,6 +67,7 @@ class ObjectiveSettings:
         check_choice("bank_warm_start", self.bank_warm_start, BANK_WARM_STARTS)
         check_choice("bank_loss", self.bank_loss, BANK_LOSSES)
         check_choice("negatives", self.negatives, NEGATIVE_MODES)
+        check_choice("teacher_projector", self.teacher_projector, TEACHER_PROJECTORS)
         if self.spatial_contrast and self.negatives != "in_batch":
             raise ValueError("spatial_contrast contrasts cells with in-batch negatives: set negatives='in_batch' "
                              "(the memory bank holds one vector per sample and pair).")
