@@ -255,8 +255,13 @@ def test_reference_presets_hold_the_reference_values(tmp_path):
                                                                "feature_batch_norm": False})
     recipe = get_preset("cktf-recipe")
     assert (recipe.positive, recipe.bank_warm_start, recipe.contrastive_warmup) == ("current", "skip_unwritten", 0.1)
-    assert (recipe.negatives, recipe.spatial_contrast, recipe.layer_weight, recipe.final_weight) == (
-        "in_batch", True, 2.0, 0.8)
+    assert (recipe.negatives, recipe.spatial_contrast, recipe.layer_weight, recipe.final_weight,
+            recipe.teacher_projector) == ("in_batch", True, 2.0, 0.8, "none")
+    assert get_preset("cktf-reference").teacher_projector == "trained"  # the reference trains both heads
+    for x in ("kd", "fitnets", "pkt", "rkd", "dkd"):  # X + the recipe's contrast: X's own weight kept
+        combined, paper = get_preset(f"{x}+cktf-recipe"), get_preset("cktf+kd" if x == "kd" else f"{x}+cktf")
+        assert (combined.negatives, combined.spatial_contrast, combined.teacher_projector) == ("in_batch", True, "none")
+        assert (combined.classic, combined.kd_weight, combined.layer_weight) == (paper.classic, paper.kd_weight, 0.8)
     assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe").negatives == "in_batch"
     assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf").negatives == "memory_bank"
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):

@@ -125,19 +125,21 @@ PRESETS["cktf-reference"] = ObjectiveSettings(
     ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1, kd_temperature=4.0,
     feature_batch_norm=True, positive="bank", bank_warm_start="none", contrastive_warmup=0.0, bank_loss="nce")
 PRESETS["crd-reference"] = replace(PRESETS["cktf-reference"], layer_weight=0.0, feature_batch_norm=False)
-# The recipe the screening chose on validation (README, "Screening the recipe"): in-batch negatives, intermediate
-# pairs contrasted cell by cell with θ = 2, β and θ warmed up over the first 10% of training. With
-# negatives="memory_bank" (and spatial_contrast=False) it keeps the bank fixes: MoCo-style current positives and no
-# initialisation noise in the banks.
+# The recipe the screening chose on validation (README, "Benchmarks"): in-batch negatives, intermediate pairs
+# contrasted cell by cell with θ = 2 against the teacher's own features (no teacher head), β and θ warmed up over the
+# first 10% of training. With negatives="memory_bank" (and spatial_contrast=False) it keeps the bank fixes:
+# MoCo-style current positives and no initialisation noise in the banks.
 PRESETS["cktf-recipe"] = replace(_CKTF, negatives="in_batch", spatial_contrast=True, layer_weight=2.0,
-                                 contrastive_warmup=0.1, positive="current", bank_warm_start="skip_unwritten")
+                                 contrastive_warmup=0.1, teacher_projector="none", positive="current",
+                                 bank_warm_start="skip_unwritten")
+_RECIPE_CONTRAST = dict(negatives="in_batch", spatial_contrast=True, teacher_projector="none")
 for _name, _weight in CLASSIC_WEIGHTS.items():
     PRESETS[_name] = ObjectiveSettings(**_ONLY_CE, classic={_name: _weight})
     # "X + CKTF" (the paper's Table 2): X plus the contrastive terms, weight 0.8 on every pair.
     PRESETS[f"{_name}+cktf"] = replace(_CKTF, final_weight=0.8, layer_weight=0.8, classic={_name: _weight})
-    # The same with the recipe's contrast (in-batch negatives, intermediate pairs cell by cell).
-    PRESETS[f"{_name}+cktf-recipe"] = replace(PRESETS[f"{_name}+cktf"], negatives="in_batch", spatial_contrast=True)
-PRESETS["kd+cktf-recipe"] = replace(PRESETS["cktf+kd"], negatives="in_batch", spatial_contrast=True, layer_weight=0.8)
+    # The same with the recipe's contrast (in-batch negatives, intermediate pairs cell by cell, no teacher head).
+    PRESETS[f"{_name}+cktf-recipe"] = replace(PRESETS[f"{_name}+cktf"], **_RECIPE_CONTRAST)
+PRESETS["kd+cktf-recipe"] = replace(PRESETS["cktf+kd"], layer_weight=0.8, **_RECIPE_CONTRAST)
 
 
 def get_preset(name: str) -> ObjectiveSettings:
