@@ -35,11 +35,11 @@ def state_differences(saved: dict[str, torch.Tensor], current: dict[str, torch.T
     problems = []
     missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
     if missing:
-        problems.append(f"this run has terms the checkpoint lacks ({_terms(missing)}): the preset, weights or "
-                        "layer_pairs changed")
+        problems.append(f"this run has terms the checkpoint lacks ({_terms(missing)}): the preset, weights, "
+                        "teacher_projector or layer_pairs changed")
     if unexpected:
-        problems.append(f"the checkpoint has terms this run lacks ({_terms(unexpected)}): the preset, weights or "
-                        "layer_pairs changed")
+        problems.append(f"the checkpoint has terms this run lacks ({_terms(unexpected)}): the preset, weights, "
+                        "teacher_projector or layer_pairs changed")
     for key in sorted(set(saved) & set(current)):
         was, now = tuple(saved[key].shape), tuple(current[key].shape)
         if was == now:
@@ -49,10 +49,11 @@ def state_differences(saved: dict[str, torch.Tensor], current: dict[str, torch.T
                 problems.append(f"the training set had {was[0]:,} examples, now {now[0]:,} (the memory banks hold one "
                                 "row per example)")
             if was[1:] != now[1:]:
-                problems.append(f"feat_dim was {was[1]}, now {now[1]}")
+                problems.append(f"the embedding size was {was[1]}, now {now[1]} (feat_dim, or the teacher's width "
+                                "with teacher_projector='none')")
         else:
-            problems.append(f"{key}: shape {list(was)} in the checkpoint, {list(now)} now (feat_dim, projector or "
-                            "the paired layers' widths changed)")
+            problems.append(f"{key}: shape {list(was)} in the checkpoint, {list(now)} now (feat_dim, projector, "
+                            "teacher_projector or the paired layers' widths changed)")
     return list(dict.fromkeys(problems))
 
 

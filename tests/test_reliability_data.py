@@ -393,8 +393,13 @@ def test_a_resume_that_no_longer_fits_says_what_changed(tmp_path):
     save_file(first.objective.state_dict(), str(checkpoint / STATE_NAME))
     bigger = _trainer(tmp_path, teacher, dataset=tiny.digits("train", 48), preset="crd", feat_dim=64)
     with pytest.raises(ValueError, match=r"does not fit this run: the training set had 32 examples, now 48 .*"
-                                         r"feat_dim was 128, now 64.*projector.*Resume with the training set"):
+                                         r"embedding size was 128, now 64 \(feat_dim.*projector.*Resume with the "
+                                         r"training set"):
         bigger._load_from_checkpoint(str(checkpoint))
+    headless = _trainer(tmp_path, teacher, preset="crd", teacher_projector="none")  # trained heads saved, none now
+    with pytest.raises(ValueError, match=r"checkpoint has terms this run lacks \(teacher_projectors\.final\.net\).*"
+                                         r"teacher_projector"):
+        headless._load_from_checkpoint(str(checkpoint))
     (checkpoint / STATE_NAME).write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=rf"{re.escape(str(checkpoint / STATE_NAME))} is unreadable.*corrupted"):
         first._load_from_checkpoint(str(checkpoint))
