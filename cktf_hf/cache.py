@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import uuid
 from typing import Any, Callable, Sequence
 
@@ -155,7 +156,8 @@ class TeacherCache:
         path = os.path.join(directory, key, FILE_NAME)
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            temporary = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+            remove_stale_temporaries(path)
+            temporary = f"{path}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
             try:
                 _write(temporary, run_teacher, batches(), reader.raw(), _raw_pairs(reader))
                 os.replace(temporary, path)
@@ -187,6 +189,33 @@ class TeacherCache:
         if not hasattr(self, "_reader"):
             self._reader = RowReader(self.table)
         return self._reader(index.cpu().numpy())
+
+
+def remove_stale_temporaries(path: str) -> list[str]:
+    """Delete the half-written ``<path>.<host>-<pid>-<id>.tmp`` files left by killed writers on this host (their
+    process no longer exists); another host's, or a live writer's, are left alone. Returns the deleted paths."""
+    folder, prefix = os.path.dirname(path), f"{os.path.basename(path)}.{socket.gethostname()}-"
+    removed = []
+    for name in os.listdir(folder):
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            os.remove(os.path.join(folder, name))
+            removed.append(os.path.join(folder, name))
+    if removed:
+        logger.warning("Deleted %d half-written teacher-cache file(s) left by killed runs: %s", len(removed), removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        pass
+    return True
 
 
 class RowReader:

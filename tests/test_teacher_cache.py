@@ -1,6 +1,8 @@
 """The opt-in teacher-output cache: bit-identical losses, fingerprint invalidation, refusal with augmentation."""
 
 import os
+import socket
+import subprocess
 
 import pytest
 import torch
@@ -123,3 +125,21 @@ def test_row_reader_returns_the_rows_of_every_chunk(tmp_path):
     assert rows.keys() == {"maps", "pooled"}
     for name in rows:
         assert rows[name].dtype == torch.float32 and torch.equal(rows[name], expected[name])
+
+
+def test_a_killed_writers_half_file_is_deleted_on_the_next_build(tmp_path):
+    cache = tmp_path / "cache"
+    run(tmp_path, str(cache), steps=1)
+    (arrow,) = cache.glob("*/teacher_outputs.arrow")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer exists: a writer killed mid-write
+    host = socket.gethostname()
+    stale = arrow.parent / f"{arrow.name}.{host}-{dead.pid}-0123abcd.tmp"
+    live = arrow.parent / f"{arrow.name}.{host}-{os.getpid()}-0123abcd.tmp"  # a writer still at work
+    remote = arrow.parent / f"{arrow.name}.another-host-{dead.pid}-0123abcd.tmp"  # not ours to judge
+    for path in (stale, live, remote):
+        path.write_bytes(b"half a file")
+    arrow.unlink()
+    trainer, _ = run(tmp_path, str(cache), steps=1)
+    assert trainer.teacher_cache is not None and arrow.is_file()  # rebuilt
+    assert not stale.exists() and live.exists() and remote.exists()
