@@ -152,6 +152,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", help="Folder with the Fashion-MNIST IDX files (default: the Debian package's).")
     parser.add_argument("--output", default=common.RESULTS_DIR, help="Folder for the JSON, markdown and PNG.")
     parser.add_argument("--name", help="File stem (default: accuracy, or accuracy_quick with --quick).")
+    parser.add_argument("--report_only", action="store_true",
+                        help="Run nothing: write the results from the finished runs in <output>/<name>.runs.jsonl "
+                             "(a method and student whose grid is incomplete is listed as not run; a row with "
+                             "fewer seeds says how many).")
     common.add_run_options(parser)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -393,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "schedule": "5% linear warmup, cosine decay", "nce_k": args.nce_k, "augmentation": "none",
         "selection": "epoch and learning rate on the validation split; test reported at the selected epoch and the "
                      "last one", "teacher_cache": bool(args.teacher_cache), "overrides": args.overrides,
+        "report_only": args.report_only,
         "device": args.device, "jobs": args.jobs, "threads_per_run": args.threads,
     }
     note = (f"QUICK MODE: all {len(args.methods)} methods and {len(args.students)} students, but {len(args.seeds)} "
@@ -418,37 +423,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return dict(method=method, fields=METHODS[method], student=student, seed=seed, learning_rate=learning_rate,
                     phase=phase, teacher_cache_dir=args.teacher_cache if cached[method] else None, **base)
 
-    runs, grid, final = [], {}, []
+    runs, grid, final, not_run = [], {}, [], []
     journal = common.journal_path(args)
     resume = args.resume
     with tempfile.TemporaryDirectory(prefix="cktf_bench_data_") as tmp:
         paths = common.save_encoded({"train": train, "val": val, "test": test}, tmp)
         initargs = (args.teacher, paths, args.threads)
-        pool = common.worker_pool(args.jobs, _init_worker, initargs) if args.jobs > 1 else None
+        pool = (common.worker_pool(args.jobs, _init_worker, initargs) if args.jobs > 1 and not args.report_only
+                else None)
+
+        def execute(tasks: list[dict[str, Any]], resume: bool) -> list[Optional[dict[str, Any]]]:
+            """The tasks' results: run (those not in the journal), or only read back with --report_only."""
+            if args.report_only:
+                return common.read_back(tasks, journal)
+            return common.run_tasks(run_one, tasks, args.jobs, _init_worker, initargs, describe=_describe,
+                                    journal=journal, resume=resume, pool=pool)
+
         try:
             for method in args.methods:
                 # Phase 1: the learning-rate grid with the first seed; the rate chosen on validation.
                 grid_tasks = [task(method, s, args.seeds[0], lr, "grid") for s in args.students for lr in args.lr_grid]
-                for cache_task in cache_tasks(common.pending_tasks(grid_tasks, journal, resume)):
+                pending = [] if args.report_only else common.pending_tasks(grid_tasks, journal, resume)
+                for cache_task in cache_tasks(pending):
                     # One at a time: two students may share a cache (e.g. KD reads the logits alone).
                     common.run_tasks(prepare_cache, [cache_task], args.jobs, _init_worker, initargs, pool=pool,
                                      describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} "
                                                         f"cached ({r['seconds']:.0f} s)")
-                grid_runs = common.run_tasks(run_one, grid_tasks, args.jobs, _init_worker, initargs,
-                                             describe=_describe, journal=journal, resume=resume, pool=pool)
+                grid_runs = execute(grid_tasks, resume)
                 resume = True  # the journal now holds this invocation's runs too
                 chosen = {}
                 for student in args.students:
-                    mine = [r for r in grid_runs if r["student"] == student]
+                    mine = [r for r in grid_runs if r is not None and r["student"] == student]
+                    if len(mine) < len(args.lr_grid):  # only with --report_only
+                        not_run.append(f"{method} / {student}")
+                        continue
                     chosen[student] = common.choose_learning_rate(mine)
                     grid[f"{method}/{student}"] = {"method": method, "student": student, "chosen": chosen[student],
                                                    "val": {f"{r['learning_rate']:g}": r["val"] for r in mine}}
-                    _keep_chosen_students([t for t in grid_tasks if t["student"] == student], chosen[student])
+                    if not args.report_only:
+                        _keep_chosen_students([t for t in grid_tasks if t["student"] == student], chosen[student])
                 # Phase 2: the chosen rate with the other seeds (seed 0's run at that rate is reused).
                 seed_tasks = [task(method, s, seed, chosen[s], "seeds") for seed in args.seeds[1:]
-                              for s in args.students]
-                seed_runs = common.run_tasks(run_one, seed_tasks, args.jobs, _init_worker, initargs,
-                                             describe=_describe, journal=journal, resume=True, pool=pool)
+                              for s in args.students if s in chosen]
+                seed_runs = [r for r in execute(seed_tasks, True) if r is not None]
+                grid_runs = [r for r in grid_runs if r is not None and r["student"] in chosen]
                 runs += grid_runs + seed_runs
                 final += [r for r in grid_runs if r["learning_rate"] == chosen[r["student"]]] + seed_runs
         finally:
@@ -488,6 +506,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "learning_rate": r["learning_rate"], "path": r["saved_student"]}
                            for r in final if r.get("saved_student")],
         "total_wall_time_s": round(time.perf_counter() - started, 1),
+        "runs_wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
+        "not_run": not_run,
     }
     text = [f"teacher {type(teacher).__name__} ({teacher_params:,} parameters): {common.pct(teacher_accuracy)} %"]
     for s, g in gap_check.items():
@@ -510,7 +530,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"## Learning-rate grid (seed {args.seeds[0]}, validation top-1 % at the selected epoch)\n\n"
         + common.markdown_table(*_grid_table(list(grid.values()), args.lr_grid)),
         "\n".join(f"- {line}" for line in text),
-        f"Total wall time: {payload['total_wall_time_s'] / 60:.1f} min.",
+        (f"Not run (no complete learning-rate grid in the journal): {', '.join(not_run)}.\n\n" if not_run else "")
+        + (f"Report written from the run journal (--report_only); the runs took {payload['runs_wall_time_s'] / 3600:.1f}"
+           " hours of wall time in all." if args.report_only else
+           f"Total wall time: {payload['total_wall_time_s'] / 60:.1f} min."),
     ])
     paths = common.write_results(args.output, args.name, payload, markdown)
     common.bar_chart(

@@ -539,6 +539,12 @@ def pending_tasks(tasks: list[dict[str, Any]], journal: Optional[str], resume: b
     return [task for task in tasks if _task_key(task) not in done]
 
 
+def read_back(tasks: list[dict[str, Any]], journal: str) -> list[Optional[dict[str, Any]]]:
+    """Each task's result from the run journal, None where it has not run."""
+    done = _read_journal(journal)
+    return [done.get(_task_key(task)) for task in tasks]
+
+
 def _task_key(task: dict[str, Any]) -> str:
     return json.dumps(task, sort_keys=True)
 

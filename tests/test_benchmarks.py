@@ -142,6 +142,28 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
         assert f.read() == journal
     assert resumed["runs"] == payload["runs"] and resumed["aggregates"] == payload["aggregates"]
 
+    # --report_only trains nothing: it reads the journal back; a method and student without a whole grid is listed as
+    # not run, a row that lacks a seed reports the seeds it has.
+    def dropped(entry: dict) -> bool:
+        task = entry["task"]
+        return ((task["method"], task["student"], task["phase"]) == ("kd", "resnet-small", "seeds")
+                or (task["method"], task["student"], task["learning_rate"]) == ("scratch", "vit-tiny", 1e-3))
+    partial = "".join(line + "\n" for line in journal.splitlines() if not dropped(json.loads(line)))
+    elsewhere = tmp_path / "report"
+    elsewhere.mkdir()
+    (elsewhere / "accuracy.runs.jsonl").write_text(partial)
+    report = accuracy.main(argv + ["--report_only", "--methods", "scratch,kd,fitnets", "--output", str(elsewhere)])
+    assert (elsewhere / "accuracy.runs.jsonl").read_text() == partial
+    assert report["settings"]["report_only"] is True
+    assert report["not_run"] == ["scratch / vit-tiny", "fitnets / vit-tiny", "fitnets / resnet-small"]
+    assert {(r["method"], r["student"]): r["n"] for r in report["aggregates"]} == {
+        ("scratch", "resnet-small"): 2, ("kd", "vit-tiny"): 2, ("kd", "resnet-small"): 1}
+    kept = [r for r in payload["runs"] if not (r["method"], r["student"]) == ("scratch", "vit-tiny")
+            and not (r["method"], r["student"], r["phase"]) == ("kd", "resnet-small", "seeds")]
+    assert sorted(map(json.dumps, report["runs"])) == sorted(map(json.dumps, kept))
+    assert "Not run (no complete learning-rate grid in the journal): scratch / vit-tiny" in (
+        elsewhere / "accuracy.md").read_text()
+
     # examples/distill_vit.py prints the same student's from-scratch accuracy from this file.
     distill_vit = _load("examples/distill_vit.py", "cktf_examples_distill_vit")
     monkeypatch.setattr(distill_vit, "SCRATCH_RESULTS", str(out / "accuracy.json"))
