@@ -50,14 +50,14 @@ SHARED = {"negative_sampling": "shared"}
 CONFIGS = {
     STUDENT: {"preset": "scratch"},
     KD: {"preset": "kd"},
-    "CKTF in-batch": {"preset": "cktf", "negatives": "in_batch"},
-    "CKTF bank K=4096, per-sample (reference)": {"preset": "cktf", "nce_k": 4096, **PER_SAMPLE},
-    "CKTF bank K=16384, per-sample (reference)": {"preset": "cktf", "nce_k": 16384, **PER_SAMPLE},
-    SHARED_4096: {"preset": "cktf", "nce_k": 4096, **SHARED},
-    SHARED_16384: {"preset": "cktf", "nce_k": 16384, **SHARED},
-    CACHED: {"preset": "cktf", "nce_k": 4096, **SHARED, "teacher_cache_dir": "CACHE"},
-    BIG_N: {"preset": "cktf", "nce_k": 4096, **SHARED, "repeat_data": 10},
-    BIG_N + ", bf16 banks": {"preset": "cktf", "nce_k": 4096, **SHARED, "bank_dtype": "bfloat16", "repeat_data": 10},
+    "CKTF in-batch": {"preset": "cktf-reference", "negatives": "in_batch"},
+    "CKTF bank K=4096, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 4096, **PER_SAMPLE},
+    "CKTF bank K=16384, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 16384, **PER_SAMPLE},
+    SHARED_4096: {"preset": "cktf-reference", "nce_k": 4096, **SHARED},
+    SHARED_16384: {"preset": "cktf-reference", "nce_k": 16384, **SHARED},
+    CACHED: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "teacher_cache_dir": "CACHE"},
+    BIG_N: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "repeat_data": 10},
+    BIG_N + ", bf16 banks": {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "bank_dtype": "bfloat16", "repeat_data": 10},
 }
 LOSS_CHECK_K = 16384
 

@@ -6,8 +6,9 @@ a fixed stratified 4,000 / 1,000 train / test split):
 
 * ``protocol`` (the paper's): the Fashion-MNIST teacher is distilled into a fresh ``vit-tiny`` on the 4,000 MNIST
   training images with the label column dropped (``cktf_hf.demo.transfer.distill_unlabelled``): ``kd`` (α=1, no CE),
-  ``crd`` (β=1 on the final pair, τ=0.07, no CE) and ``cktf`` (preset ``transfer``: γ=0, β=1, θ=0.04, τ=0.07); same
-  epochs, batch 128, AdamW lr 2e-3, cosine, K=4,096.
+  ``crd`` (β=1 on the final pair, τ=0.07, no CE), ``cktf`` (preset ``transfer``, the paper's: γ=0, β=1, θ=0.04,
+  τ=0.07, memory bank) and ``cktf-recipe`` (preset ``cktf``, the recipe's contrast, with γ=0); same epochs, batch
+  128, AdamW lr 2e-3, cosine, K=4,096.
 * ``compression`` (CRD's transferability table): the students that ``benchmarks/accuracy.py`` distilled on
   Fashion-MNIST with labels (its final runs, seeds 0..2, saved under ``benchmarks/cache/students/``; listed in its
   JSON, ``--compression_results``), every method and both students, probed as they are.
@@ -21,7 +22,7 @@ Linear probe (``cktf_hf.demo.transfer.linear_probe``): backbone frozen, a new 10
 validation split that selects the probe epoch. The 1,000 test digits are only reported: top-1 at the
 validation-selected probe epoch and after the last one, mean ± std over seeds. Target (d): CKTF's probe > KD's probe
 > the random and the scratch backbone's, each beyond one std (mean − std above mean + std); per part and student
-(compression: the ``cktf-recipe`` students if they exist, else ``cktf-reference``).
+(CKTF: ``cktf-recipe`` if it ran, else ``cktf`` in the protocol part and ``cktf-reference`` in the compression part).
 
 Budget (shipped teacher, 2 shared vCPUs, one thread per run, vit-tiny steps of 128 images, K = 4,096): distillation
 235 ms (kd), 281 ms (crd), 370 ms (cktf) per step, 32 steps per epoch of the 4,000 images → 28 s per epoch of the
@@ -55,7 +56,7 @@ from cktf_hf.demo import DEFAULT_TEACHER
 from cktf_hf.demo.transfer import TRANSFER_METHODS, distill_unlabelled, linear_probe, without_labels
 from cktf_hf.measure import count_parameters
 
-METHODS = ["kd", "crd", "cktf"]
+METHODS = ["kd", "crd", "cktf", "cktf-recipe"]
 REFERENCES = ["random", "teacher"]
 STUDENT = "vit-tiny"
 FULL = dict(seeds="0,1,2", epochs=10, compression_results=os.path.join(common.RESULTS_DIR, "accuracy.json"))
@@ -214,14 +215,14 @@ def target_transfer(rows: list[dict[str, Any]], cktf: str, kd: str = "kd",
 
 
 def transfer_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Target (d) per part and student: protocol (cktf > kd > random, vit-tiny) and compression (the recipe's students,
-    else the reference's, > kd > random and scratch, each student)."""
+    """Target (d) per part and student: protocol (cktf > kd > random, vit-tiny) and compression (> kd > random and
+    scratch, each student); CKTF is the recipe's row when it ran, else the paper's (protocol) or the reference's."""
     results = {}
     for part, student in dict.fromkeys((r["part"], r["student"]) for r in rows if r["part"] != "reference"):
         mine = [r for r in rows if r["student"] == student and r["part"] in (part, "reference")]
         names = {r["method"] for r in mine}
-        cktf = "cktf" if part == "protocol" else next((m for m in ("cktf-recipe", "cktf-reference") if m in names),
-                                                      "cktf-recipe")
+        cktf = next((m for m in ("cktf-recipe", "cktf" if part == "protocol" else "cktf-reference") if m in names),
+                    "cktf-recipe")
         results[f"{part}/{student}"] = target_transfer(mine, cktf)
     values = [r["met"] for r in results.values()]
     met = False if False in values else (True if values and all(v is True for v in values) else None)

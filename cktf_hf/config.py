@@ -25,6 +25,7 @@ LOCAL_PATHS_KEY = "local_paths_removed"
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 logger = logging.get_logger(__name__)
+_BANK_OPTIONS = ("nce_k", "negative_sampling", "bank_dtype", "nce_momentum")
 
 
 @dataclass
@@ -41,10 +42,11 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             `float32`, `bfloat16`, `float16`, or `auto` (bfloat16/float16 when training with `bf16`/`fp16`, else float32).
         trust_remote_code (`bool`, *optional*, defaults to `False`): Allow custom modelling code for the teacher.
         preset (`str`, *optional*, defaults to `"cktf"`):
-            Named objective settings: `cktf`, `cktf+kd`, `crd`, `crd+kd`, `kd`, `transfer`, `scratch`, a classic
-            method (`fitnets`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `nst`, `dkd`, `dist`) or `<classic>+cktf`;
-            `cktf-reference` and `crd-reference` (the paper's code, frozen) and `cktf-recipe` (provisional). The
-            weight fields below override it when set.
+            Named objective settings: `cktf` (the recipe: in-batch negatives, intermediate pairs contrasted cell by
+            cell against the teacher's own features; also named `cktf-recipe`), `cktf-reference` and `crd-reference`
+            (the paper's code, frozen), `cktf+kd`, `crd`, `crd+kd`, `transfer` (the paper's settings), `kd`,
+            `scratch`, a classic method (`fitnets`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `nst`, `dkd`, `dist`),
+            `<classic>+cktf` (the paper's Table 2) or `<classic>+cktf-recipe`. The fields below override it when set.
         ce_weight, kd_weight, final_weight, layer_weight (`float`, *optional*):
             γ (cross-entropy), α (KD), β (contrastive loss on the classifier inputs) and θ (each intermediate pair).
         temperature (`float`, *optional*): Contrastive temperature τ.
@@ -54,7 +56,8 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         feature_batch_norm (`bool`, *optional*): CKTF's batch-dimension L2 normalisation of intermediate features.
         negatives (`str`, *optional*):
             `memory_bank` (the reference: NCE with momentum banks, K other-class negatives) or `in_batch` (InfoNCE).
-            Defaults to the preset's: `memory_bank`, except `in_batch` for `cktf-recipe`.
+            Defaults to the preset's: `in_batch` for `cktf` (the recipe) and the `+cktf-recipe` presets, else
+            `memory_bank`.
         nce_k (`int`, *optional*, defaults to `16384`): Negatives per sample in memory-bank mode.
         negative_sampling (`str`, *optional*, defaults to `"per_sample"`):
             `per_sample` (the reference: K other-class negatives drawn for each sample, cost ∝ B·K·D plus a pass
@@ -78,7 +81,8 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         spatial_contrast (`bool`, *optional*):
             Contrast the intermediate pairs cell by cell (both maps average-pooled to their common grid, one projector
             shared by the cells, InfoNCE across the batch's samples and across the sample's cells) instead of as one
-            pooled vector. Needs `negatives="in_batch"`. Overrides the preset.
+            pooled vector. Needs `negatives="in_batch"`. Overrides the preset; left unset with
+            `negatives="memory_bank"`, a preset's cell-by-cell contrast (`cktf`'s) is off and its pairs are pooled.
         stage_pooling (`str`, *optional*, defaults to `"global"`):
             `global` (every map pooled to one `grid_size` grid) or `fixed_window` (CKTF's code: average pooling with a
             `pool_window` window and stride per stage, so 32, 16, 8-cell maps give 4×4, 2×2, 1×1 grids; a map smaller
@@ -204,12 +208,28 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         if self.layer_pairs.strip().lower() != "auto":
             parse_pair_spec(self.layer_pairs)
         self.negatives = self.objective_settings.negatives  # the preset's unless set; fails early on a bad value
+        self._warn_unused_bank_options()
         check_repo_id(self.hub_model_id, self.output_dir, self.push_to_hub)
+
+    def _warn_unused_bank_options(self) -> None:
+        """Memory-bank options changed from their defaults do nothing with in-batch negatives (the default preset's)."""
+        if self.negatives != "in_batch":
+            return
+        defaults = {f.name: f.default for f in fields(self) if f.name in _BANK_OPTIONS}
+        changed = [f"{name}={getattr(self, name)!r}" for name in _BANK_OPTIONS if getattr(self, name) != defaults[name]]
+        if changed:
+            logger.warning("%s only act on memory-bank negatives, but negatives='in_batch' (preset %r): they have no "
+                           "effect. Pass negatives='memory_bank' to use the bank.", ", ".join(changed), self.preset)
 
     @property
     def objective_settings(self) -> ObjectiveSettings:
-        """The preset with every explicitly set weight applied."""
-        return get_preset(self.preset).with_overrides(
+        """The preset with every explicitly set weight applied (a preset's cell-by-cell contrast is off when memory-bank
+        negatives are chosen and ``spatial_contrast`` is not set: the bank holds one pooled vector per pair)."""
+        preset = get_preset(self.preset)
+        spatial_contrast = self.spatial_contrast
+        if spatial_contrast is None and preset.spatial_contrast and self.negatives not in (None, "in_batch"):
+            spatial_contrast = False
+        return preset.with_overrides(
             ce_weight=self.ce_weight,
             kd_weight=self.kd_weight,
             final_weight=self.final_weight,
@@ -222,7 +242,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             bank_warm_start=self.bank_warm_start,
             bank_loss=self.bank_loss,
             contrastive_warmup=self.contrastive_warmup,
-            spatial_contrast=self.spatial_contrast,
+            spatial_contrast=spatial_contrast,
             negatives=self.negatives,
             teacher_projector=self.teacher_projector,
         )
@@ -277,7 +297,38 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         if saved.get("trust_remote_code") and "trust_remote_code" not in overrides:
             logger.warning("%s asks for trust_remote_code=True; reading a config never enables remote code: pass "
                            "trust_remote_code=True yourself if you have read and trust the teacher's code.", path)
-        return cls(**{**kwargs, **overrides})
+        resolved = saved.get("resolved_objective") if "preset" not in overrides else None
+        try:
+            config = cls(**{**kwargs, **overrides})
+        except ValueError:
+            if isinstance(resolved, dict):  # e.g. the saved negatives clash with what the preset has become
+                preset = kwargs.get("preset", "cktf")
+                _check_same_objective(path, resolved, get_preset(preset), preset, overrides)
+            raise
+        if isinstance(resolved, dict):
+            _check_same_objective(path, resolved, config.objective_settings, config.preset, overrides)
+        return config
+
+
+def _check_same_objective(path: str, resolved: dict[str, Any], settings: ObjectiveSettings, preset: str,
+                          overrides: dict[str, Any]) -> None:
+    """Refuse a saved config whose preset now resolves to other weights than it was written with (a preset renamed
+    or changed since: ``cktf`` was the paper's settings before it became the recipe), naming a preset that gives them."""
+    now = json.loads(json.dumps({f.name: getattr(settings, f.name) for f in fields(settings)}))
+    overridden = set(overrides) | ({"classic"} if "classic_objectives" in overrides else set())
+    differing = sorted(name for name, value in resolved.items()
+                       if name in now and name not in overridden and now[name] != value)
+    if not differing:
+        return
+    from .objectives.presets import PRESETS
+
+    same = sorted(name for name, known in PRESETS.items()
+                  if json.loads(json.dumps({f.name: getattr(known, f.name) for f in fields(known)})) == resolved)
+    hint = (f"pass preset={same[0]!r} to train as it was" if same else
+            "pass the saved values of these fields explicitly to train as it was")
+    changes = ", ".join(f"{name}: {resolved[name]!r} saved, {now[name]!r} now" for name in differing)
+    raise ValueError(f"{path} was written with objective settings that preset {preset!r} no longer gives "
+                     f"({changes}); {hint}, or pass preset yourself to train with that preset's current settings.")
 
 
 def read_json(path: str, expected: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections import defaultdict
 from typing import Any, Optional, Union
@@ -76,7 +77,7 @@ class ContrastiveDistillationTrainer(Trainer):
             train_dataset, data_collator, uses_bank, bool(args.teacher_cache_dir), args.nce_k, args.label_column,
             args.seed, shared_negatives=args.negative_sampling == "shared",
         )
-        probe_batch = data_collator([train_dataset[i] for i in range(min(2, len(train_dataset)))])
+        probe_batch = data_collator(first_examples(train_dataset, 2))
         if uses_bank and "index" not in probe_batch:
             raise ValueError(
                 "negatives='memory_bank' needs 'index' and 'contrast_idx' in every batch, but the data collator "
@@ -296,3 +297,10 @@ class ContrastiveDistillationTrainer(Trainer):
         self.save_model(_internal_call=True)
         with explain_push_failure(self, card_kwargs=kwargs):
             return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
+
+
+def first_examples(dataset: Any, count: int) -> list[Any]:
+    """Up to ``count`` examples from the start of a map-style or an iterable dataset."""
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return [dataset[i] for i in range(min(count, len(dataset)))]
+    return list(itertools.islice(iter(dataset), count))

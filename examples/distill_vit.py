@@ -69,7 +69,7 @@ SCRATCH_RESULTS = os.path.join(HERE, "..", "benchmarks", "results", "accuracy.js
 # reference memory bank costs two [64 × 60,000 × 128] products per layer pair and direction each step (about 0.6 s a
 # step on 2 CPU cores, against 0.1 s); on a GPU the bank is cheap: pass --negatives memory_bank.
 SCRIPT_DEFAULTS: dict[str, Any] = {
-    "teacher": DEFAULT_TEACHER, "preset": "cktf-recipe", "negatives": "in_batch", "num_train_epochs": 4,
+    "teacher": DEFAULT_TEACHER, "preset": "cktf", "negatives": "in_batch", "num_train_epochs": 4,
     "output_dir": "outputs/distill_vit", "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1,
     "per_device_train_batch_size": 64, "per_device_eval_batch_size": 256, "learning_rate": 2e-3,
     "weight_decay": 0.05, "warmup_steps": 0.05, "lr_scheduler_type": "cosine", "logging_steps": 50,

@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from cktf_hf import PRESETS
+from cktf_hf import PRESETS, ContrastiveDistillationConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -238,6 +238,22 @@ def test_transfer_protocol_pieces():
     with pytest.raises(ValueError, match="negatives must be one of"):  # overrides reach the config
         example.distill_unlabelled(backbone, backbone, example.without_labels(ds), "cktf", "unused",
                                    overrides={"negatives": "queue"})
+
+
+def test_transfer_target_uses_the_recipe_when_it_ran(tmp_path):
+    transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
+    from cktf_hf.demo.transfer import TRANSFER_METHODS
+
+    recipe = ContrastiveDistillationConfig(output_dir=str(tmp_path), **TRANSFER_METHODS["cktf-recipe"]).objective_settings
+    assert (recipe.ce_weight, recipe.spatial_contrast, recipe.teacher_projector, recipe.negatives) == (
+        0.0, True, "none", "in_batch")  # no labels are seen in the protocol part
+    rows = [{**_row(m, mean), "part": part} for m, mean, part in (
+        ("kd", 0.50, "protocol"), ("cktf", 0.40, "protocol"), ("random", 0.45, "reference"))]
+    paper = transfer.transfer_targets(rows)["per_part"]["protocol/vit-tiny"]
+    assert paper["met"] is False and paper["steps"][0]["pair"].startswith("cktf")
+    with_recipe = transfer.transfer_targets(rows + [{**_row("cktf-recipe", 0.60), "part": "protocol"}])
+    assert with_recipe["met"] is True and with_recipe["per_part"]["protocol/vit-tiny"]["steps"][0]["pair"].startswith(
+        "cktf-recipe")
 
 
 def _row(method: str, mean: float, std: float = 0.01, n: int = 3, student: str = "vit-tiny") -> dict:

@@ -35,7 +35,7 @@ STAGES = ["s1_t2", "s2_t4"]  # AT reads every stage map but the stem; FitNets th
 
 # preset → (γ, α, β, θ, τ, classic weights), written out from the method notes, not read from PRESETS.
 EXPECTED = {
-    "cktf": (1.0, 0.0, 0.8, 0.1, 0.1, {}),
+    "cktf-reference": (1.0, 0.0, 0.8, 0.1, 0.1, {}),  # "cktf" is the recipe: tests/test_recipe.py pins it
     "cktf+kd": (1.0, 1.0, 0.8, 0.1, 0.1, {}),
     "crd": (1.0, 0.0, 0.8, 0.0, 0.1, {}),
     "crd+kd": (1.0, 1.0, 0.8, 0.0, 0.1, {}),
@@ -207,7 +207,7 @@ def test_transfer_preset_without_labels():
 
 def test_projector_parameters_and_gradients():
     torch.manual_seed(3)
-    objective = CKTFObjective(get_preset("cktf"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT, projector="mlp")
+    objective = CKTFObjective(get_preset("cktf-reference"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT, projector="mlp")
     student, teacher, labels, index, contrast_idx = _batch(seed=6)
     for pooled in student.pooled.values():
         pooled.requires_grad_(True)
@@ -271,13 +271,13 @@ def test_weighted_by_field_names_rejected_as_classic(name, hint):
 
 def test_memory_bank_needs_num_samples():
     with pytest.raises(ValueError, match="num_samples") as info:
-        CKTFObjective(get_preset("cktf"), PAIRS)
+        CKTFObjective(get_preset("cktf-reference"), PAIRS)
     assert "in_batch" in str(info.value)
-    CKTFObjective(get_preset("cktf"), PAIRS, negatives="in_batch", feat_dim=FEAT)  # fine without it
+    CKTFObjective(get_preset("cktf-reference"), PAIRS, negatives="in_batch", feat_dim=FEAT)  # fine without it
 
 
 def test_forward_without_indices_in_bank_mode_rejected():
-    objective = CKTFObjective(get_preset("cktf"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(get_preset("cktf-reference"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT)
     student, teacher, labels, index, contrast_idx = _batch(seed=8)
     with pytest.raises(ValueError, match="contrast_idx"):
         objective(student, teacher, labels)
@@ -297,9 +297,9 @@ def test_ce_without_labels_and_all_zero_weights_rejected():
 
 def test_bad_negatives_and_missing_final_pair_rejected():
     with pytest.raises(ValueError, match="negatives"):
-        CKTFObjective(get_preset("cktf"), PAIRS, negatives="queue", num_samples=N)
+        CKTFObjective(get_preset("cktf-reference"), PAIRS, negatives="queue", num_samples=N)
     with pytest.raises(ValueError, match="final"):
-        CKTFObjective(get_preset("cktf"), PAIRS[:-1], num_samples=N)
+        CKTFObjective(get_preset("cktf-reference"), PAIRS[:-1], num_samples=N)
 
 
 def test_map_objective_with_vector_features_rejected():
@@ -326,7 +326,8 @@ def test_config_preset_overrides(tmp_path):
 
 
 def test_config_classic_objectives_parsed(tmp_path):
-    config = ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf", classic_objectives="at=1000,pkt=30000")
+    config = ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-reference",
+                                           classic_objectives="at=1000,pkt=30000")
     assert config.objective_settings.classic == {"at": 1000.0, "pkt": 30000.0}
     assert config.objective_settings.layer_weight == 0.1
 
@@ -373,3 +374,24 @@ def test_config_save_and_load_round_trip(tmp_path):
     assert restored.objective_settings == config.objective_settings
     again = ContrastiveDistillationConfig.from_distillation_config(path, output_dir=str(tmp_path / "c"), nce_k=7)
     assert again.nce_k == 7 and again.teacher == "org/teacher"
+
+
+def test_a_saved_config_whose_preset_changed_meaning_is_refused(tmp_path):
+    """A distillation_config.json written when "cktf" meant the paper's settings does not silently train the recipe."""
+    old = ContrastiveDistillationConfig(output_dir=str(tmp_path / "a"), preset="cktf-reference", nce_k=8)
+    path = old.save_distillation_config(str(tmp_path / "saved"))
+    saved = json.loads(open(path).read())
+    saved["preset"] = "cktf"  # as an earlier version wrote it: "cktf" resolved to the reference settings
+    (tmp_path / "saved" / CONFIG_NAME).write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"preset 'cktf' no longer gives \(.*layer_weight: 0\.1 saved, 2\.0 now.*"
+                                         r"pass preset='cktf-reference'"):
+        ContrastiveDistillationConfig.from_distillation_config(str(tmp_path / "saved"), output_dir=str(tmp_path / "b"))
+    again = ContrastiveDistillationConfig.from_distillation_config(str(tmp_path / "saved"), output_dir=str(tmp_path / "b"),
+                                                                   preset="cktf-reference")
+    assert again.objective_settings == old.objective_settings
+    # An explicit override of a weight is the caller's intent, not a mismatch.
+    tuned = ContrastiveDistillationConfig(output_dir=str(tmp_path / "c"), preset="cktf", layer_weight=0.5)
+    tuned.save_distillation_config(str(tmp_path / "tuned"))
+    restored = ContrastiveDistillationConfig.from_distillation_config(str(tmp_path / "tuned"),
+                                                                      output_dir=str(tmp_path / "d"), temperature=0.2)
+    assert restored.objective_settings.layer_weight == 0.5 and restored.objective_settings.temperature == 0.2

@@ -70,7 +70,8 @@ def test_memory_bank_without_indices(tmp_path):
         return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
                 "labels": torch.tensor([int(e["labels"]) for e in examples])}
 
-    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), max_steps=1, nce_k=8, report_to="none")
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), max_steps=1, nce_k=8, report_to="none",
+                                         preset="cktf-reference")
     with pytest.raises(ValueError, match=r"needs 'index' and 'contrast_idx'.*negatives='in_batch'"):
         ContrastiveDistillationTrainer(model=tiny.vit(32, 2), args=args, teacher_model=tiny.vit(64, 4),
                                        train_dataset=tiny.digits("train", 32), data_collator=collate_without_index)
@@ -83,7 +84,13 @@ class Stream(IterableDataset):
 
 def test_memory_bank_with_an_iterable_dataset(tmp_path):
     with pytest.raises(ValueError, match=r"map-style train_dataset with stable indices.*negatives=.in_batch. without a teacher cache"):
-        build(tmp_path, dataset=Stream())
+        build(tmp_path, dataset=Stream(), preset="cktf-reference")
+
+
+def test_in_batch_negatives_train_on_an_iterable_dataset(tmp_path):
+    trainer = build(tmp_path, dataset=Stream(), per_device_train_batch_size=4, save_strategy="no")  # the recipe
+    assert trainer.args.negatives == "in_batch"
+    assert trainer.train().global_step == 1
 
 
 @pytest.mark.parametrize("config, message", [

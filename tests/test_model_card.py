@@ -211,10 +211,10 @@ def test_bad_checkpoint_kind():
 def test_info_from_config(tmp_path):
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path), learning_rate=3e-4, num_train_epochs=2,
                                          load_best_model_at_end=True, eval_strategy="epoch", save_strategy="epoch",
-                                         report_to="none")
+                                         report_to="none", preset="cktf-reference")
     objective = objective_from_args(args)
     assert objective["final_weight"] == 0.8 and objective["layer_weight"] == 0.1 and objective["nce_k"] == 16384
-    assert "kd_temperature" not in objective  # α = 0 under the cktf preset
+    assert "kd_temperature" not in objective  # α = 0 under the cktf-reference preset
     assert "spatial_contrast" not in objective  # off by default: not listed
     spatial = ContrastiveDistillationConfig(output_dir=str(tmp_path), negatives="in_batch", spatial_contrast=True)
     assert objective_from_args(spatial)["spatial_contrast"] is True and "nce_k" not in objective_from_args(spatial)

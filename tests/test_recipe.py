@@ -245,6 +245,17 @@ def test_settings_and_config_validate_and_override_the_options(tmp_path):
     assert settings.bank_loss == "infonce" and get_preset("cktf-recipe").bank_loss == "nce"
 
 
+def test_bank_options_with_in_batch_negatives_are_reported_unused(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="cktf_hf"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), nce_k=4096, bank_dtype="bfloat16")
+    assert "nce_k=4096, bank_dtype='bfloat16' only act on memory-bank negatives" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cktf_hf"):
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), nce_k=4096, negatives="memory_bank")
+        ContrastiveDistillationConfig(output_dir=str(tmp_path))
+    assert "only act on memory-bank negatives" not in caplog.text
+
+
 def test_reference_presets_hold_the_reference_values(tmp_path):
     # Written out from the paper's code (../shared/method/cktf.md), not read from PRESETS.
     reference = dict(ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1,
@@ -263,9 +274,15 @@ def test_reference_presets_hold_the_reference_values(tmp_path):
         assert (combined.negatives, combined.spatial_contrast, combined.teacher_projector) == ("in_batch", True, "none")
         assert (combined.classic, combined.kd_weight, combined.layer_weight) == (paper.classic, paper.kd_weight, 0.8)
     assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe").negatives == "in_batch"
-    assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf").negatives == "memory_bank"
+    assert get_preset("cktf") == recipe  # the default preset is the recipe; the paper's settings stay under -reference
+    assert ContrastiveDistillationConfig(output_dir=str(tmp_path)).objective_settings == recipe
+    assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-reference").negatives == "memory_bank"
+    # The recipe with the bank: its pairs pooled (the bank holds one vector per pair), the bank fixes kept.
+    banked = ContrastiveDistillationConfig(output_dir=str(tmp_path), negatives="memory_bank").objective_settings
+    assert (banked.negatives, banked.spatial_contrast, banked.positive, banked.bank_warm_start, banked.layer_weight) == (
+        "memory_bank", False, "current", "skip_unwritten", 2.0)
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
-        ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe", negatives="memory_bank")
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), negatives="memory_bank", spatial_contrast=True)
 
 
 def _window_mean(x: torch.Tensor, w: int) -> torch.Tensor:

@@ -289,8 +289,8 @@ def test_settings_the_data_cannot_support_are_refused_early(tmp_path):
     pool = 32 - counts.max()
     with pytest.raises(ValueError, match=rf"nce_k=10,000,000 is larger than the {pool} other-class negatives.*"
                                          rf"at most {pool}"):
-        _trainer(tmp_path, teacher, nce_k=10_000_000)
-    _trainer(tmp_path, teacher, nce_k=int(pool))  # the largest that fits
+        _trainer(tmp_path, teacher, nce_k=10_000_000, negatives="memory_bank")
+    _trainer(tmp_path, teacher, nce_k=int(pool), negatives="memory_bank")  # the largest that fits
     with pytest.raises(ValueError, match=r"grid_size=64 is larger than a paired feature map of 4×4.*at most 4"):
         _trainer(tmp_path, teacher, grid_size=64)
     with pytest.raises(ValueError, match=r"label_column='fine_label' is not a column.*\['labels', 'pixel_values'\]"):

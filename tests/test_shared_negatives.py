@@ -150,7 +150,7 @@ def test_trainer_with_shared_negatives_and_bf16_banks(tmp_path):
     args = ContrastiveDistillationConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=3, nce_k=32, learning_rate=3e-3,
         negative_sampling="shared", bank_dtype="bfloat16", logging_steps=1, save_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=True,
+        disable_tqdm=True, use_cpu=True, preset="cktf-reference",
     )
     trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
                                              train_dataset=tiny.digits("train", 128))

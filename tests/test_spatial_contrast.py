@@ -164,13 +164,14 @@ def test_spatial_contrast_needs_in_batch_negatives_and_maps(tmp_path):
     with pytest.raises(ValueError, match="needs spatial maps on both sides of pair 's1_t2'"):
         CKTFObjective(settings, vector_pair, negatives="in_batch")
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
-        ContrastiveDistillationConfig(output_dir=str(tmp_path), spatial_contrast=True)
+        ContrastiveDistillationConfig(output_dir=str(tmp_path), spatial_contrast=True, negatives="memory_bank")
     for flag in ("spatial_contrast", "feature_batch_norm"):  # a string from a hand-written file is not a boolean
         with pytest.raises(ValueError, match=f"{flag} must be true or false, got 'false'"):
             ContrastiveDistillationConfig(output_dir=str(tmp_path), negatives="in_batch", **{flag: "false"})
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path), spatial_contrast=True, negatives="in_batch")
     assert args.objective_settings.spatial_contrast
-    assert not ContrastiveDistillationConfig(output_dir=str(tmp_path)).objective_settings.spatial_contrast
+    assert ContrastiveDistillationConfig(output_dir=str(tmp_path)).objective_settings.spatial_contrast  # the recipe's
+    assert not ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-reference").objective_settings.spatial_contrast
 
 
 def test_the_recipe_preset_trains_a_vit_student_with_spatial_contrast(tmp_path):

@@ -19,9 +19,10 @@ from cktf_hf.trainer import STATE_NAME
 
 
 def make_args(tmp_path, **overrides) -> ContrastiveDistillationConfig:
+    # The paper's settings (memory bank): these tests exercise the bank's machinery; the recipe has its own tests.
     defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=32, per_device_eval_batch_size=64,
                     learning_rate=3e-3, max_steps=20, logging_steps=5, save_strategy="no", nce_k=64,
-                    report_to="none", seed=0, disable_tqdm=True)
+                    report_to="none", seed=0, disable_tqdm=True, preset="cktf-reference")
     return ContrastiveDistillationConfig(**{**defaults, **overrides})
 
 
@@ -145,7 +146,7 @@ def test_export_holds_only_the_student_and_reloads_identically(tmp_path):
     assert keys and not any(OBJECTIVE_ATTRIBUTE in k for k in keys)
     assert not any(name.startswith("_") for name in os.listdir(out))
     saved = json.loads((out / "distillation_config.json").read_text())
-    assert saved["preset"] == "cktf" and [row["pair"] for row in saved["layer_pairing"]][-1] == "final"
+    assert saved["preset"] == "cktf-reference" and [row["pair"] for row in saved["layer_pairing"]][-1] == "final"
 
     reloaded, info = AutoModelForImageClassification.from_pretrained(str(out), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]

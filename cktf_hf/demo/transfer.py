@@ -28,7 +28,9 @@ from ..trainer import ContrastiveDistillationTrainer
 TRANSFER_METHODS: dict[str, dict[str, Any]] = {
     "kd": dict(preset="kd", ce_weight=0.0, kd_weight=1.0, final_weight=0.0, layer_weight=0.0),
     "crd": dict(preset="crd", ce_weight=0.0, final_weight=1.0, temperature=0.07),
-    "cktf": dict(preset="transfer"),  # γ=0, β=1, θ=0.04, τ=0.07
+    "cktf": dict(preset="transfer"),  # the paper's: γ=0, β=1, θ=0.04, τ=0.07, memory bank
+    # The recipe's contrast (in-batch, intermediate pairs cell by cell against the teacher's own features, θ=2), no CE.
+    "cktf-recipe": dict(preset="cktf", ce_weight=0.0),
 }
 
 
