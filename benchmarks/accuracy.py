@@ -173,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown student {student!r}; choose from {common.KNOWN_STUDENTS}")
     if not args.seeds or not args.lr_grid:
         parser.error("--seeds and --lr_grid need at least one value each")
+    if args.report_only and not os.path.isfile(common.journal_path(args)):
+        parser.error(f"--report_only reads the run journal {common.journal_path(args)}, which does not exist")
     return args
 
 

@@ -161,6 +161,8 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     kept = [r for r in payload["runs"] if not (r["method"], r["student"]) == ("scratch", "vit-tiny")
             and not (r["method"], r["student"], r["phase"]) == ("kd", "resnet-small", "seeds")]
     assert sorted(map(json.dumps, report["runs"])) == sorted(map(json.dumps, kept))
+    with pytest.raises(SystemExit):  # no journal: nothing to report
+        accuracy.main(argv + ["--report_only", "--output", str(tmp_path / "empty")])
     assert "Not run (no complete learning-rate grid in the journal): scratch / vit-tiny" in (
         elsewhere / "accuracy.md").read_text()
 
