@@ -280,7 +280,8 @@ def _describe(run: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ targets
 def target_recipe(rows: list[dict[str, Any]], students: list[str], recipe: str = "cktf-recipe",
                   others: list[str] = OTHER_METHODS) -> dict[str, Any]:
-    """(a) ``recipe`` beats the best of ``others`` (by test mean) by more than one std, on every student."""
+    """(a) ``recipe`` beats the best of ``others`` (by test mean) by more than one std, on every student; while some of
+    ``others`` have not run on a student it is not measured there (the comparison with those that ran is kept)."""
     per_student = {}
     for student in students:
         by = {r["method"]: r for r in rows if r["student"] == student}
@@ -291,7 +292,9 @@ def target_recipe(rows: list[dict[str, Any]], students: list[str], recipe: str =
             continue
         best = max(rivals, key=lambda r: r["test_mean"])
         step = common.compare(by[recipe], best)
-        per_student[student] = {"met": step["beyond_one_std"], "best_other": best["method"], **step}
+        not_run = [m for m in others if m not in by]
+        met = step["beyond_one_std"] if not not_run or step["beyond_one_std"] is False else None
+        per_student[student] = {"met": met, "best_other": best["method"], "not_run": not_run, **step}
     return {"statement": f"{recipe} beats the best other method ({', '.join(others)}) by more than one std, per "
                          "student", "per_student": per_student, "met": _all_met(per_student.values())}
 
@@ -352,7 +355,8 @@ def describe_targets(targets: dict[str, Any]) -> list[str]:
             if key == "a" and "best_other" in result:
                 detail = (f"{result['pair']}: {common.pct(result['a']['mean'], result['a']['std'])} vs "
                           f"{common.pct(result['b']['mean'], result['b']['std'])} ({100 * result['difference']:+.2f}"
-                          f" pts), {common.step_outcome(result)}")
+                          f" pts), {common.step_outcome(result)}"
+                          + (f"; not run: {', '.join(result['not_run'])}" if result["not_run"] else ""))
             elif key == "b":
                 detail = common.describe_ordering(result).split(" — ", 1)[-1]
             elif key == "c":

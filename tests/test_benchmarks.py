@@ -321,16 +321,26 @@ def test_validation_split_is_stratified_and_disjoint_from_training():
 
 def test_target_a_recipe_against_the_best_other_method():
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
-    rows = [_row("cktf-recipe", 0.90), _row("fitnets", 0.86), _row("kd", 0.84), _row("fitnets+cktf", 0.95)]
+    rows = ([_row("cktf-recipe", 0.90), _row("fitnets", 0.86)] + [_row(m, 0.84) for m in accuracy.OTHER_METHODS
+                                                                  if m != "fitnets"] + [_row("fitnets+cktf", 0.95)])
     target = accuracy.target_recipe(rows, ["vit-tiny"])
     result = target["per_student"]["vit-tiny"]
     assert target["met"] is True and result["best_other"] == "fitnets"  # fitnets+cktf is not an "other" method
     close = accuracy.target_recipe([_row("cktf-recipe", 0.87)] + rows[1:], ["vit-tiny"])
     assert close["met"] is False and close["per_student"]["vit-tiny"]["means_ordered"]
     assert accuracy.target_recipe(rows[1:], ["vit-tiny"])["met"] is None  # no recipe row
-    two = accuracy.target_recipe(rows + [_row("cktf-recipe", 0.80, student="resnet-small"),
-                                         _row("kd", 0.70, student="resnet-small")], ["vit-tiny", "resnet-small"])
+    two = accuracy.target_recipe(rows + [_row("cktf-recipe", 0.80, student="resnet-small")] + [
+        _row(m, 0.70, student="resnet-small") for m in accuracy.OTHER_METHODS], ["vit-tiny", "resnet-small"])
     assert two["per_student"]["resnet-small"]["met"] is True and two["met"] is True
+    # Every other method must have run for "met": with some missing the win over those that ran is kept, not a verdict.
+    everyone = [_row(m, 0.80) for m in accuracy.OTHER_METHODS]
+    assert accuracy.target_recipe(everyone + [_row("cktf-recipe", 0.90)], ["vit-tiny"])["met"] is True
+    partial = accuracy.target_recipe(everyone[:3] + [_row("cktf-recipe", 0.90)], ["vit-tiny"])
+    assert partial["met"] is None and partial["per_student"]["vit-tiny"]["not_run"] == accuracy.OTHER_METHODS[3:]
+    assert partial["per_student"]["vit-tiny"]["beyond_one_std"] is True
+    assert any("not run: at" in line for line in accuracy.describe_targets({"a": partial}))
+    losing = accuracy.target_recipe(everyone[:3] + [_row("cktf-recipe", 0.70)], ["vit-tiny"])
+    assert losing["met"] is False  # a loss to a method that ran is a miss whatever else is missing
 
 
 def test_target_b_ordering_uses_the_recipe_when_it_ran():
