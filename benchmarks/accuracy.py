@@ -478,6 +478,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             if pool is not None:
                 pool.shutdown()
+    if args.report_only and not runs:
+        raise SystemExit(f"--report_only: no run in {journal} matches these settings (students, methods, seeds, "
+                         "--lr_grid, --train_subset, --epochs, --batch_size, --teacher, --save_students ...); "
+                         "nothing written")
 
     final.sort(key=lambda r: (args.methods.index(r["method"]), args.students.index(r["student"]), r["seed"]))
     rows = common.aggregate(final)

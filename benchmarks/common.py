@@ -508,7 +508,7 @@ def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any,
         results[i], done = result, done + 1
         if journal:
             with open(journal, "a") as f:
-                f.write(json.dumps({"task": tasks[i], "result": result}) + "\n")
+                f.write(json.dumps({"task": portable_task(tasks[i]), "result": result}) + "\n")
         print(f"  [{done}/{len(tasks)}, {time.perf_counter() - started:6.0f} s] {describe(result)}", flush=True)
 
     if jobs <= 1:
@@ -545,8 +545,18 @@ def read_back(tasks: list[dict[str, Any]], journal: str) -> list[Optional[dict[s
     return [done.get(_task_key(task)) for task in tasks]
 
 
+JOURNAL_PATH_FIELDS = ("teacher", "teacher_cache_dir", "save_dir", "path")
+
+
+def portable_task(task: dict[str, Any]) -> dict[str, Any]:
+    """``task`` with its absolute paths inside the repository made relative to it, so that a journal written in one
+    clone matches the same tasks in another."""
+    return {key: repo_relative(value) if key in JOURNAL_PATH_FIELDS and isinstance(value, str)
+            and os.path.isabs(value) else value for key, value in task.items()}
+
+
 def _task_key(task: dict[str, Any]) -> str:
-    return json.dumps(task, sort_keys=True)
+    return json.dumps(portable_task(task), sort_keys=True)
 
 
 def _read_journal(path: str) -> dict[str, Any]:

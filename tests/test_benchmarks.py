@@ -163,6 +163,12 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     assert sorted(map(json.dumps, report["runs"])) == sorted(map(json.dumps, kept))
     with pytest.raises(SystemExit):  # no journal: nothing to report
         accuracy.main(argv + ["--report_only", "--output", str(tmp_path / "empty")])
+    # A journal none of whose runs match (here: other epochs) is refused before the report is overwritten.
+    written = (elsewhere / "accuracy.json").read_text()
+    with pytest.raises(SystemExit, match="no run in .* matches these settings"):
+        accuracy.main(argv + ["--report_only", "--methods", "scratch,kd,fitnets", "--output", str(elsewhere),
+                              "--epochs", "3"])
+    assert (elsewhere / "accuracy.json").read_text() == written
     assert "Not run (no complete learning-rate grid in the journal): scratch / vit-tiny" in (
         elsewhere / "accuracy.md").read_text()
 
@@ -458,3 +464,27 @@ def test_overrides_are_config_fields():
     for bad in (["final_weigth=0.2"], ["final_weight"]):
         with pytest.raises(SystemExit, match="FIELD=VALUE"):
             common.parse_overrides(bad)
+
+
+def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
+    """A journal written in one clone matches the same tasks in another: paths inside the repository are keyed (and
+    written) relative to it; paths outside it stay absolute."""
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    teacher = os.path.join(common.REPO_ROOT, "examples", "teachers", "fashion-mnist-resnet")
+    task = {"method": "kd", "seed": 0, "teacher": teacher, "save_dir": str(tmp_path / "students"),
+            "teacher_cache_dir": None}
+    assert common.portable_task(task) == {**task, "teacher": os.path.join("examples", "teachers",
+                                                                          "fashion-mnist-resnet")}
+    journal = tmp_path / "runs.jsonl"
+    common.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
+    written = json.loads(journal.read_text())
+    assert written["task"]["teacher"] == os.path.join("examples", "teachers", "fashion-mnist-resnet")
+    assert written["task"]["save_dir"] == str(tmp_path / "students")
+    assert common.read_back([task, {**task, "seed": 1}], str(journal)) == [{"seed": 0, "double": 0}, None]
+    # The same task seen from another clone: the journal's relative path still matches; another teacher does not.
+    elsewhere = {**task, "teacher": os.path.join("/elsewhere", "examples", "teachers", "fashion-mnist-resnet")}
+    assert common.read_back([elsewhere], str(journal)) == [None]
+
+
+def _double_seed(task: dict) -> dict:
+    return {"seed": task["seed"], "double": 2 * task["seed"]}
