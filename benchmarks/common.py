@@ -556,7 +556,17 @@ def portable_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_key(task: dict[str, Any]) -> str:
-    return json.dumps(portable_task(task), sort_keys=True)
+    """The identity of a task in a journal: its portable paths, and numbers by value (``--epochs 5`` parses to 5.0,
+    the preset's default is 5: the same run)."""
+    return json.dumps(_numbers_by_value(portable_task(task)), sort_keys=True)
+
+
+def _numbers_by_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _numbers_by_value(item) for key, item in value.items()}
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _read_journal(path: str) -> dict[str, Any]:

@@ -481,6 +481,9 @@ def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
     assert written["task"]["teacher"] == os.path.join("examples", "teachers", "fashion-mnist-resnet")
     assert written["task"]["save_dir"] == str(tmp_path / "students")
     assert common.read_back([task, {**task, "seed": 1}], str(journal)) == [{"seed": 0, "double": 0}, None]
+    # Numbers by value: 2 epochs typed on the command line (2.0) are the preset's default 2.
+    journal.write_text(json.dumps({"task": {**task, "epochs": 2.0}, "result": {"seed": 0}}) + "\n")
+    assert common.read_back([{**task, "epochs": 2}, {**task, "epochs": 2.5}], str(journal)) == [{"seed": 0}, None]
     # The same task seen from another clone: the journal's relative path still matches; another teacher does not.
     elsewhere = {**task, "teacher": os.path.join("/elsewhere", "examples", "teachers", "fashion-mnist-resnet")}
     assert common.read_back([elsewhere], str(journal)) == [None]
