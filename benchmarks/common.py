@@ -575,11 +575,14 @@ def _read_journal(path: str) -> dict[str, Any]:
         return {}
     finished = {}
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if not (isinstance(entry, dict) and isinstance(entry.get("task"), dict) and "result" in entry):
+                raise SystemExit(f"{path}, line {number}: not a run journal entry ({{\"task\": {{...}}, "
+                                 "\"result\": ...}); is this file a run journal?")
             finished[_task_key(entry["task"])] = entry["result"]
     return finished
 

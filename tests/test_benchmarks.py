@@ -487,6 +487,12 @@ def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
     # The same task seen from another clone: the journal's relative path still matches; another teacher does not.
     elsewhere = {**task, "teacher": os.path.join("/elsewhere", "examples", "teachers", "fashion-mnist-resnet")}
     assert common.read_back([elsewhere], str(journal)) == [None]
+    # A line cut short by a crash is skipped; a well-formed line that is no journal entry is refused by number.
+    journal.write_text(json.dumps({"task": task, "result": {"seed": 0}}) + "\n" + '{"task": {"meth')
+    assert common.read_back([task], str(journal)) == [{"seed": 0}]
+    journal.write_text(json.dumps({"task": task, "result": {"seed": 0}}) + "\n" + '{"task": 1}\n')
+    with pytest.raises(SystemExit, match="line 2: not a run journal entry"):
+        common.read_back([task], str(journal))
 
 
 def _double_seed(task: dict) -> dict:
