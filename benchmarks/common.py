@@ -548,11 +548,16 @@ def read_back(tasks: list[dict[str, Any]], journal: str) -> list[Optional[dict[s
 JOURNAL_PATH_FIELDS = ("teacher", "teacher_cache_dir", "save_dir", "path")
 
 
+def portable_path(value: str) -> str:
+    """An absolute path inside the repository made relative to it; anything else (a Hub id, a path outside) as is."""
+    return repo_relative(value) if os.path.isabs(value) else value
+
+
 def portable_task(task: dict[str, Any]) -> dict[str, Any]:
     """``task`` with its absolute paths inside the repository made relative to it, so that a journal written in one
     clone matches the same tasks in another."""
-    return {key: repo_relative(value) if key in JOURNAL_PATH_FIELDS and isinstance(value, str)
-            and os.path.isabs(value) else value for key, value in task.items()}
+    return {key: portable_path(value) if key in JOURNAL_PATH_FIELDS and isinstance(value, str) else value
+            for key, value in task.items()}
 
 
 def _task_key(task: dict[str, Any]) -> str:

@@ -475,6 +475,9 @@ def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
             "teacher_cache_dir": None}
     assert common.portable_task(task) == {**task, "teacher": os.path.join("examples", "teachers",
                                                                           "fashion-mnist-resnet")}
+    # A Hub id and a folder outside the repository are kept as they are (the reports' teacher path too).
+    assert common.portable_path("org/teacher") == "org/teacher"
+    assert common.portable_path(str(tmp_path)) == str(tmp_path)
     journal = tmp_path / "runs.jsonl"
     common.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
     written = json.loads(journal.read_text())
