@@ -23,7 +23,8 @@ and once on the test split (``eval_dataset={"val": ..., "test": ...}``). Model s
 
 1. learning-rate grid (``--lr_grid``, default 1e-3, 2e-3, 4e-3) with the first seed (0): for each method and student
    the rate whose run reaches the best validation accuracy at its validation-selected epoch is chosen;
-2. the chosen rate runs with the other seeds (1, 2); seed 0's run at that rate is reused.
+2. the chosen rate runs with the other seeds (1, 2); seed 0's run at that rate is reused. With a grid of one rate
+   nothing waits on a choice, so every run of every method is queued at once (``--jobs`` workers stay busy).
 
 A run reports the test accuracy at its validation-selected epoch (the headline figure) and after its last epoch; the
 tables give mean ± std over the seeds. Targets, each stated as met / not met with its numbers: (a) cktf-recipe beats
@@ -445,16 +446,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return common.run_tasks(run_one, tasks, args.jobs, _init_worker, initargs, describe=_describe,
                                     journal=journal, resume=resume, pool=pool)
 
+        def prepare_caches(tasks: list[dict[str, Any]]) -> None:
+            for cache_task in cache_tasks([] if args.report_only else common.pending_tasks(tasks, journal, resume)):
+                # One at a time: two students may share a cache (e.g. KD reads the logits alone).
+                common.run_tasks(prepare_cache, [cache_task], args.jobs, _init_worker, initargs, pool=pool,
+                                 describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} "
+                                                    f"cached ({r['seconds']:.0f} s)")
+
         try:
+            if len(args.lr_grid) == 1 and not args.report_only:
+                # One rate: no run waits on a choice, so every run of every method is queued at once (--jobs N keeps
+                # N workers busy across methods); the phases below read them back from the journal.
+                every = [task(m, s, seed, args.lr_grid[0], "grid" if seed == args.seeds[0] else "seeds")
+                         for m in args.methods for s in args.students for seed in args.seeds]
+                prepare_caches(every)
+                execute(every, resume)
+                resume = True
             for method in args.methods:
                 # Phase 1: the learning-rate grid with the first seed; the rate chosen on validation.
                 grid_tasks = [task(method, s, args.seeds[0], lr, "grid") for s in args.students for lr in args.lr_grid]
-                pending = [] if args.report_only else common.pending_tasks(grid_tasks, journal, resume)
-                for cache_task in cache_tasks(pending):
-                    # One at a time: two students may share a cache (e.g. KD reads the logits alone).
-                    common.run_tasks(prepare_cache, [cache_task], args.jobs, _init_worker, initargs, pool=pool,
-                                     describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} "
-                                                        f"cached ({r['seconds']:.0f} s)")
+                prepare_caches(grid_tasks)
                 grid_runs = execute(grid_tasks, resume)
                 resume = True  # the journal now holds this invocation's runs too
                 chosen = {}

@@ -212,6 +212,31 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
                        "--compression_methods", "fitnets", "--output", str(out)])
 
 
+def test_a_single_rate_queues_every_run_of_every_method_at_once(tiny_teacher, tmp_path, monkeypatch):
+    """With one learning rate nothing waits on a choice: one batch holds every method's runs (so --jobs N keeps N
+    workers busy across methods), keyed with the same phases as the two-phase protocol, and nothing runs twice."""
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy_single_rate")
+    batches = []
+    run_tasks = accuracy.common.run_tasks
+
+    def recording(fn, tasks, *args, **kwargs):
+        if fn is accuracy.run_one:
+            batches.append([(t["method"], t["seed"], t["phase"]) for t in tasks])
+        return run_tasks(fn, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(accuracy.common, "run_tasks", recording)
+    argv = ["--teacher", tiny_teacher, "--methods", "scratch,kd", "--students", "resnet-small", "--seeds", "0,1",
+            "--lr_grid", "2e-3", "--train_subset", "128", "--val_size", "100", "--test_subset", "100", "--epochs",
+            "1", "--batch_size", "64", "--device", "cpu", "--jobs", "1", "--threads", "1", "--output",
+            str(tmp_path), "--name", "single", "--teacher_cache", "", "--save_students", ""]
+    payload = accuracy.main(argv)
+    assert sorted(batches[0]) == [("kd", 0, "grid"), ("kd", 1, "seeds"), ("scratch", 0, "grid"),
+                                  ("scratch", 1, "seeds")]
+    journal = (tmp_path / "single.runs.jsonl").read_text().splitlines()
+    assert len(journal) == 4  # the per-method phases afterwards read every run back
+    assert {(r["method"], r["n"]) for r in payload["aggregates"]} == {("scratch", 2), ("kd", 2)}
+
+
 def test_transfer_benchmark_skips_a_missing_compression_file(tmp_path):
     transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
     saved, notice = transfer.compression_students(str(tmp_path / "none.json"), [])
