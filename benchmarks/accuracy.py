@@ -517,8 +517,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "c": target_combined(rows, args.students)}
     payload = {
         "benchmark": "accuracy", "settings": settings, "note": note, "environment": common.environment(),
-        "teacher": {"path": common.portable_path(args.teacher), "architecture": type(teacher).__name__, "parameters": teacher_params,
-                    "test_accuracy": round(teacher_accuracy, 4)},
+        "teacher": {"path": common.portable_path(args.teacher), "architecture": type(teacher).__name__,
+                    "parameters": teacher_params, "test_accuracy": round(teacher_accuracy, 4)},
         "students": {s: {"parameters": n, "compression": round(teacher_params / n, 2)}
                      for s, n in student_params.items()},
         "runs": runs, "grid": list(grid.values()), "aggregates": rows, "scratch_baselines": scratch_baselines,

@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = {"d": transfer_targets(rows)}
     payload = {
         "benchmark": "transfer", "settings": settings, "note": note, "environment": common.environment(),
-        "teacher": {"path": common.portable_path(args.teacher), "architecture": type(teacher).__name__, "parameters": teacher_params},
+        "teacher": {"path": common.portable_path(args.teacher), "architecture": type(teacher).__name__,
+                    "parameters": teacher_params},
         "students": {s: {"parameters": n} for s, n in student_params.items()},
         "runs": runs, "aggregates": rows, "targets": targets,
         "total_wall_time_s": round(time.perf_counter() - started, 1),
