@@ -165,6 +165,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
     args.lr_grid = [float(x) for x in common.parse_list(str(args.lr_grid))]
+    common.refuse_repeats("--seeds", args.seeds, parser.error)
+    common.refuse_repeats("--lr_grid", args.lr_grid, parser.error)
     args.methods = resolve_methods(common.parse_list(args.methods), parser.error)
     args.students = common.parse_list(args.students)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")

@@ -444,6 +444,14 @@ def parse_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def refuse_repeats(option: str, values: list[Any], error: Any) -> None:
+    """``error(...)`` when ``values`` names an entry twice: a repeated seed or rate would run again and count twice in
+    the mean ± std."""
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        error(f"{option} lists {', '.join(f'{v:g}' for v in repeated)} more than once; give each value once")
+
+
 def environment() -> dict[str, Any]:
     import platform
 

@@ -102,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.seeds = [int(s) for s in common.parse_list(str(args.seeds))]
+    common.refuse_repeats("--seeds", args.seeds, parser.error)
     args.methods = [m.lower() for m in common.parse_list(args.methods)]
     args.references = [r.lower() for r in common.parse_list(args.references)]
     args.compression_methods = common.parse_list(args.compression_methods)

@@ -525,3 +525,14 @@ def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
 
 def _double_seed(task: dict) -> dict:
     return {"seed": task["seed"], "double": 2 * task["seed"]}
+
+
+def test_a_repeated_seed_or_rate_is_refused():
+    """`--seeds 0,0` would run seed 0 twice and report it as two seeds with a std of 0: refused before anything runs."""
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy_repeats")
+    transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer_repeats")
+    for script, argv in ((accuracy, ["--seeds", "0,1,0"]), (accuracy, ["--lr_grid", "2e-3,0.002"]),
+                         (transfer, ["--seeds", "1,1"])):
+        with pytest.raises(SystemExit):
+            script.parse_args(argv)
+    assert accuracy.parse_args(["--seeds", "0,1", "--lr_grid", "1e-3,2e-3"]).seeds == [0, 1]
