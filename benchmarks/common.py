@@ -487,7 +487,8 @@ def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any,
 
     With ``journal`` (a ``.jsonl`` path) every finished task is appended to it as ``{"task": ..., "result": ...}`` at
     once, so an interrupted benchmark loses no finished run; ``resume`` reuses the journal's results for identical
-    tasks and runs only the others (without ``resume`` the journal is started afresh).
+    tasks and runs only the others (without ``resume`` the journal is started afresh; a non-empty one is first renamed
+    to ``<journal>.<time>.bak``).
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
@@ -500,6 +501,10 @@ def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any,
     if journal:
         os.makedirs(os.path.dirname(os.path.abspath(journal)), exist_ok=True)
         if not resume:
+            if os.path.isfile(journal) and os.path.getsize(journal):  # a finished run is never thrown away
+                kept = f"{journal}.{time.strftime('%Y%m%d-%H%M%S')}.bak"
+                os.replace(journal, kept)
+                print(f"  without --resume the journal starts afresh; the previous one is kept as {kept}", flush=True)
             open(journal, "w").close()
         elif os.path.isfile(journal) and os.path.getsize(journal):
             with open(journal, "rb+") as f:  # end a line cut short by a crash before appending

@@ -476,10 +476,15 @@ def test_run_journal_resumes_only_the_missing_runs(tmp_path):
     called.clear()
     common.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True)
     assert called == []
+    with open(journal) as f:
+        before = f.read()
     common.run_tasks(counting, tasks[:1], 1, lambda: None, (), journal=journal)  # no resume: the journal starts afresh
     assert called == [1]
     with open(journal) as f:
         assert len(f.readlines()) == 1
+    # ... and the finished runs of the previous one are kept beside it, not thrown away.
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("bench.runs.jsonl.") and p.name.endswith(".bak")]
+    assert len(kept) == 1 and kept[0].read_text() == before
 
 
 def test_overrides_are_config_fields():
