@@ -406,6 +406,10 @@ def test_target_c_counts_x_plus_cktf_wins():
     pairs = accuracy.target_combined(base + wins3 + recipe, ["vit-tiny"])["per_student"]["vit-tiny"]["pairs"]
     assert pairs["fitnets"]["difference"] == pytest.approx(-0.10) and pairs["pkt"]["difference"] == pytest.approx(0.10)
     assert pairs["kd"]["difference"] == pytest.approx(0.05)  # no kd+cktf-recipe row: the paper's cktf+kd
+    # DIST + the recipe is reported beside the four X, like DKD, and never counted towards the three wins.
+    dist = [_row("dist", 0.80), _row("dist+cktf-recipe", 0.90)]
+    result = accuracy.target_combined(base + wins2 + dist, ["vit-tiny"])["per_student"]["vit-tiny"]
+    assert result["pairs"]["dist"]["difference"] == pytest.approx(0.10) and result["wins"] == 2
 
 
 def test_method_rows_are_library_presets_and_resolve_aliases():
