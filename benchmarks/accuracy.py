@@ -364,9 +364,13 @@ def describe_targets(targets: dict[str, Any]) -> list[str]:
             elif key == "b":
                 detail = common.describe_ordering(result).split(" — ", 1)[-1]
             elif key == "c":
-                detail = f"{result['wins']} of {result['measured']} measured X: " + "; ".join(
-                    f"{p['pair']}: {common.step_outcome(p)} ({100 * p['difference']:+.2f} pts)"
-                    for p in result["pairs"].values())
+                def outcomes(xs: list[str]) -> str:
+                    return "; ".join(f"{result['pairs'][x]['pair']}: {common.step_outcome(result['pairs'][x])} "
+                                     f"({100 * result['pairs'][x]['difference']:+.2f} pts)" for x in xs)
+                beside = [x for x in result["pairs"] if x not in COUNTED_X]
+                detail = (f"{result['wins']} of {result['measured']} measured X won: "
+                          + outcomes([x for x in COUNTED_X if x in result["pairs"]])
+                          + (f"; beside them, not counted: {outcomes(beside)}" if beside else ""))
             else:
                 detail = result.get("why", "")
             lines.append(f"  - {student}: {verdict(result['met'])} — {detail}")

@@ -410,6 +410,10 @@ def test_target_c_counts_x_plus_cktf_wins():
     dist = [_row("dist", 0.80), _row("dist+cktf-recipe", 0.90)]
     result = accuracy.target_combined(base + wins2 + dist, ["vit-tiny"])["per_student"]["vit-tiny"]
     assert result["pairs"]["dist"]["difference"] == pytest.approx(0.10) and result["wins"] == 2
+    line = accuracy.describe_targets({"c": accuracy.target_combined(base + wins2 + dist, ["vit-tiny"])})[1]
+    counted, beside = line.split("; beside them, not counted: ")
+    assert "2 of 4 measured X won" in counted and "dist" not in counted and "dkd" not in counted
+    assert "dkd+cktf > dkd" in beside and "dist+cktf-recipe > dist" in beside and "pkt" not in beside
 
 
 def test_method_rows_are_library_presets_and_resolve_aliases():
