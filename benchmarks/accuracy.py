@@ -559,8 +559,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + common.markdown_table(*_grid_table(list(grid.values()), args.lr_grid)),
         "\n".join(f"- {line}" for line in text),
         (f"Not run (no complete learning-rate grid in the journal): {', '.join(not_run)}.\n\n" if not_run else "")
-        + (f"Report written from the run journal (--report_only); the runs took {payload['runs_wall_time_s'] / 3600:.1f}"
-           " hours of wall time in all." if args.report_only else
+        + (f"Report written from the run journal (--report_only); the runs' times sum to "
+           f"{payload['runs_wall_time_s'] / 3600:.1f} hours (more than the wall time where --jobs ran them side by "
+           "side)." if args.report_only else
            f"Total wall time: {payload['total_wall_time_s'] / 60:.1f} min."),
     ])
     paths = common.write_results(args.output, args.name, payload, markdown)
