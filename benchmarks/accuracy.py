@@ -350,6 +350,10 @@ def verdict(met: Optional[bool]) -> str:
     return {True: "MET", False: "NOT MET", None: "not measured"}[met]
 
 
+def _outcomes(pairs: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{p['pair']}: {common.step_outcome(p)} ({100 * p['difference']:+.2f} pts)" for p in pairs)
+
+
 def describe_targets(targets: dict[str, Any]) -> list[str]:
     """One line per target and student, with the numbers."""
     lines = []
@@ -364,13 +368,11 @@ def describe_targets(targets: dict[str, Any]) -> list[str]:
             elif key == "b":
                 detail = common.describe_ordering(result).split(" — ", 1)[-1]
             elif key == "c":
-                def outcomes(xs: list[str]) -> str:
-                    return "; ".join(f"{result['pairs'][x]['pair']}: {common.step_outcome(result['pairs'][x])} "
-                                     f"({100 * result['pairs'][x]['difference']:+.2f} pts)" for x in xs)
-                beside = [x for x in result["pairs"] if x not in COUNTED_X]
+                pairs = result["pairs"]
+                beside = [pairs[x] for x in pairs if x not in COUNTED_X]
                 detail = (f"{result['wins']} of {result['measured']} measured X won: "
-                          + outcomes([x for x in COUNTED_X if x in result["pairs"]])
-                          + (f"; beside them, not counted: {outcomes(beside)}" if beside else ""))
+                          + _outcomes([pairs[x] for x in COUNTED_X if x in pairs])
+                          + (f"; beside them, not counted: {_outcomes(beside)}" if beside else ""))
             else:
                 detail = result.get("why", "")
             lines.append(f"  - {student}: {verdict(result['met'])} — {detail}")
