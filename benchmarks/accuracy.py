@@ -170,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.refuse_repeats("--lr_grid", args.lr_grid, parser.error)
     args.methods = resolve_methods(common.parse_list(args.methods), parser.error)
     args.students = common.parse_list(args.students)
+    common.refuse_repeats("--students", args.students, parser.error)
     args.name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     common.resolve_run_options(args)
     for student in args.students:

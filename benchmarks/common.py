@@ -445,11 +445,12 @@ def parse_list(value: str) -> list[str]:
 
 
 def refuse_repeats(option: str, values: list[Any], error: Any) -> None:
-    """``error(...)`` when ``values`` names an entry twice: a repeated seed or rate would run again and count twice in
-    the mean ± std."""
+    """``error(...)`` when ``values`` names an entry twice: a repeated seed, rate or student would run again and count
+    twice in the mean ± std."""
     repeated = sorted({value for value in values if values.count(value) > 1})
     if repeated:
-        error(f"{option} lists {', '.join(f'{v:g}' for v in repeated)} more than once; give each value once")
+        shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in repeated)
+        error(f"{option} lists {shown} more than once; give each value once")
 
 
 def environment() -> dict[str, Any]:

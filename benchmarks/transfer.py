@@ -106,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.methods = [m.lower() for m in common.parse_list(args.methods)]
     args.references = [r.lower() for r in common.parse_list(args.references)]
     args.compression_methods = common.parse_list(args.compression_methods)
+    for option in ("methods", "references", "compression_methods"):
+        common.refuse_repeats(f"--{option}", getattr(args, option), parser.error)
     for method in args.methods:
         if method not in TRANSFER_METHODS:
             parser.error(f"unknown method {method!r}; choose from {sorted(TRANSFER_METHODS)}")

@@ -540,12 +540,21 @@ def _double_seed(task: dict) -> dict:
     return {"seed": task["seed"], "double": 2 * task["seed"]}
 
 
-def test_a_repeated_seed_or_rate_is_refused():
-    """`--seeds 0,0` would run seed 0 twice and report it as two seeds with a std of 0: refused before anything runs."""
+def test_a_repeated_seed_rate_student_or_method_is_refused(capsys):
+    """`--seeds 0,0` would run seed 0 twice and report it as two seeds with a std of 0, and `--students a,a` would
+    queue every run of that student twice: refused before anything runs, naming the repeated value."""
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy_repeats")
     transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer_repeats")
-    for script, argv in ((accuracy, ["--seeds", "0,1,0"]), (accuracy, ["--lr_grid", "2e-3,0.002"]),
-                         (transfer, ["--seeds", "1,1"])):
+    for script, argv, shown in ((accuracy, ["--seeds", "0,1,0"], "--seeds lists 0 "),
+                                (accuracy, ["--lr_grid", "2e-3,0.002"], "--lr_grid lists 0.002 "),
+                                (accuracy, ["--students", "resnet-small, resnet-small"],
+                                 "--students lists resnet-small "),
+                                (transfer, ["--seeds", "1,1"], "--seeds lists 1 "),
+                                (transfer, ["--methods", "kd,KD"], "--methods lists kd "),
+                                (transfer, ["--references", "random,random"], "--references lists random "),
+                                (transfer, ["--compression_methods", "kd,kd"], "--compression_methods lists kd ")):
         with pytest.raises(SystemExit):
             script.parse_args(argv)
+        assert shown + "more than once" in capsys.readouterr().err
     assert accuracy.parse_args(["--seeds", "0,1", "--lr_grid", "1e-3,2e-3"]).seeds == [0, 1]
+    assert accuracy.parse_args(["--students", "vit-tiny,resnet-small"]).students == ["vit-tiny", "resnet-small"]
