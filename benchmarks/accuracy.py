@@ -176,8 +176,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for student in args.students:
         if student not in common.KNOWN_STUDENTS:
             parser.error(f"unknown student {student!r}; choose from {common.KNOWN_STUDENTS}")
-    if not args.seeds or not args.lr_grid:
-        parser.error("--seeds and --lr_grid need at least one value each")
+    for option in ("seeds", "lr_grid", "methods", "students"):
+        if not getattr(args, option):
+            parser.error(f"--{option} needs at least one value")
     if args.report_only and not os.path.isfile(common.journal_path(args)):
         parser.error(f"--report_only reads the run journal {common.journal_path(args)}, which does not exist")
     return args

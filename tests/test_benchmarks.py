@@ -558,3 +558,12 @@ def test_a_repeated_seed_rate_student_or_method_is_refused(capsys):
         assert shown + "more than once" in capsys.readouterr().err
     assert accuracy.parse_args(["--seeds", "0,1", "--lr_grid", "1e-3,2e-3"]).seeds == [0, 1]
     assert accuracy.parse_args(["--students", "vit-tiny,resnet-small"]).students == ["vit-tiny", "resnet-small"]
+
+
+def test_an_empty_list_option_is_refused(capsys):
+    """`--students ""` used to be accepted and would have written an empty report over the named one."""
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy_empty")
+    for option in ("--seeds", "--lr_grid", "--methods", "--students"):
+        with pytest.raises(SystemExit):
+            accuracy.parse_args([option, " , "])
+        assert f"{option} needs at least one value" in capsys.readouterr().err
