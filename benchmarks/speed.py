@@ -82,7 +82,8 @@ def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str,
     train = train.with_transform(ImageClassificationTransform(processor))
     test = data["test"].select(range(eval_samples)).with_transform(ImageClassificationTransform(processor))
     torch.manual_seed(0)  # the same student in every configuration
-    student = AutoModelForImageClassification.from_config(student_config("vit-tiny", AutoConfig.from_pretrained(TEACHER), 28))
+    student_cfg = student_config("cktf-vit-tiny", AutoConfig.from_pretrained(TEACHER), 28)
+    student = AutoModelForImageClassification.from_config(student_cfg)
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:

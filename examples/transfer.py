@@ -43,7 +43,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="Source-task teacher: folder or Hub id.")
     parser.add_argument("--method", default="cktf", choices=sorted(TRANSFER_METHODS))
-    parser.add_argument("--student", default="vit-tiny", help="Named ViT size from cktf_hf.demo.students.")
+    parser.add_argument("--student", default="cktf-vit-tiny", help="Named ViT size from cktf_hf.demo.students.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=float, default=10, help="Distillation epochs on the unlabelled images.")
     parser.add_argument("--probe_epochs", type=int, default=100, help="Linear-probe epochs (on cached features).")

@@ -567,3 +567,22 @@ def test_an_empty_list_option_is_refused(capsys):
         with pytest.raises(SystemExit):
             accuracy.parse_args([option, " , "])
         assert f"{option} needs at least one value" in capsys.readouterr().err
+
+
+def test_the_vit_tiny_row_label_builds_the_library_student_without_a_deprecation_warning():
+    """The journals key the ViT row as "vit-tiny"; the benchmark builds the library's `cktf-vit-tiny` from it, the
+    same weights for the same seed, and no longer warns about the old name on every run."""
+    import warnings
+
+    from transformers import ResNetConfig
+
+    common = _load("benchmarks/common.py", "cktf_benchmarks_common_label")
+    teacher_config = ResNetConfig(num_channels=1, num_labels=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        labelled = common.build_student("vit-tiny", teacher_config, image_size=28, seed=3)
+        named = common.build_student("cktf-vit-tiny", teacher_config, image_size=28, seed=3)
+    assert labelled.config.to_dict() == named.config.to_dict()
+    assert labelled.config.hidden_size == 64 and labelled.config.num_hidden_layers == 4
+    for (name, a), (_, b) in zip(labelled.state_dict().items(), named.state_dict().items()):
+        assert torch.equal(a, b), name
