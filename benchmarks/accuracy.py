@@ -505,6 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "--lr_grid, --train_subset, --epochs, --batch_size, --teacher, --save_students ...); "
                          "nothing written")
 
+    unreported = common.rows_outside(journal, base, args.methods, args.students)
     final.sort(key=lambda r: (args.methods.index(r["method"]), args.students.index(r["student"]), r["seed"]))
     rows = common.aggregate(final)
     for row in rows:
@@ -539,8 +540,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            for r in final if r.get("saved_student")],
         "total_wall_time_s": round(time.perf_counter() - started, 1),
         "runs_wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
-        "not_run": not_run,
+        "not_run": not_run, "rows_not_reported": unreported,
     }
+    partial = (f"This report covers the rows this command named (--methods, --students); the run journal also holds "
+               f"runs of {len(unreported)} other row(s) with these settings ({', '.join(unreported)}): name them "
+               "too (--report_only trains nothing) to report every row." if unreported else "")
     text = [f"teacher {type(teacher).__name__} ({teacher_params:,} parameters): {common.pct(teacher_accuracy)} %"]
     for s, g in gap_check.items():
         text.append(f"teacher − scratch ({s}, test at the validation-selected epoch): {100 * g['gap']:+.2f} pts — "
@@ -563,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + common.markdown_table(*_grid_table(list(grid.values()), args.lr_grid)),
         "\n".join(f"- {line}" for line in text),
         (f"Not run (no complete learning-rate grid in the journal): {', '.join(not_run)}.\n\n" if not_run else "")
+        + (f"**{partial}**\n\n" if partial else "")
         + (f"Report written from the run journal (--report_only); the runs' times sum to "
            f"{payload['runs_wall_time_s'] / 3600:.1f} hours (more than the wall time where --jobs ran them side by "
            "side)." if args.report_only else
@@ -584,8 +589,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(common.text_table(*_table(rows)))
     print()
     print("\n".join(text + [line.replace("**", "") for line in target_lines]))
-    if note:
-        print(note)
+    for notice in (note, partial):
+        if notice:
+            print(notice)
     print(f"total wall time {payload['total_wall_time_s']:.0f} s; wrote {', '.join(paths.values())}")
     return payload
 

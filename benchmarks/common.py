@@ -561,6 +561,20 @@ def read_back(tasks: list[dict[str, Any]], journal: str) -> list[Optional[dict[s
     return [done.get(_task_key(task)) for task in tasks]
 
 
+def rows_outside(journal: str, settings: dict[str, Any], methods: list[str], students: list[str]) -> list[str]:
+    """``"method / student"`` of the runs in ``journal`` made with ``settings`` (the fields every task of one
+    invocation shares) whose method or student is not among ``methods`` × ``students``: rows a report of those alone
+    leaves out."""
+    wanted = _numbers_by_value(portable_task(settings))
+    rows = set()
+    for key in _read_journal(journal):
+        task = json.loads(key)
+        if (all(task.get(field) == value for field, value in wanted.items()) and task.keys() >= wanted.keys()
+                and (task.get("method") not in methods or task.get("student") not in students)):
+            rows.add(f"{task.get('method')} / {task.get('student')}")
+    return sorted(rows)
+
+
 JOURNAL_PATH_FIELDS = ("teacher", "teacher_cache_dir", "save_dir", "path")
 
 

@@ -235,6 +235,16 @@ def test_a_single_rate_queues_every_run_of_every_method_at_once(tiny_teacher, tm
     journal = (tmp_path / "single.runs.jsonl").read_text().splitlines()
     assert len(journal) == 4  # the per-method phases afterwards read every run back
     assert {(r["method"], r["n"]) for r in payload["aggregates"]} == {("scratch", 2), ("kd", 2)}
+    assert payload["rows_not_reported"] == []
+    # Resuming one row rewrites the report with that row alone: the report says which rows of the journal it leaves
+    # out (runs with other settings, here other epochs, are not counted).
+    other_epochs = [*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:]]
+    accuracy.main([*other_epochs, "--methods", "fitnets", "--seeds", "0", "--resume"])
+    resumed = accuracy.main([*argv, "--methods", "scratch", "--resume"])
+    assert resumed["rows_not_reported"] == ["kd / resnet-small"]
+    assert "also holds runs of 1 other row(s) with these settings (kd / resnet-small)" in (
+        tmp_path / "single.md").read_text()
+    assert len((tmp_path / "single.runs.jsonl").read_text().splitlines()) == 5
 
 
 def test_transfer_benchmark_skips_a_missing_compression_file(tmp_path):
