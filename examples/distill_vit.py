@@ -35,7 +35,7 @@ win). The conventions of transformers' ``run_image_classification.py`` hold: ``-
 
 Rerunning with the same ``--output_dir`` resumes from its last complete checkpoint (``--resume_from_checkpoint PATH``
 names another one); an ``--output_dir`` that holds files but no checkpoint is refused unless ``--overwrite_output_dir``
-is given. On SIGTERM the run saves a checkpoint and exits with status 143; rerun the same command to resume.
+is given, and so is a finished run rerun with no longer a schedule. On SIGTERM the run saves a checkpoint and exits with status 143; rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -371,6 +371,14 @@ def checkpoint_to_resume(args: ContrastiveDistillationConfig, overwrite: bool) -
     if get_last_checkpoint(args.output_dir) is not None:
         checkpoint = last_complete_checkpoint(args.output_dir)  # skips incomplete ones, with a warning
         if checkpoint is not None:
+            finished = _finished_run(checkpoint, args)
+            if finished:
+                raise SystemExit(
+                    f"error: --output_dir {args.output_dir} holds a finished run ({checkpoint} is {finished}) and "
+                    "this run's schedule is no longer: resuming would train past its end and rewrite its student. "
+                    "Pass a longer --max_steps or --num_train_epochs to continue it, --overwrite_output_dir to train "
+                    "again from scratch, or another --output_dir."
+                )
             print(f"Resuming from {checkpoint}; pass --overwrite_output_dir to train from scratch instead.",
                   file=sys.stderr)
             return checkpoint
@@ -380,6 +388,17 @@ def checkpoint_to_resume(args: ContrastiveDistillationConfig, overwrite: bool) -
             "--overwrite_output_dir to train into it anyway, or choose another --output_dir."
         )
     return None
+
+
+def _finished_run(checkpoint: str, args: ContrastiveDistillationConfig) -> Optional[str]:
+    """``"step N of N"`` when ``checkpoint`` ends its run and ``args`` asks for no longer a schedule, else None."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    step, last = state.get("global_step", 0), state.get("max_steps", 0)
+    if step < last:  # cut short: resume it
+        return None
+    longer = args.max_steps > step if args.max_steps > 0 else args.num_train_epochs > state.get("num_train_epochs", 0)
+    return None if longer else f"step {step} of {last}"
 
 
 def _processor_image_size(processor) -> int:

@@ -110,6 +110,12 @@ def test_distill_vit_resumes_and_refuses_to_overwrite(workspace, tmp_path):
     run_example(workspace, python, output, *saving, "--max_steps", "2", "--seed", "1", "--overwrite_output_dir")
     first_losses = _losses(output / "checkpoint-2")
     shutil.copytree(output / "checkpoint-2", tmp_path / "kept" / "checkpoint-2")
+    # The same command again: the run is finished, and resuming it would train a step past its end (transformers'
+    # resume at max_steps) and rewrite its student; refused, the student untouched.
+    student = (output / "model.safetensors").read_bytes()
+    again = run_script(workspace, python, output, *saving, "--max_steps", "2")
+    assert again.returncode != 0 and "holds a finished run" in again.stderr and "step 2 of 2" in again.stderr
+    assert (output / "model.safetensors").read_bytes() == student and _losses(output / "checkpoint-2") == first_losses
     # Another seed: a run that started over would log other losses for steps 1-2 than the first run did.
     resumed = run_script(workspace, python, output, *saving, "--max_steps", "3")
     assert resumed.returncode == 0 and f"Resuming from {output / 'checkpoint-2'}" in resumed.stderr
