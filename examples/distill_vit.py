@@ -52,6 +52,8 @@ import datasets
 import torch
 import yaml
 from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
@@ -392,13 +394,12 @@ def checkpoint_to_resume(args: ContrastiveDistillationConfig, overwrite: bool) -
 
 def _finished_run(checkpoint: str, args: ContrastiveDistillationConfig) -> Optional[str]:
     """``"step N of N"`` when ``checkpoint`` ends its run and ``args`` asks for no longer a schedule, else None."""
-    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-        state = json.load(f)
-    step, last = state.get("global_step", 0), state.get("max_steps", 0)
-    if step < last:  # cut short: resume it
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    if state.global_step < state.max_steps:  # cut short: resume it
         return None
-    longer = args.max_steps > step if args.max_steps > 0 else args.num_train_epochs > state.get("num_train_epochs", 0)
-    return None if longer else f"step {step} of {last}"
+    longer = (args.max_steps > state.global_step if args.max_steps > 0
+              else args.num_train_epochs > state.num_train_epochs)
+    return None if longer else f"step {state.global_step} of {state.max_steps}"
 
 
 def _processor_image_size(processor) -> int:
