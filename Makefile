@@ -34,7 +34,7 @@ test: $(VENV)/.installed-test $(FASHION_MNIST)
 	$(PY) -m pytest tests --durations=15  # the slowest tests, to keep the suite near 10 minutes
 
 demo: $(VENV)/.installed $(FASHION_MNIST)
-	HF_HUB_OFFLINE=1 $(PY) examples/distill_vit.py
+	HF_HUB_OFFLINE=1 $(PY) examples/distill_vit.py --overwrite_output_dir  # each demo trains afresh
 
 bench: $(VENV)/.installed-test
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/accuracy.py --quick
