@@ -330,5 +330,9 @@ class CKTFObjective(nn.Module):
 
 
 def _cells(feature_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """``[B, C, H, W]`` average-pooled to ``grid`` → ``[B, L, C]`` cells (``L = grid[0]·grid[1]``)."""
-    return F.adaptive_avg_pool2d(feature_map, grid).flatten(2).transpose(1, 2)
+    """``[B, C, H, W]`` average-pooled to ``grid`` → ``[B, L, C]`` cells (``L = grid[0]·grid[1]``). A map already on
+    the grid is only viewed as cells (a token layer's patch tokens themselves, no copy)."""
+    if tuple(feature_map.shape[-2:]) != tuple(grid):
+        feature_map = F.adaptive_avg_pool2d(feature_map, grid)
+    cells = feature_map.flatten(2).transpose(1, 2)
+    return cells if cells.stride(-1) == 1 else cells.contiguous()  # channels last: the products read rows of C

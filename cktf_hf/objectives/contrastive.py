@@ -73,42 +73,80 @@ def masked_nce_loss(probabilities: torch.Tensor, valid: torch.Tensor, num_sample
 class SharedNegativeNCE(torch.autograd.Function):
     """The negative half of the NCE loss against K negatives shared by the batch, fused into one function.
 
-    With ``S = anchors @ negativesᵀ`` (``[B, K]``), ``t = exp(S / tau) / (Z·c)`` and per-row weights ``w_b``, returns
-    ``Σ_b w_b Σ_k mask_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ log(c / (P_bk + c + eps))``, ``P = exp(S/tau)/Z``.
-    Forward: one ``[B, D] × [D, K]`` product and three elementwise passes; backward: one ``[B, K] × [K, D]`` product.
-    Only ``t`` (``[B, K]``) is kept for the backward pass. ``weights`` already hold the mask (0 for masked entries).
+    With ``S = anchors @ negativesᵀ`` (``[B, K]``), ``t = exp(S / tau) / (Z·c)`` and weights ``w_bk`` (None: all 1),
+    returns ``Σ_bk w_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ log(c / (P_bk + c + eps))``, ``P = exp(S/tau)/Z``,
+    computed as ``Σ w · softplus(x) + log(1 + eps/c) · Σ w`` with ``x = S/tau − log(Z·c·(1 + eps/c))`` (the same
+    value: ``1 + e + t = (1 + e)(1 + t/(1 + e))``). Forward: one ``[B, D] × [D, K]`` product with the shift fused in,
+    one softplus pass; backward: ``sigmoid(x)`` and one ``[B, K] × [K, D]`` product. Only ``x`` (``[B, K]``) is kept
+    for the backward pass. ``weights`` already hold the mask (0 for masked entries). Low-precision ``negatives``
+    (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype, the anchors and the gradient rounded
+    to it; everything elementwise stays float32.
     """
 
     @staticmethod
-    def forward(ctx: Any, anchors: torch.Tensor, negatives: torch.Tensor, weights: torch.Tensor,
+    def forward(ctx: Any, anchors: torch.Tensor, negatives: torch.Tensor, weights: Optional[torch.Tensor],
                 log_zc: float, temperature: float, eps_c: float) -> torch.Tensor:
-        t = torch.addmm(anchors.new_tensor(-log_zc), anchors, negatives.t(), alpha=1.0 / temperature).exp_()
-        value = (torch.log1p(t + eps_c) * weights).sum()
-        ctx.save_for_backward(t, negatives, weights)
-        ctx.temperature, ctx.eps_c = temperature, eps_c
+        shift = log_zc + math.log1p(eps_c)
+        if negatives.dtype == anchors.dtype:
+            x = torch.addmm(anchors.new_tensor(-shift), anchors, negatives.t(), alpha=1.0 / temperature)
+        else:
+            x = torch.mm(anchors.to(negatives.dtype), negatives.t()).float().mul_(1.0 / temperature).sub_(shift)
+        terms = F.softplus(x)
+        if weights is None:
+            value = terms.sum() + math.log1p(eps_c) * terms.numel()
+        else:
+            value = torch.dot(terms.view(-1), weights.view(-1)) + math.log1p(eps_c) * weights.sum()
+        ctx.save_for_backward(x, negatives, weights)
+        ctx.temperature = temperature
         return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None]:
-        t, negatives, weights = ctx.saved_tensors
-        # d/dS log(1 + t + eps/c) = t / (tau · (1 + t + eps/c))
-        g = (t / (t + (1.0 + ctx.eps_c))).mul_(weights).mul_(grad / ctx.temperature)
-        return g @ negatives, None, None, None, None, None
+        x, negatives, weights = ctx.saved_tensors
+        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau; the scalar factor applied to the [B, D] result
+        g = torch.sigmoid(x)
+        if weights is not None:
+            g.mul_(weights)
+        grad_anchors = torch.mm(g.to(negatives.dtype), negatives).float() if negatives.dtype != g.dtype \
+            else torch.mm(g, negatives)
+        return grad_anchors.mul_(grad / ctx.temperature), None, None, None, None, None
+
+
+def product_dtype(bank_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype of the shared-negative products: bfloat16 for bfloat16 banks on a device that multiplies bfloat16
+    natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else float32 (rows read back to float32)."""
+    if bank_dtype != torch.bfloat16:
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
+def negative_weights(mask: Optional[torch.Tensor], k: int) -> Optional[torch.Tensor]:
+    """``[B, K]`` float32 weights of the shared negatives: ``mask_bk · K / K_b`` with ``K_b`` the anchor's valid
+    negatives (see :func:`shared_nce_loss`), or None without a mask (every weight 1)."""
+    if mask is None:
+        return None
+    weights = mask.to(torch.float32)
+    return weights.mul_(k / weights.sum(1, keepdim=True).clamp_(min=1))
 
 
 def shared_nce_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
     negatives: torch.Tensor,
-    mask: Optional[torch.Tensor],
+    weights: Optional[torch.Tensor],
     z: float,
     num_samples: int,
     temperature: float,
     eps: float = 1e-7,
 ) -> torch.Tensor:
     """CRD's NCE loss (:func:`nce_loss`) with K negatives shared by the batch: ``positives`` ``[B, D]`` are the bank
-    rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``mask`` ``[B, K]`` (True = a valid
-    negative for that anchor, e.g. of another class) or None.
+    rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``weights`` ``[B, K]`` from
+    :func:`negative_weights` (0 where a negative is not valid for that anchor, e.g. of its own class) or None.
 
     ``c = K/N`` as in the reference. An anchor with ``K_b`` valid negatives has its negative sum scaled by ``K / K_b``:
     the valid draws are i.i.d. from that anchor's noise distribution, so the scaled sum estimates the same
@@ -118,11 +156,6 @@ def shared_nce_loss(
     c = k / num_samples
     positive = torch.exp((anchors * positives).sum(1) / temperature) / z
     log_d1 = torch.log(positive / (positive + c + eps))
-    if mask is None:
-        weights = anchors.new_ones(1, 1)
-    else:
-        valid = mask.sum(1, keepdim=True).clamp_(min=1).to(anchors.dtype)
-        weights = mask.to(anchors.dtype) * (k / valid)
     noise = SharedNegativeNCE.apply(anchors, negatives, weights, math.log(z * c), temperature, eps / c)
     return -(log_d1.sum() - noise) / batch_size
 
@@ -151,10 +184,15 @@ class BankScores(torch.autograd.Function):
         return grad_anchors, None, None
 
 
+def _products(anchors: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """``anchors @ negativesᵀ`` in float32, multiplied in the negatives' dtype (see :func:`product_dtype`)."""
+    return torch.mm(anchors.to(negatives.dtype), negatives.t()).float()
+
+
 def _shared_scores_exp(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                        mask: Optional[torch.Tensor], temperature: float) -> torch.Tensor:
     """``exp(score / tau)`` of every positive and every valid shared negative, flattened (for ``Z``)."""
-    e_neg = torch.exp(anchors @ negatives.t() / temperature)
+    e_neg = torch.exp(_products(anchors, negatives) / temperature)
     e_neg = e_neg.reshape(-1) if mask is None else e_neg[mask]
     return torch.cat([torch.exp((anchors * positives).sum(1) / temperature), e_neg])
 
@@ -196,7 +234,8 @@ class MemoryBankNCELoss(nn.Module):
     ``[B, D] × [D, K]`` product per direction (:func:`shared_nce_loss`), so the cost follows K, not N; ``Z`` is fixed
     from the first call's positive and valid negative scores. ``bank_dtype`` (bfloat16 or float16) stores the banks
     in half the memory; rows are read back into float32 for every product and update (per-sample mode converts the
-    whole bank each call). The backward pass reads the banks, so the momentum update of a
+    whole bank each call), except that shared negatives in bfloat16 banks are multiplied in bfloat16 where the device
+    does so natively (:func:`product_dtype`; the loss stays float32). The backward pass reads the banks, so the momentum update of a
     call is applied at the start of the next call (or by :meth:`flush`, which ``state_dict()`` runs first): every
     call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
     ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
@@ -321,9 +360,10 @@ class MemoryBankNCELoss(nn.Module):
                      mask: Optional[torch.Tensor]) -> torch.Tensor:
         """K negatives shared by the batch: ``[B, D] × [D, K]`` per direction (see :func:`shared_nce_loss`)."""
         memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
+        products = product_dtype(memory_s.dtype, v_s.device)  # the shared rows' dtype in the [B, D] × [D, K] products
         # index_select: a row gather ten times faster on CPU than advanced indexing (``memory[index]``)
-        pos_t, neg_t = memory_t.index_select(0, index).float(), memory_t.index_select(0, negatives).float()
-        pos_s, neg_s = memory_s.index_select(0, index).float(), memory_s.index_select(0, negatives).float()
+        pos_t, neg_t = memory_t.index_select(0, index).float(), memory_t.index_select(0, negatives).to(products)
+        pos_s, neg_s = memory_s.index_select(0, index).float(), memory_s.index_select(0, negatives).to(products)
         current = self._current_positive(index)
         if current is not None:
             pos_t = torch.where(current.unsqueeze(1), v_t.detach(), pos_t)
@@ -332,7 +372,7 @@ class MemoryBankNCELoss(nn.Module):
             written = self.filled.index_select(0, negatives).unsqueeze(0).expand(v_s.shape[0], -1)
             mask = written if mask is None else mask & written
         if self.loss == "infonce":
-            return sum(bank_infonce(torch.cat([(anchor * pos).sum(1, keepdim=True), anchor @ neg.t()], 1)
+            return sum(bank_infonce(torch.cat([(anchor * pos).sum(1, keepdim=True), _products(anchor, neg)], 1)
                                     / self.temperature, mask)
                        for anchor, pos, neg in ((v_s, pos_t, neg_t), (v_t, pos_s, neg_s)))
         if self.z_student < 0:
@@ -341,9 +381,10 @@ class MemoryBankNCELoss(nn.Module):
                     _shared_scores_exp(anchor, pos, neg, mask, self.temperature)
                     for anchor, pos, neg in ((v_s, pos_t, neg_t), (v_t, pos_s, neg_s))
                 ))
-        loss = shared_nce_loss(v_s, pos_t, neg_t, mask, self.z_student.item(), self.num_samples, self.temperature,
+        weights = negative_weights(mask, negatives.shape[0])  # one [B, K] pass, shared by both directions
+        loss = shared_nce_loss(v_s, pos_t, neg_t, weights, self.z_student.item(), self.num_samples, self.temperature,
                                self.eps)
-        return loss + shared_nce_loss(v_t, pos_s, neg_s, mask, self.z_teacher.item(), self.num_samples,
+        return loss + shared_nce_loss(v_t, pos_s, neg_s, weights, self.z_teacher.item(), self.num_samples,
                                       self.temperature, self.eps)
 
     @torch.no_grad()
@@ -389,13 +430,7 @@ class InBatchInfoNCELoss(nn.Module):
     def forward(self, v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=v_s.device.type, enabled=False):
             v_s, v_t = v_s.float(), v_t.float()
-            offset = dist.get_rank() * v_s.shape[0] if _distributed() else 0
-            all_s, all_t = all_gather_with_grad(v_s), all_gather_with_grad(v_t)
-            targets = torch.arange(v_s.shape[0], device=v_s.device) + offset
-            # Rows anchored on this rank's samples, against every rank's candidates.
-            student_anchored = v_s @ all_t.t() / self.temperature
-            teacher_anchored = v_t @ all_s.t() / self.temperature
-            return 0.5 * (F.cross_entropy(student_anchored, targets) + F.cross_entropy(teacher_anchored, targets))
+            return _anchored_cross_entropy(_cross_scores(v_s.unsqueeze(0), v_t.unsqueeze(0), self.temperature))
 
 
 class SpatialInfoNCELoss(nn.Module):
@@ -419,18 +454,40 @@ class SpatialInfoNCELoss(nn.Module):
                              f"{list(e_t.shape)}.")
         with torch.autocast(device_type=e_s.device.type, enabled=False):
             e_s, e_t = e_s.float(), e_t.float()
-            batch, cells = e_s.shape[:2]
-            offset = dist.get_rank() * batch if _distributed() else 0
-            all_s, all_t = all_gather_with_grad(e_s), all_gather_with_grad(e_t)
-            targets = (torch.arange(batch, device=e_s.device) + offset).repeat(cells)  # row l·B + b ↦ sample b
-            student_anchored = torch.einsum("bld,cld->lbc", e_s, all_t).flatten(0, 1) / self.temperature
-            teacher_anchored = torch.einsum("bld,cld->lbc", e_t, all_s).flatten(0, 1) / self.temperature
-            across_samples = 0.5 * (F.cross_entropy(student_anchored, targets)
-                                    + F.cross_entropy(teacher_anchored, targets))
+            cells = e_s.shape[1]
+            # per cell: this rank's anchors of each side against that cell of every rank's other side
+            across_samples = _anchored_cross_entropy(
+                _cross_scores(e_s.transpose(0, 1), e_t.transpose(0, 1), self.temperature))
             if cells == 1:
                 return across_samples
-            scores = torch.einsum("bld,bmd->blm", e_s, e_t) / self.temperature  # [B, L_s, L_t]
-            cell_targets = torch.arange(cells, device=e_s.device).repeat(batch)
-            across_cells = 0.5 * (F.cross_entropy(scores.flatten(0, 1), cell_targets)
-                                  + F.cross_entropy(scores.transpose(1, 2).flatten(0, 1), cell_targets))
+            within = torch.bmm(e_s, e_t.transpose(1, 2)).div_(self.temperature)  # [B, L_s, L_t]
+            across_cells = 0.5 * (_diagonal_cross_entropy(within, -1) + _diagonal_cross_entropy(within, -2))
             return 0.5 * (across_samples + across_cells)
+
+
+def _cross_scores(anchors_s: torch.Tensor, anchors_t: torch.Tensor,
+                  temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of ``[G, B, D]`` embeddings (G groups, e.g. cells) against every rank's other side (dim 1 gathered):
+    the student-anchored ``s_g · all_t_gᵀ / tau`` and the teacher-anchored ``t_g · all_s_gᵀ / tau``, each
+    ``[G, B, B_all]``. On one process the teacher-anchored scores are the transpose of the student-anchored ones, so
+    one product serves both directions."""
+    if not _distributed():
+        student_anchored = torch.matmul(anchors_s, anchors_t.transpose(1, 2)).div_(temperature)
+        return student_anchored, student_anchored.transpose(1, 2)
+    all_s = all_gather_with_grad(anchors_s.transpose(0, 1)).transpose(0, 1)
+    all_t = all_gather_with_grad(anchors_t.transpose(0, 1)).transpose(0, 1)
+    return (torch.matmul(anchors_s, all_t.transpose(1, 2)).div_(temperature),
+            torch.matmul(anchors_t, all_s.transpose(1, 2)).div_(temperature))
+
+
+def _anchored_cross_entropy(scores: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean of both directions' cross-entropies (:func:`_cross_scores`), each anchor's target its own sample at this
+    rank's offset in the gathered batch."""
+    offset = dist.get_rank() * scores[0].shape[-2] if _distributed() else 0
+    return 0.5 * (_diagonal_cross_entropy(scores[0], -1, offset) + _diagonal_cross_entropy(scores[1], -1, offset))
+
+
+def _diagonal_cross_entropy(scores: torch.Tensor, dim: int, offset: int = 0) -> torch.Tensor:
+    """``mean(−log_softmax(scores, dim)[..., i, i + offset])``: the cross-entropy of every row (``dim=-1``) or column
+    (``dim=-2``) of ``[..., R, C]`` scores whose target is its own position (column ``i + offset`` of row ``i``)."""
+    return -scores.log_softmax(dim).diagonal(offset, -2, -1).mean()
