@@ -1,11 +1,12 @@
 """Step time and peak memory of each distillation method, and of the contrastive loss alone, with the targets.
 
-Training step: the demo pair (the shipped Fashion-MNIST ResNet teacher → a vit-tiny student, 28 px), batch 64,
-the real Fashion-MNIST training set (so the memory banks have N = 60,000 rows), for: the student alone (CE), KD on
-logits, CKTF with in-batch negatives, CKTF with the memory bank (per-sample negatives, the reference, and negatives
-shared by the batch) at K = 4096 and K = 16384, CKTF (shared, K = 4096) with the teacher-output cache, and the
-same at N = 600,000 (the training set repeated 10 times: a synthetic bank ten times larger), in float32 and with
-bfloat16 banks. Each configuration runs in its own process (so its peak resident memory is its own); the step time
+Training step (``--scale demo``, the default): the demo's pair (the shipped Fashion-MNIST ResNet teacher → a
+``cktf-vit-tiny:patch=7`` student, 28 px, as ``examples/distill_vit.py`` builds it), batch 64, the real Fashion-MNIST
+training set (so the memory banks have N = 60,000 rows), for: the student alone (CE), KD on logits, the default
+``cktf`` preset, CKTF with in-batch negatives, CKTF with the memory bank (per-sample negatives, the reference, and
+negatives shared by the batch) at K = 4096 and K = 16384, with float32 and bfloat16 banks, CKTF (shared, K = 4096)
+with the teacher-output cache, and the same at N = 600,000 (the training set repeated 10 times: a synthetic bank ten
+times larger). Each configuration runs in its own process (so its peak resident memory is its own); the step time
 is the median wall time between consecutive optimizer steps after warm-up, data loading included. The
 configurations run ``--rounds`` times, interleaved, so that contention from other processes hits them alike; a
 ratio is the median over rounds of the ratio within each round.
@@ -14,12 +15,19 @@ Loss alone: forward + backward of both directions of the bank NCE (``MemoryBankN
 negatives, against the reference formulation (gather the ``[B, K+1, D]`` bank rows, ``bmm``), each point in its own
 process for its peak memory (CPU: peak RSS increase over one call; CUDA: peak allocated over what was allocated).
 
-The targets (issue 13) are checked at the end of the table: met or not met.
+``--scale real``: the sizes users distil, with random weights built from configs (nothing downloaded) and random
+224-px images: a ViT-B/16 teacher → ViT-S/16 and DeiT-Ti-sized students, a ResNet-50 teacher → a DeiT-Ti-sized
+student (1,000 classes), for the student alone, KD, DIST, FitNets, the default ``cktf`` and the bank (shared,
+K = 16,384, N = 50,000); ms/step, images/s, peak memory and the ratios to KD. fp32 with batch 8 on CPU (a few
+minutes on 2 cores), bf16 autocast with batch 256 on a GPU (``benchmarks/speed_gpu.sh``).
 
-    python benchmarks/speed.py            # full: 20 timed steps per configuration, 3 rounds
-    python benchmarks/speed.py --quick    # 8 timed steps, 1 round, fewer loss-alone points
-    sh benchmarks/speed_gpu.sh            # the same table on a GPU, bf16, batch 256
-Writes benchmarks/results/speed.json and speed.md (``--name`` changes the stem).
+The targets (issues 13 and 29) are checked at the end of the table: met or not met.
+
+    python benchmarks/speed.py                # demo scale: 20 timed steps per configuration, 3 rounds
+    python benchmarks/speed.py --quick        # 8 timed steps, 1 round, fewer loss-alone points
+    python benchmarks/speed.py --scale real   # the real sizes (CPU: batch 8, fp32)
+    sh benchmarks/speed_gpu.sh                # the real sizes on a GPU, bf16, batch 256
+Writes benchmarks/results/speed.json and speed.md (``--name`` changes the stem; ``--scale real``: speed_real).
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TEACHER = os.path.join(ROOT, "examples", "teachers", "fashion-mnist-resnet")
 
+DEMO_STUDENT = "cktf-vit-tiny:patch=7"  # examples/distill_vit.py's default student
 STUDENT, KD = "student alone (CE)", "KD"
+DEFAULT = "CKTF default (preset cktf)"
 SHARED_4096, SHARED_16384 = "CKTF bank K=4096, shared", "CKTF bank K=16384, shared"
 CACHED = "CKTF bank K=4096, shared + teacher cache"
 BIG_N = "CKTF bank K=4096, shared, N=600,000"
@@ -50,10 +60,12 @@ SHARED = {"negative_sampling": "shared"}
 CONFIGS = {
     STUDENT: {"preset": "scratch"},
     KD: {"preset": "kd"},
+    DEFAULT: {"preset": "cktf"},
     "CKTF in-batch": {"preset": "cktf-reference", "negatives": "in_batch"},
     "CKTF bank K=4096, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 4096, **PER_SAMPLE},
     "CKTF bank K=16384, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 16384, **PER_SAMPLE},
     SHARED_4096: {"preset": "cktf-reference", "nce_k": 4096, **SHARED},
+    SHARED_4096 + ", bf16 banks": {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "bank_dtype": "bfloat16"},
     SHARED_16384: {"preset": "cktf-reference", "nce_k": 16384, **SHARED},
     CACHED: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "teacher_cache_dir": "CACHE"},
     BIG_N: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "repeat_data": 10},
@@ -62,13 +74,104 @@ CONFIGS = {
 LOSS_CHECK_K = 16384
 
 
-def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool, cache_dir: str,
-               eval_samples: int = 0) -> dict:
-    """Train one configuration for ``warmup + steps`` steps in this process; return its timings and memory (and the
-    accuracy on the first ``eval_samples`` test images when asked)."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, TrainerCallback
+REAL_BANK = "CKTF bank K=16384, shared"
+REAL_CONFIGS = {
+    STUDENT: {"preset": "scratch"},
+    KD: {"preset": "kd"},
+    "DIST": {"preset": "dist"},
+    "FitNets": {"preset": "fitnets"},
+    DEFAULT: {"preset": "cktf"},
+    REAL_BANK: {"preset": "cktf-reference", "nce_k": 16384, **SHARED},
+}
+REAL_SCENARIOS = ("ViT-B/16 → ViT-S/16", "ViT-B/16 → DeiT-Ti", "ResNet-50 → DeiT-Ti")
+REAL_NUM_SAMPLES = 50_000  # bank rows (the shared-negative step does not depend on N, see the demo table)
+
+
+def real_configs(scenario: str, tiny: bool = False) -> tuple:
+    """``(teacher, student)`` configs of a real-scale scenario: 1,000 classes, 224 px; with ``tiny``, the same
+    architectures shrunk to a few layers at 32 px (the tests' path through the same code)."""
+    from transformers import ResNetConfig, ViTConfig
+
+    classes = 10 if tiny else 1000
+    image, patch = (32, 16) if tiny else (224, 16)
+
+    def vit(hidden: int, heads: int) -> ViTConfig:
+        layers = 2 if tiny else 12
+        hidden, heads = (hidden // 12, 2) if tiny else (hidden, heads)
+        return ViTConfig(image_size=image, patch_size=patch, hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, intermediate_size=4 * hidden, num_labels=classes)
+
+    teacher_name, student_name = scenario.split(" → ")
+    if teacher_name == "ResNet-50":
+        depths, widths = ([1, 1], [32, 64]) if tiny else ([3, 4, 6, 3], [256, 512, 1024, 2048])
+        teacher = ResNetConfig(layer_type="bottleneck", depths=depths, hidden_sizes=widths,
+                               embedding_size=16 if tiny else 64, num_labels=classes)
+    else:
+        teacher = vit(768, 12)  # ViT-B/16
+    return teacher, vit(384, 6) if student_name == "ViT-S/16" else vit(192, 3)  # ViT-S/16, DeiT-Ti
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """``size`` examples of random ``[3, image, image]`` pixels (a pool of 64, reused) and labels; map-style, so the
+    bank has ``size`` rows."""
+
+    def __init__(self, size: int, image: int, classes: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.pool = torch.randn(64, 3, image, image, generator=g)
+        self.labels = torch.randint(0, classes, (size,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.pool[i % 64], "labels": int(self.labels[i])}
+
+
+def _time_training(student, teacher_model, train, eval_data, config: dict, steps: int, warmup: int, batch_size: int,
+                   device: str, bf16: bool, cache_dir: str, eval_samples: int = 0, workers: int = 0) -> dict:
+    """Train ``student`` for ``warmup + steps`` steps in this process; its median step time and peak memory."""
+    from transformers import TrainerCallback
 
     from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
+
+    timer = StepTimer()
+    args = ContrastiveDistillationConfig(
+        output_dir=os.path.join(cache_dir, "out"), per_device_train_batch_size=batch_size,
+        max_steps=warmup + steps, learning_rate=1e-3, logging_steps=10_000, save_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=device == "cpu", bf16=bf16, dataloader_num_workers=workers, **config,
+    )
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher_model,
+                                             train_dataset=train, eval_dataset=eval_data, callbacks=[timer])
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    durations = [b - a for a, b in zip(timer.ends[warmup:], timer.ends[warmup + 1:])]
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    result = {"median_step_s": statistics.median(durations), "steps_timed": len(durations), "peak_memory_bytes": peak,
+              "memory_kind": "CUDA max allocated" if device == "cuda" else "peak RSS of the process",
+              "num_samples": len(train), "images_per_s": batch_size / statistics.median(durations)}
+    if eval_samples:
+        result["accuracy"] = trainer.evaluate()["eval_accuracy"]
+        result["train_steps"] = warmup + steps
+    return result
+
+
+def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool, cache_dir: str,
+               eval_samples: int = 0) -> dict:
+    """Train one demo-scale configuration for ``warmup + steps`` steps in this process; return its timings and memory
+    (and the accuracy on the first ``eval_samples`` test images when asked)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
     from cktf_hf.demo import load_fashion_mnist, student_config
     from cktf_hf.transforms import ImageClassificationTransform
     from datasets import concatenate_datasets
@@ -82,39 +185,26 @@ def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str,
     train = train.with_transform(ImageClassificationTransform(processor))
     test = data["test"].select(range(eval_samples)).with_transform(ImageClassificationTransform(processor))
     torch.manual_seed(0)  # the same student in every configuration
-    student_cfg = student_config("cktf-vit-tiny", AutoConfig.from_pretrained(TEACHER), 28)
+    student_cfg = student_config(DEMO_STUDENT, AutoConfig.from_pretrained(TEACHER), 28)
     student = AutoModelForImageClassification.from_config(student_cfg)
+    return _time_training(student, None, train, test, {"teacher": TEACHER, **config}, steps, warmup, batch_size,
+                          device, bf16, cache_dir, eval_samples)
 
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
 
-        def on_step_end(self, args, state, control, **kwargs):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            self.ends.append(time.perf_counter())
+def run_real_config(name: str, scenario: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool,
+                    cache_dir: str, tiny: bool = False) -> dict:
+    """One real-scale configuration (:data:`REAL_CONFIGS`) of one scenario (:data:`REAL_SCENARIOS`) in this process."""
+    from transformers import AutoModelForImageClassification
 
-    timer = StepTimer()
-    args = ContrastiveDistillationConfig(
-        output_dir=os.path.join(cache_dir, "out"), teacher=TEACHER, per_device_train_batch_size=batch_size,
-        max_steps=warmup + steps, learning_rate=1e-3, logging_steps=10_000, save_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=device == "cpu", bf16=bf16, dataloader_num_workers=0, **config,
-    )
-    trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train, eval_dataset=test,
-                                             callbacks=[timer])
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    trainer.train()
-    durations = [b - a for a, b in zip(timer.ends[warmup:], timer.ends[warmup + 1:])]
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    result = {"median_step_s": statistics.median(durations), "steps_timed": len(durations), "peak_memory_bytes": peak,
-              "memory_kind": "CUDA max allocated" if device == "cuda" else "peak RSS of the process",
-              "num_samples": len(train)}
-    if eval_samples:
-        result["accuracy"] = trainer.evaluate()["eval_accuracy"]
-        result["train_steps"] = warmup + steps
-    return result
+    torch.manual_seed(0)
+    teacher, student = (AutoModelForImageClassification.from_config(c) for c in real_configs(scenario, tiny))
+    train = SyntheticImages(512 if tiny else REAL_NUM_SAMPLES, student.config.image_size, student.config.num_labels)
+    config = dict(REAL_CONFIGS[name])
+    if tiny and "nce_k" in config:
+        config["nce_k"] = 64
+    workers = 4 if device == "cuda" else 0
+    return _time_training(student, teacher, train, None, config, steps, warmup, batch_size, device, bf16, cache_dir,
+                          workers=workers)
 
 
 LOSS_FORMULATIONS = ("per_sample", "shared", "reference")
@@ -201,13 +291,17 @@ def _ratio(result: dict, name: str, base: str) -> float:
 
 
 def checks(result: dict) -> list[dict]:
-    """The targets of issue 13, each with its measured value and whether it was met."""
+    """The targets of issues 29 and 13, each with its measured value and whether it was met."""
     out = []
     steps = result["steps"]
 
     def add(target: str, value: float, met: bool, shown: str) -> None:
         out.append({"target": target, "value": round(value, 4), "met": bool(met), "measured": shown})
 
+    for name, limit in ((DEFAULT, 1.25), (SHARED_4096, 1.5)):  # issue 29, first
+        if name in steps and KD in steps:
+            r = _ratio(result, name, KD)
+            add(f"{name} ≤ {limit}× KD (issue 29)", r, r <= limit, f"{r:.2f}×")
     for name in (SHARED_4096, SHARED_16384):
         if name in steps and KD in steps:
             r = _ratio(result, name, KD)
@@ -258,38 +352,90 @@ def render(result: dict) -> str:
         memory = " / ".join(f"{p['peak_extra_memory_bytes'] / 2**20:.0f}" for p in row)
         lines.append(f"| {batch} | {k} | {row[0]['ms']:.1f} | {row[1]['ms']:.1f} | {row[2]['ms']:.1f} | "
                      f"{row[2]['ms'] / row[1]['ms']:.1f}× | {memory} |")
-    lines += ["", "Targets (issue 13):", "", "| target | measured | met |", "|---|---|---|"]
+    lines += ["", "Targets (issues 29 and 13):", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {c['target']} | {c['measured']} | {'met' if c['met'] else 'NOT met'} |" for c in result["checks"]]
     return "\n".join(lines)
 
 
+def real_checks(result: dict) -> list[dict]:
+    """Issue 29's targets at the real sizes (a GPU's): the default ≤ 1.15× KD, the bank ≤ 1.25× KD, per scenario."""
+    out = []
+    for scenario, steps in result["scenarios"].items():
+        for name, limit in ((DEFAULT, 1.15), (REAL_BANK, 1.25)):
+            if name in steps and KD in steps:
+                r = _ratio({"steps": steps}, name, KD)
+                out.append({"target": f"{scenario}: {name} ≤ {limit}× KD", "value": round(r, 4), "met": r <= limit,
+                            "measured": f"{r:.2f}×"})
+    return out
+
+
+def render_real(result: dict) -> str:
+    lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; random weights from "
+             f"configs, 224-px random images, 1,000 classes, bank N = {REAL_NUM_SAMPLES:,}; {result['rounds']} "
+             "interleaved round(s), each configuration in its own process.", ""]
+    for scenario, steps in result["scenarios"].items():
+        lines += [f"**{scenario}**", "", "| method | ms/step | images/s | × KD | × student alone | peak memory (MB) |",
+                  "|---|---|---|---|---|---|"]
+        for name, row in steps.items():
+            kd = f"{_ratio({'steps': steps}, name, KD):.2f}" if KD in steps else "–"
+            alone = f"{_ratio({'steps': steps}, name, STUDENT):.2f}" if STUDENT in steps else "–"
+            lines.append(f"| {name} | {row['median_step_s'] * 1000:.0f} | {result['batch_size'] / row['median_step_s']:.1f}"
+                         f" | {kd} | {alone} | {row['peak_memory_bytes'] / 2**20:.0f} |")
+        lines.append("")
+    lines += ["Targets (issue 29, for a GPU):", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {c['target']} | {c['measured']} | {'met' if c['met'] else 'NOT met'} |" for c in result["checks"]]
+    return "\n".join(lines)
+
+
+def _summarise(rows: dict) -> None:
+    for row in rows.values():
+        runs = row["rounds"]
+        row.update(median_step_s=statistics.median(r["median_step_s"] for r in runs),
+                   peak_memory_bytes=max(r["peak_memory_bytes"] for r in runs), num_samples=runs[0]["num_samples"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=("demo", "real"), default="demo",
+                        help="demo: the demo's models (default); real: ViT-B/16 and ResNet-50 teachers at 224 px")
+    parser.add_argument("--scenarios", nargs="*", default=list(REAL_SCENARIOS), help="--scale real: subset of scenarios")
     parser.add_argument("--quick", action="store_true", help="8 timed steps, 1 round and fewer loss-alone points")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of every configuration (default 3, quick 1)")
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, help="default 64 (demo), 8 (real, CPU), 256 (real, GPU)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process (default 1: on a shared CPU, 2 threads under contention made "
                              "steps up to 100 times slower)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
-    parser.add_argument("--name", default="speed", help="output file stem")
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="subset of configurations")
+    parser.add_argument("--name", help="output file stem (default speed, or speed_real with --scale real)")
+    parser.add_argument("--configs", nargs="*", help="subset of configurations (default: every one of the scale)")
     parser.add_argument("--accuracy_steps", type=int, default=None,
                         help="training steps of the cache on/off accuracy check (default 300, quick 100)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--eval_samples", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--loss_worker", help=argparse.SUPPRESS)
     parser.add_argument("--cache_dir", default=os.path.join(HERE, "cache", "speed"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
+    real = opts.scale == "real"
+    opts.batch_size = opts.batch_size or (64 if not real else 256 if opts.device == "cuda" else 8)
+    opts.name = opts.name or ("speed_real" if real else "speed")
+    opts.configs = opts.configs or list(REAL_CONFIGS if real else CONFIGS)
     steps, warmup = (8, 3) if opts.quick else (20, 5)
-    rounds = opts.rounds or (1 if opts.quick else 3)
+    if real:  # a CPU step at 224 px takes seconds: a few steps give a stable median there
+        steps, warmup = (8, 2) if opts.device == "cuda" else (3, 1)
+    rounds = opts.rounds or (1 if opts.quick or real else 3)
     repeats = 3 if opts.quick else 5
     if opts.loss_worker:  # one loss-alone point, in its own process (for its peak memory)
         formulation, batch, k = opts.loss_worker.split(",")
         print("RESULT " + json.dumps(loss_point(formulation, int(batch), int(k), 60000, opts.device, repeats)))
+        return
+    if opts.worker and opts.scenario:  # one real-scale configuration, in its own process
+        result = run_real_config(opts.worker, opts.scenario, steps, warmup, opts.batch_size, opts.device, opts.bf16,
+                                 opts.cache_dir)
+        print("RESULT " + json.dumps(result))
         return
     if opts.worker:  # one configuration, in its own process
         if opts.eval_samples:
@@ -320,6 +466,22 @@ def main() -> None:
         print(f"loss alone {formulation} batch {batch} K {k}: {point['ms']:.1f} ms", flush=True)
         return point
 
+    if real:
+        scenarios: dict[str, dict] = {scenario: {} for scenario in opts.scenarios}
+        for round_ in range(rounds):  # interleaved: contention hits every configuration alike
+            for scenario in opts.scenarios:
+                for name in opts.configs:
+                    run = worker(name, "--scale", "real", "--scenario", scenario)
+                    scenarios[scenario].setdefault(name, {"rounds": []})["rounds"].append(run)
+                    print(f"round {round_ + 1}/{rounds} {scenario} {name}: {run['median_step_s'] * 1000:.0f} ms/step",
+                          flush=True)
+        for rows in scenarios.values():
+            _summarise(rows)
+        result = {"machine": machine(opts.device), "batch_size": opts.batch_size,
+                  "precision": "bf16 autocast" if opts.bf16 else "fp32", "rounds": rounds, "scenarios": scenarios}
+        result["checks"] = real_checks(result)
+        _write(opts, result, render_real(result))
+        return
     steps_result: dict[str, dict] = {}
     for round_ in range(rounds):  # interleaved: contention hits every configuration alike
         for name in opts.configs:
@@ -327,10 +489,7 @@ def main() -> None:
             row = steps_result.setdefault(name, {"rounds": []})
             row["rounds"].append(run)
             print(f"round {round_ + 1}/{rounds} {name}: {run['median_step_s'] * 1000:.1f} ms/step", flush=True)
-    for row in steps_result.values():
-        runs = row["rounds"]
-        row.update(median_step_s=statistics.median(r["median_step_s"] for r in runs),
-                   peak_memory_bytes=max(r["peak_memory_bytes"] for r in runs), num_samples=runs[0]["num_samples"])
+    _summarise(steps_result)
     accuracy_steps = opts.accuracy_steps or (100 if opts.quick else 300)
     cache_check = {name: worker(name, "--eval_samples", "2000", "--accuracy_steps", str(accuracy_steps))
                    for name in (SHARED_4096, CACHED)} if CACHED in opts.configs else {}
@@ -340,7 +499,10 @@ def main() -> None:
     result = {"machine": machine(opts.device), "batch_size": opts.batch_size, "precision": "bf16" if opts.bf16 else "fp32",
               "rounds": rounds, "steps": steps_result, "cache_accuracy_check": cache_check, "loss_alone": loss_rows}
     result["checks"] = checks(result)
-    table = render(result)
+    _write(opts, result, render(result))
+
+
+def _write(opts: argparse.Namespace, result: dict, table: str) -> None:
     print(table)
     os.makedirs(opts.output, exist_ok=True)
     with open(os.path.join(opts.output, f"{opts.name}.json"), "w") as f:
