@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-slow demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ $(FASHION_MNIST):
 	fi
 
 # The Fashion-MNIST files too: the tests that read the real data would be skipped without them.
+# Two tiers: `make test` leaves out the tests marked slow (long trainings, whole-script runs), `make test-slow` runs
+# exactly those; CI (.ci/run) runs both.
 test: $(VENV)/.installed-test $(FASHION_MNIST)
-	$(PY) -m pytest tests --durations=15  # the slowest tests, to keep the suite near 10 minutes
+	$(PY) -m pytest tests -m "not slow" --durations=15  # the slowest tests, to keep this tier under 8 minutes
+
+test-slow: $(VENV)/.installed-test $(FASHION_MNIST)
+	$(PY) -m pytest tests -m slow --durations=15
 
 demo: $(VENV)/.installed $(FASHION_MNIST)
 	HF_HUB_OFFLINE=1 $(PY) examples/distill_vit.py --overwrite_output_dir  # each demo trains afresh
