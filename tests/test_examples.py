@@ -73,7 +73,7 @@ def run_example(workspace, launcher: list[str], output: Path, *extra: str) -> st
     return result.stdout
 
 
-@pytest.mark.parametrize("launcher", ["python", "accelerate"])
+@pytest.mark.parametrize("launcher", ["python", pytest.param("accelerate", marks=pytest.mark.slow)])
 def test_distill_vit_end_to_end(workspace, tmp_path, launcher):
     prefix = [sys.executable] if launcher == "python" else [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
@@ -99,6 +99,7 @@ def test_distill_vit_end_to_end(workspace, tmp_path, launcher):
     assert "cktf" in card and "Compression" in card
 
 
+@pytest.mark.slow
 def test_distill_vit_resumes_and_refuses_to_overwrite(workspace, tmp_path):
     python, output = [sys.executable], tmp_path / "student"
     output.mkdir()
@@ -164,6 +165,7 @@ def test_help_shows_the_defaults_that_run_and_the_shipped_recipes(workspace):
     assert demo == defaults  # the demo recipe spells out the script's defaults
 
 
+@pytest.mark.slow
 def test_recipe_file_with_command_line_overrides(workspace, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("max_steps: 2\nper_device_train_batch_size: 4\nlearning_rate: 1e-3\neval_strategy: no\n"
@@ -184,6 +186,7 @@ def test_recipe_file_with_command_line_overrides(workspace, tmp_path):
     assert "did you mean 'learning_rate'" in refused.stderr
 
 
+@pytest.mark.slow
 def test_image_folders_split_and_seeded_samples(workspace, tmp_path):
     """A folder of class folders without a validation split is split by --train_val_split; --max_*_samples draw
     across classes (the first 9 images of the folder hold one class)."""
@@ -200,6 +203,7 @@ def test_image_folders_split_and_seeded_samples(workspace, tmp_path):
     assert wrong.returncode != 0 and "--label_column_name 'shape' is not a column" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_do_train_and_do_eval_are_honoured(workspace, tmp_path):
     trained = tmp_path / "trained"
     run_example(workspace, [sys.executable], trained, "--do_train", "--logging_steps", "1")
@@ -215,6 +219,7 @@ def test_do_train_and_do_eval_are_honoured(workspace, tmp_path):
     assert not (evaluated / "train_results.json").exists() and not (evaluated / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_without_accelerator_runs_one_data_parallel_job(workspace, tmp_path):
     """No --use_cpu and no accelerator: the two processes share the work (an epoch of 36 images takes 3 steps of
     2 processes × 8 images, against 5 steps for one process); the card and the summary happen once."""
@@ -229,6 +234,7 @@ def test_torchrun_without_accelerator_runs_one_data_parallel_job(workspace, tmp_
     assert (output / "README.md").is_file() and (output / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_report_to_tensorboard_logs_every_loss_component(workspace, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -246,6 +252,7 @@ def test_report_to_tensorboard_logs_every_loss_component(workspace, tmp_path):
     assert len(accumulator.Scalars("train/contrast_final")) == 3  # one point per step
 
 
+@pytest.mark.slow
 def test_trust_remote_code_reaches_every_loader(workspace, tmp_path):
     """A teacher (and a student loaded from a folder) whose config names custom code: refused without
     --trust_remote_code, loaded by the processor, config, student and teacher loaders with it."""
