@@ -15,7 +15,9 @@ WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
 
 
 @pytest.mark.parametrize("negatives, sampling", [
-    ("memory_bank", "per_sample"), ("memory_bank", "shared"), ("in_batch", "per_sample"),
+    ("in_batch", "per_sample"),  # the default's negatives in the fast tier, the banks' in the slow one
+    pytest.param("memory_bank", "per_sample", marks=pytest.mark.slow),
+    pytest.param("memory_bank", "shared", marks=pytest.mark.slow),
 ])
 def test_two_process_torchrun_keeps_ranks_identical(tmp_path, negatives, sampling):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
