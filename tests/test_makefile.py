@@ -18,3 +18,14 @@ def test_make_test_installs_fashion_mnist_first(tmp_path):
     commands = plan.stdout
     assert "dataset-fashion-mnist" in commands and "-m pytest tests" in commands
     assert commands.index("dataset-fashion-mnist") < commands.index("-m pytest tests")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_two_tiers_split_the_suite_on_the_slow_marker_and_ci_runs_both(tmp_path):
+    plans = {target: subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], capture_output=True,
+                                    text=True, cwd=ROOT, timeout=60) for target in ("test", "test-slow")}
+    assert all(plan.returncode == 0 for plan in plans.values())
+    assert '-m pytest tests -m "not slow"' in plans["test"].stdout
+    assert "-m pytest tests -m slow" in plans["test-slow"].stdout
+    assert "make test test-slow" in (ROOT / ".ci" / "run").read_text()
+    assert "slow:" in (ROOT / "setup.cfg").read_text()  # registered, so --strict-markers would accept it
