@@ -69,6 +69,7 @@ def trained_teacher():
     return teacher.eval()
 
 
+@pytest.mark.slow  # trains a teacher (about 140 steps), then 60 distillation steps
 def test_student_learns_from_a_trained_teacher(tmp_path, trained_teacher):
     args = make_args(tmp_path, max_steps=60, logging_steps=20, lr_scheduler_type="constant")
     trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args,
