@@ -23,7 +23,7 @@ from .shrink import shrink_teacher
 from .run_guard import OutputDirLocked, TrainingInterrupted
 from .trainer import ContrastiveDistillationTrainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
