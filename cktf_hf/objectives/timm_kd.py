@@ -1,6 +1,7 @@
 """timm's feature distillation task (``train.py --kd-model-name NAME --kd-distill-type feature``, timm ≥ 1.0.23).
 
-Followed from huggingface/pytorch-image-models at aa4b5850 (timm 1.0.28; the same code at tag v1.0.23, b6432177),
+Followed from huggingface/pytorch-image-models at aa4b5850c1543fa488abf260f18390eda46cf85d (timm 1.0.28; the same
+loss code at tag v1.0.23, b6432177e3b2ba0693e627e00bfd999b13f3602c),
 ``timm/task/distillation.py``. timm's ``logit`` task needs no module of its own: ``LogitDistillationTask.forward``
 computes ``kl_div(log_softmax(z_s / T), log_softmax(z_t / T), reduction="batchmean", log_target=True) · T²``,
 which is :class:`~cktf_hf.objectives.classic.KDLoss` term for term, with ``--kd-temperature 4`` (train.py's
