@@ -2,9 +2,9 @@
 
 As timm's ``DistillationTeacher.normalize_input`` (huggingface/pytorch-image-models at
 aa4b5850c1543fa488abf260f18390eda46cf85d, ``timm/task/distillation.py``): ``x_t = (x_s · std_s + mean_s − mean_t) /
-std_t``, and the batch unchanged when both mean and std are equal. timm never resizes (its student and teacher share the input size); here a teacher whose
-processor asks for another size gets the batch resized bilinearly (antialiased when shrinking), which commutes with
-the per-channel affine re-normalisation.
+std_t``, and the batch unchanged when both mean and std are equal. timm never resizes (its student and teacher share
+the input size); here a teacher whose processor asks for another size gets the batch resized bilinearly (antialiased
+when shrinking), which commutes with the per-channel affine re-normalisation.
 """
 
 from __future__ import annotations

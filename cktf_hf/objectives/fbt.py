@@ -4,10 +4,13 @@ for Heterogeneous Distillation", ICCV 2025 (arXiv 2410.12342).
 FBT aligns pooled ("spatial-agnostic") features with a symmetric in-batch InfoNCE of learnable temperature and keeps
 OFA's loss on the logits. Its code (liguopeng0923/FBT) is not available here, so the temperature follows CLIP as
 open_clip implements it (mlfoundations/open_clip at 89fb801f1e6087880e951fc8354b8a2077b79c6d):
-``logit_scale = nn.Parameter(log(1 / 0.07))`` (``src/open_clip/model.py``), logits ``logit_scale.exp() · v_s · v_tᵀ``
-and ``½·[CE(S, diag) + CE(Sᵀ, diag)]`` (``src/open_clip/loss.py::ClipLoss``), the scale clamped to ``[0, ln 100]`` (``clamp_logit_scale``, run after each
-optimizer step in ``src/open_clip_train/train.py``). Here the clamp is applied to the value the forward pass uses
-(gradient zero beyond the bounds), so no trainer hook is needed; the forward values are open_clip's.
+
+- ``logit_scale = nn.Parameter(log(1 / 0.07))`` (``src/open_clip/model.py``);
+- logits ``logit_scale.exp() · v_s · v_tᵀ``, loss ``½·[CE(S, diag) + CE(Sᵀ, diag)]`` (``src/open_clip/loss.py``,
+  ``ClipLoss``);
+- the scale clamped to ``[0, ln 100]`` after each optimizer step (``clamp_logit_scale``,
+  ``src/open_clip_train/train.py``). Here the clamp is applied to the value the forward pass uses (gradient zero
+  beyond the bounds), so no trainer hook is needed; the forward values are open_clip's.
 """
 
 from __future__ import annotations
