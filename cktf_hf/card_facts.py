@@ -18,7 +18,7 @@ from huggingface_hub.repocard import metadata_load
 from transformers.utils import logging
 
 from .hub import HUB_ERRORS
-from .locations import in_hub_cache, is_hub_id, public_name
+from .locations import in_hub_cache, is_hub_id, looks_like_local_path, public_name
 from .measure import ModelStats, measure_model
 from .training_clock import earlier_segments
 from .training_log import summarise_log_history
@@ -280,14 +280,14 @@ def _starting_checkpoint(student: Any) -> Optional[str]:
     """The checkpoint the student's weights were loaded from: its ``_name_or_path`` when that is a local folder or a
     Hub repo in the Hub cache; ``None`` for a student built from a config (trained from scratch)."""
     origin = getattr(student.config, "_name_or_path", None) or ""
-    return origin if origin and (os.path.isdir(origin) or in_hub_cache(origin)) else None
+    return origin if origin and (looks_like_local_path(origin) or in_hub_cache(origin)) else None
 
 
 def inherited_license(location: str, revision: Optional[str] = None) -> Optional[str]:
     """The ``license`` declared in the model card (``README.md`` metadata) of a local model folder or a Hub repo
     (read from the Hub cache, else downloaded); ``None`` when there is no card, no license or no connection."""
     path: Any = None
-    if location and os.path.isdir(location):
+    if location and looks_like_local_path(location):
         path = os.path.join(location, "README.md")
     elif location and is_hub_id(location):
         path = try_to_load_from_cache(location, "README.md", revision=revision)

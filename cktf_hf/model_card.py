@@ -141,8 +141,11 @@ def describe_method(objective: dict[str, Any]) -> str:
                     else "its row in the other side's memory bank")
         loss = "MoCo's InfoNCE" if objective.get("bank_loss") == "infonce" else "CRD's NCE"
         k = f"K = {format_value(objective['nce_k'])}" if "nce_k" in objective else "K"
-        sentences.append(f"The same image is the positive ({positive}); {k} images of other classes drawn from a "
-                         f"memory bank of past embeddings are the negatives ({loss}{temperature}).")
+        drawn = "once per batch for all its images" if objective.get("negative_sampling") == "shared" else \
+            "for each image"
+        sentences.append(f"The same image is the positive ({positive}); the negatives are {k} other images drawn "
+                         f"{drawn} from a memory bank of past embeddings (of other classes when the dataset's labels "
+                         f"are known; {loss}{temperature}).")
     else:
         sentences.append(f"The same image is the positive; the other images of the batch are the negatives "
                          f"(InfoNCE{temperature}).")
