@@ -113,6 +113,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             Measure the CPU latency of student and teacher for the model card (about 0.2 s per model and batch size,
             or a few forward passes of a slow model). `False` leaves latency out of the card.
         card_latency_batch_sizes (`list[int]`, *optional*, defaults to `[1, 32]`): Batch sizes timed for the card.
+        card_license (`str`, *optional*):
+            The `license` of the model card, a Hub license id such as `apache-2.0` (`create_model_card(license=...)`
+            overrides it). Unset, the card inherits the license of the teacher's own card when it declares one, and
+            otherwise says that it declares none.
     """
 
     teacher: Optional[str] = field(default=None, metadata={"help": "Hub id or local folder of the teacher."})
@@ -173,6 +177,10 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     card_latency: bool = field(default=True, metadata={"help": "Measure CPU latency for the model card."})
     card_latency_batch_sizes: list[int] = field(
         default_factory=lambda: [1, 32], metadata={"help": "Batch sizes whose CPU latency the model card reports."}
+    )
+    card_license: Optional[str] = field(
+        default=None, metadata={"help": "License of the model card (a Hub license id such as apache-2.0; default: "
+                                        "the license of the teacher's card, if it has one)."}
     )
 
     # Defaults that distillation needs from the Trainer (overridable).

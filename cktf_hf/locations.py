@@ -1,9 +1,16 @@
-"""Hub id or local folder: telling them apart, and what a published file may say about a local path."""
+"""Hub id or local folder: telling them apart (answered here only), and what a published file may say about a
+local path."""
 
 from __future__ import annotations
 
 import os
 import re
+
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+__all__ = ["check_teacher_location", "in_hub_cache", "is_hub_id", "looks_like_local_path", "public_name"]
 
 # What huggingface_hub accepts as a repo id: "name" or "namespace/name" of letters, digits, "-", "_" and ".".
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -18,6 +25,29 @@ def looks_like_local_path(name: str) -> bool:
         return os.sep in name or "/" in name
     parent = os.path.dirname(name)
     return bool(parent) and os.path.isdir(parent)
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` names a Hub repo: no local path (see :func:`looks_like_local_path`) and a valid repo id
+    (``fashion_mnist`` and ``namespace/name`` are; ``MNIST (subset)`` or ``a/b/c`` are not)."""
+    if not name or looks_like_local_path(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether ``repo_id``'s ``config.json`` is in the local Hub cache: a model object so named came from the Hub
+    (one built from a config is named after nothing, or after its class)."""
+    return is_hub_id(repo_id) and isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def public_name(name: str) -> str:
+    """What a published file may call ``name``: the Hub id itself, or only a local folder's own name."""
+    return name if is_hub_id(name) else os.path.basename(os.path.normpath(name))
 
 
 def check_teacher_location(name: str) -> None:

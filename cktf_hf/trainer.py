@@ -31,6 +31,7 @@ from .objectives.contrastive import BANK_DTYPES
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
 from .run_guard import guarded_run
 from .teacher import load_teacher, teacher_fingerprint
+from .training_clock import TrainingClock
 from .validation import validate_training_setup
 
 logger = logging.get_logger(__name__)
@@ -114,6 +115,7 @@ class ContrastiveDistillationTrainer(Trainer):
             **kwargs,
         )
         self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
+        self.add_callback(TrainingClock())  # wall time over resumed segments, for the model card
         logger.info("CKTF layer pairing:\n%s", self.pairing.table)
         self.teacher_cache = self._load_teacher_cache() if args.teacher_cache_dir else None
 
@@ -266,29 +268,14 @@ class ContrastiveDistillationTrainer(Trainer):
         )
 
     # ------------------------------------------------------------------------------------------- the Hub
-    def create_model_card(
-        self,
-        model_name: Optional[str] = None,
-        dataset: Optional[Union[str, list[str]]] = None,
-        dataset_split: Optional[str] = None,
-        license: Optional[str] = None,
-        baselines: Optional[dict[str, Any]] = None,
-        **kwargs: Any,
-    ) -> None:
-        """Write ``README.md`` in ``output_dir``: the CKTF model card (see ``model_cards/cktf_model_card.md``), with
-        ``training_curves.png`` and the widget's ``example.png`` next to it (see ``model_card.write_model_card``).
-
-        Accuracy comes from the latest ``evaluate()`` / ``evaluate_teacher()`` of this run (call them first to have it
-        in the card); parameters, size and CPU latency (``card_latency``, ``card_latency_batch_sizes``) are measured
-        now. ``baselines`` adds rows such as ``{"from scratch": 0.84}``. The keyword arguments of
-        ``Trainer.create_model_card`` (``language``, ``tags``, ``finetuned_from``, ``dataset_tags``, ...) are honoured
-        as :meth:`~cktf_hf.model_card.DistillationCardInfo.from_trainer` says.
-        """
-        if not self.is_world_process_zero():
-            return
-        check_weights(self.accelerator.unwrap_model(self.model), "to write a model card")
-        self.card_info = write_model_card(self, self.args.output_dir, model_name=model_name, dataset=dataset,
-                                          dataset_split=dataset_split, license=license, baselines=baselines, **kwargs)
+    def create_model_card(self, **card_kwargs: Any) -> None:
+        """Write the CKTF model card (``README.md``, with ``training_curves.png`` and the widget's ``example.png``) in
+        ``output_dir``, main process only. Accuracy comes from the latest ``evaluate()`` / ``evaluate_teacher()``; size
+        and CPU latency are measured now. ``card_kwargs`` (``Trainer.create_model_card``'s, plus ``baselines``) as
+        :func:`~cktf_hf.card_facts.gather_card_facts` reads them."""
+        if self.is_world_process_zero():
+            check_weights(self.accelerator.unwrap_model(self.model), "to write a model card")
+            self.card_info = write_model_card(self, self.args.output_dir, **card_kwargs)
 
     def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True, **kwargs: Any):
         """Save the student, write its model card and upload the output folder (never the teacher, projectors or
