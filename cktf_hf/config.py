@@ -23,9 +23,9 @@ TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 logger = logging.get_logger(__name__)
 
 # The preset and one field per knob of ObjectiveSettings (None = the preset's), derived from the spec's fields.
+_PRESET_HELP = "Named objective settings (cktf, cktf+kd, crd, kd, ...)."
 ObjectiveFields = make_dataclass("ObjectiveFields", [
-    ("preset", str, field(default="cktf", metadata={"help": "Named objective settings (cktf, cktf+kd, crd, kd, ...)."})),
-    *ObjectiveSettings.config_fields(),
+    ("preset", str, field(default="cktf", metadata={"help": _PRESET_HELP})), *ObjectiveSettings.config_fields(),
 ])
 OBJECTIVE_FIELDS = tuple(ObjectiveSettings.config_names().values())
 
@@ -144,7 +144,8 @@ class ContrastiveDistillationConfig(TokensNeverPickled, ObjectiveFields, Trainin
         """The resolved spec: the preset with every objective field set by the caller applied (a preset's cell-by-cell
         contrast is off when memory-bank negatives are chosen and ``spatial_contrast`` is not set: the bank holds one
         pooled vector per pair)."""
-        return get_preset(self.preset).with_overrides(**ObjectiveSettings.overrides_from_config(self._objective_overrides()))
+        overrides = ObjectiveSettings.overrides_from_config(self._objective_overrides())
+        return get_preset(self.preset).with_overrides(**overrides)
 
     @classmethod
     def distillation_fields(cls) -> list[str]:

@@ -144,7 +144,8 @@ def test_combined_equals_weighted_sum_of_standalone_terms(preset, negatives):
     weights = EXPECTED[preset]
     gamma, alpha, beta, theta, tau, classic = weights
     torch.manual_seed(0)
-    objective = CKTFObjective(replace(get_preset(preset), negatives=negatives, nce_k=K, feat_dim=FEAT), PAIRS, num_samples=N)
+    settings = replace(get_preset(preset), negatives=negatives, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(settings, PAIRS, num_samples=N)
     expected_pairs = {p.name for p in PAIRS if (beta if p.name == "final" else theta) > 0}
     assert set(objective.contrastive) == expected_pairs
     assert set(objective.student_projectors) == expected_pairs == set(objective.teacher_projectors)
@@ -208,7 +209,8 @@ def test_transfer_preset_without_labels():
 
 def test_projector_parameters_and_gradients():
     torch.manual_seed(3)
-    objective = CKTFObjective(replace(get_preset("cktf-reference"), nce_k=K, feat_dim=FEAT, projector="mlp"), PAIRS, num_samples=N)
+    settings = replace(get_preset("cktf-reference"), nce_k=K, feat_dim=FEAT, projector="mlp")
+    objective = CKTFObjective(settings, PAIRS, num_samples=N)
     student, teacher, labels, index, contrast_idx = _batch(seed=6)
     for pooled in student.pooled.values():
         pooled.requires_grad_(True)

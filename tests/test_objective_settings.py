@@ -23,7 +23,8 @@ EXAMPLES = {
     "temperature": (0.2, 0.2), "kd_temperature": (2.0, 2.0), "classic": ("at=3", {"at": 3.0}),
     "feature_batch_norm": (False, False), "classic_options": ('{"dkd": {"warmup": 2.0}}', {"dkd": {"warmup": 2.0}}),
     "positive": ("bank", "bank"), "bank_warm_start": ("none", "none"), "contrastive_warmup": (0.3, 0.3),
-    "bank_loss": ("infonce", "infonce"), "spatial_contrast": (False, False), "negatives": ("memory_bank", "memory_bank"),
+    "bank_loss": ("infonce", "infonce"), "spatial_contrast": (False, False),
+    "negatives": ("memory_bank", "memory_bank"),
     "teacher_projector": ("trained", "trained"), "nce_k": (64, 64), "negative_sampling": ("shared", "shared"),
     "bank_dtype": ("bfloat16", "bfloat16"), "nce_momentum": (0.9, 0.9), "feat_dim": (32, 32),
     "projector": ("mlp", "mlp"), "token_pooling": ("cls", "cls"), "grid_size": (2, 2),
@@ -46,7 +47,8 @@ def test_every_knob_is_a_labelled_config_field_that_reaches_the_spec(tmp_path):
         extra = {"stage_pooling": "fixed_window"} if spec.name == "pool_window" else {}
         args = ContrastiveDistillationConfig(output_dir=str(tmp_path), **{names[spec.name]: typed}, **extra)
         assert getattr(args.objective_settings, spec.name) == value  # ... that reaches the spec
-    assert sorted(ContrastiveDistillationConfig.__doc__.count(f"        {name} (") for name in names.values()) == [1] * len(names)
+    documented = [ContrastiveDistillationConfig.__doc__.count(f"        {name} (") for name in names.values()]
+    assert documented == [1] * len(names)  # the docstring's list, from the spec too
 
 
 def test_the_command_line_lists_every_knob_with_the_specs_help(tmp_path):
@@ -90,8 +92,8 @@ def test_a_run_without_intermediate_pairs_and_without_beta_builds_no_bank(tmp_pa
             report_to="none", disable_tqdm=True, use_cpu=True, nce_k=16,
         )
     assert "nce_k=16 only act on memory-bank negatives" in caplog.text  # a knob set for a bank that is not there
-    trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args,
-                                             teacher_model=tiny.resnet((16, 32)), train_dataset=tiny.digits("train", 32))
+    trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args, train_dataset=tiny.digits(
+        "train", 32), teacher_model=tiny.resnet((16, 32)))
     assert [pair.name for pair in trainer.pairs] == ["final"]
     assert not trainer.objective.contrastive and not trainer.objective.needs_indices
     assert not isinstance(trainer.train_dataset, IndexedDataset) and trainer.data_collator.negative_sampler is None
@@ -111,8 +113,8 @@ def test_a_preset_sets_knobs_that_lived_only_on_the_config(tmp_path, monkeypatch
         stage_pooling="fixed_window", pool_window=2, negative_sampling="shared"))
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="small-bank", use_cpu=True, report_to="none")
     assert (args.nce_k, args.layer_pairs, args.stage_pooling) == (16, "1:1", "fixed_window")
-    trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args,
-                                             teacher_model=tiny.resnet((16, 32)), train_dataset=tiny.digits("train", 32))
+    trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args, train_dataset=tiny.digits(
+        "train", 32), teacher_model=tiny.resnet((16, 32)))
     assert [pair.name for pair in trainer.pairs] == ["s1_t1", "final"]
     bank = trainer.objective.contrastive["final"]
     assert (bank.nce_k, bank.momentum, bank.feat_dim) == (16, 0.9, 24)
@@ -122,18 +124,21 @@ def test_a_preset_sets_knobs_that_lived_only_on_the_config(tmp_path, monkeypatch
 
 def test_describe_lists_the_knobs_that_matter_for_the_run():
     reference = dict(get_preset("cktf-reference").describe())
-    assert reference["negatives per sample K"] == 16384 and reference["memory-bank loss"] == "nce"
-    assert reference["contrastive temperature τ"] == 0.1 and "KD temperature T" not in reference
-    assert "pooling window" not in reference and "teacher-side projector" not in reference
+    assert reference["K: negatives per sample"] == 16384
+    assert reference["Memory-bank loss (CRD's NCE or MoCo's InfoNCE)"] == "nce"
+    assert reference["τ: contrastive temperature"] == 0.1 and "T: KD temperature" not in reference
+    assert "Pooling window" not in reference and "Teacher-side heads" not in reference
     recipe = dict(get_preset("cktf").describe())
-    assert "negatives per sample K" not in recipe and "memory-bank momentum" not in recipe  # in-batch negatives
-    assert recipe["teacher-side projector"] == "none" and recipe["cell-by-cell contrast of intermediate pairs"] is True
-    assert dict(get_preset("cktf+kd").describe())["KD temperature T"] == 4.0
+    assert "K: negatives per sample" not in recipe and "Memory-bank momentum" not in recipe  # in-batch negatives
+    assert recipe["Teacher-side heads"] == "none" and recipe["Intermediate pairs contrasted cell by cell"] is True
+    assert dict(get_preset("cktf+kd").describe())["T: KD temperature"] == 4.0
     kd = dict(get_preset("kd").describe())  # no contrastive term: no τ, projector or negatives
-    assert not {"contrastive temperature τ", "projector heads", "negatives"} & set(kd)
-    labels = {spec.name: spec.metadata["label"] for spec in fields(ObjectiveSettings)}
+    assert not {"τ: contrastive temperature", "Projector heads", "Negatives"} & set(kd)
+    labels = ObjectiveSettings.labels()
     assert [label for label, _ in get_preset("cktf-reference").describe()] == [
         labels[name] for name in labels if labels[name] in reference]  # in field order
+    fixed = dict(replace(get_preset("cktf-reference"), stage_pooling="fixed_window", pool_window=4).describe())
+    assert (fixed["Stage pooling"], fixed["Pooling window"]) == ("fixed_window", 4) and "Stage pooling" not in reference
 
 
 def test_a_distillation_config_written_before_the_spec_still_loads(tmp_path):

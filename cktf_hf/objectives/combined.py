@@ -91,7 +91,8 @@ class CKTFObjective(nn.Module):
     training-set size, which the memory banks need (``settings.uses_memory_bank``).
     """
 
-    def __init__(self, settings: ObjectiveSettings, pairs: Sequence[PairShape], num_samples: Optional[int] = None) -> None:
+    def __init__(self, settings: ObjectiveSettings, pairs: Sequence[PairShape],
+                 num_samples: Optional[int] = None) -> None:
         super().__init__()
         if not any(pair.is_final for pair in pairs):
             raise ValueError("The pairs must include the 'final' pair (the classifier inputs).")

@@ -1,8 +1,8 @@
 """The objective spec: every knob of the CKTF objective in one frozen dataclass, each field carrying its label, help,
 choices and when it matters; validation of every knob lives here too.
 
-``ContrastiveDistillationConfig`` derives its objective fields from these fields (:meth:`ObjectiveSettings.config_fields`),
-the presets are instances of it, :class:`~cktf_hf.objectives.CKTFObjective` is built from it alone, and the model card
+``ContrastiveDistillationConfig`` derives its objective fields from these fields
+(:meth:`ObjectiveSettings.config_fields`), the presets are instances of it, :class:`~cktf_hf.objectives.CKTFObjective` is built from it alone, and the model card
 renders :meth:`ObjectiveSettings.describe`. Adding a knob: a field here (with a label), its consumer, and a test.
 """
 
@@ -126,6 +126,10 @@ def _if_fixed_window(s: "ObjectiveSettings", value: Any) -> bool:
     return s.stage_pooling == "fixed_window"
 
 
+def _if_grid(s: "ObjectiveSettings", value: Any) -> bool:
+    return s.grid_size != 1
+
+
 def _knob(default: Any, label: str, help: str, group: str, when: Callable[["ObjectiveSettings", Any], bool] = _always,
           choices: Optional[tuple] = None, config: Optional[ConfigForm] = None) -> Any:
     """A field of :class:`ObjectiveSettings` with its metadata: ``label`` (the model card's words), ``help`` (the
@@ -138,8 +142,8 @@ def _knob(default: Any, label: str, help: str, group: str, when: Callable[["Obje
 
 @dataclass(frozen=True)
 class ObjectiveSettings:
-    """Every knob of ``γ·CE + α·KD + β·contrastive(final) + θ·Σ contrastive(intermediate) + Σ_X w_X·L_X``: weights,
-    temperatures, classic terms, negatives and memory bank, projectors, pooling and layer pairs.
+    """Every knob of ``γ·CE + α·KD + β·contrastive(final) + θ·Σ contrastive(intermediate) + Σ_X w_X·L_X``:
+    weights, temperatures, classic terms, negatives and memory bank, projectors, pooling and layer pairs.
 
     Each field's metadata holds its ``label`` (as the model card shows it), ``help``, ``group``, ``choices`` and
     ``when`` it matters; :meth:`describe` lists the knobs that matter for this run. See the fields' help for each
@@ -147,74 +151,76 @@ class ObjectiveSettings:
     pooling.
     """
 
-    ce_weight: float = _knob(1.0, "cross-entropy weight γ", "γ: cross-entropy weight.", "weights")
-    kd_weight: float = _knob(0.0, "KD weight α", "α: KD weight.", "weights")
-    final_weight: float = _knob(0.8, "final-pair contrastive weight β",
+    ce_weight: float = _knob(1.0, "γ: cross-entropy weight", "γ: cross-entropy weight.", "weights")
+    kd_weight: float = _knob(0.0, "α: KD weight", "α: KD weight.", "weights")
+    final_weight: float = _knob(0.8, "β: contrastive weight, final pair",
                                 "β: contrastive weight of the final pair (the classifier inputs).", "weights")
-    layer_weight: float = _knob(0.1, "intermediate-pair contrastive weight θ",
+    layer_weight: float = _knob(0.1, "θ: contrastive weight, each intermediate pair",
                                 "θ: contrastive weight of each intermediate pair.", "weights")
-    temperature: float = _knob(0.1, "contrastive temperature τ", "τ: contrastive temperature.", "weights",
+    temperature: float = _knob(0.1, "τ: contrastive temperature", "τ: contrastive temperature.", "weights",
                                when=_if_contrasts)
-    kd_temperature: float = _knob(4.0, "KD temperature T", "T: KD temperature.", "weights", when=_if_distils_logits)
+    kd_temperature: float = _knob(4.0, "T: KD temperature", "T: KD temperature.", "weights", when=_if_distils_logits)
     classic: dict[str, float] = _knob(
-        {}, "classic terms (weights)", "Classic terms with weights, e.g. 'at=1000,pkt=30000' (replaces the preset's).",
+        {}, "Classic terms (weights)", "Classic terms with weights, e.g. 'at=1000,pkt=30000' (replaces the preset's).",
         "weights", when=_if_set,
         config=ConfigForm("classic_objectives", str, parse_classic_objectives, _format_classic_objectives))
-    feature_batch_norm: bool = _knob(True, "batch-dimension L2 normalisation of intermediate features",
+    feature_batch_norm: bool = _knob(True, "Batch-dimension L2 normalisation",
                                      "CKTF's batch-dimension L2 normalisation of intermediate features before pooling.",
                                      "features")
     classic_options: dict[str, dict[str, float]] = _knob(
-        {}, "classic term options", "Keyword arguments of classic terms' constructors, as JSON, e.g. "
+        {}, "Classic term options", "Keyword arguments of classic terms' constructors, as JSON, e.g. "
         "'{\"dkd\": {\"warmup\": 1.0}}' (options of a term not in classic are unused).", "weights", when=_if_set,
         config=ConfigForm("classic_options", Union[dict, str], _parse_classic_options, lambda v: v or None))
-    positive: str = _knob("bank", "memory-bank positive",
+    positive: str = _knob("bank", "Memory-bank positive (bank row or current embedding)",
                           "Where the memory-bank positive comes from: 'bank' (the reference: the other side's bank "
                           "row) or 'current' (the other side's current embedding, detached).", "bank",
                           when=_if_bank, choices=POSITIVES)
-    bank_warm_start: str = _knob("none", "memory-bank warm start",
+    bank_warm_start: str = _knob("none", "Memory-bank warm start",
                                  "'none' (the reference) or 'skip_unwritten' (bank rows never written are left out of "
                                  "the negatives; an unwritten own row gives the current-embedding positive).", "bank",
                                  when=_if_bank, choices=BANK_WARM_STARTS)
-    contrastive_warmup: float = _knob(0.0, "contrastive warm-up (fraction of training)",
+    contrastive_warmup: float = _knob(0.0, "Contrastive weights warmed up over (fraction of training)",
                                       "Fraction of training in [0, 1) over which β and θ rise linearly from 0.",
                                       "weights", when=_if_set)
-    bank_loss: str = _knob("nce", "memory-bank loss",
+    bank_loss: str = _knob("nce", "Memory-bank loss (CRD's NCE or MoCo's InfoNCE)",
                            "'nce' (CRD's binary NCE with a fixed normaliser, the reference) or 'infonce' (MoCo's "
                            "softmax cross-entropy of the positive against the K negatives).", "bank",
                            when=_if_bank, choices=BANK_LOSSES)
-    spatial_contrast: bool = _knob(False, "cell-by-cell contrast of intermediate pairs",
+    spatial_contrast: bool = _knob(False, "Intermediate pairs contrasted cell by cell",
                                    "Contrast intermediate pairs cell by cell on their common grid (in-batch negatives "
                                    "only) instead of as one pooled vector.", "contrast", when=_if_set)
-    negatives: str = _knob("memory_bank", "negatives",
+    negatives: str = _knob("memory_bank", "Negatives",
                            "'memory_bank' (the reference: NCE with momentum banks, K other-class negatives) or "
                            "'in_batch' (InfoNCE over the batch).", "contrast", when=_if_contrasts,
                            choices=NEGATIVE_MODES)
-    teacher_projector: str = _knob("trained", "teacher-side projector",
-                                   "'trained' (a head per pair on both sides, as CRD and CKTF) or 'none' (the teacher's "
-                                   "features L2-normalised as they are; the student's heads map into them).",
+    teacher_projector: str = _knob("trained", "Teacher-side heads",
+                                   "'trained' (a head per pair on both sides, as CRD and CKTF) or 'none' (the "
+                                   "teacher's features L2-normalised as they are; the student's heads map into them).",
                                    "projector", when=_if_teacher_head_dropped, choices=TEACHER_PROJECTORS)
-    nce_k: int = _knob(16384, "negatives per sample K", "Negatives per sample K (memory bank).", "bank", when=_if_bank)
+    nce_k: int = _knob(16384, "K: negatives per sample", "Negatives per sample K (memory bank).", "bank", when=_if_bank)
     negative_sampling: str = _knob(
-        "per_sample", "negative sampling",
+        "per_sample", "Memory-bank negatives (per sample or shared by the batch)",
         "'per_sample' (the reference: K other-class negatives drawn for each sample) or 'shared' (K negatives drawn "
         "once per step for the batch, other-class ones masked per anchor).", "bank", when=_if_bank,
         choices=NEGATIVE_SAMPLING)
-    bank_dtype: str = _knob("float32", "memory-bank storage", "Storage of the memory banks (the math stays float32).",
+    bank_dtype: str = _knob("float32", "Memory-bank storage", "Storage of the memory banks (the math stays float32).",
                             "bank", when=_if_bank, choices=tuple(BANK_DTYPES))
-    nce_momentum: float = _knob(0.5, "memory-bank momentum", "Memory-bank momentum, in [0, 1).", "bank", when=_if_bank)
-    feat_dim: int = _knob(128, "projector output dimension", "Projector output dimension.", "projector",
+    nce_momentum: float = _knob(0.5, "Memory-bank momentum", "Memory-bank momentum, in [0, 1).", "bank", when=_if_bank)
+    feat_dim: int = _knob(128, "Projection size (feat_dim)", "Projector output dimension.", "projector",
                           when=_if_contrasts)
-    projector: str = _knob("linear", "projector heads", "Projector heads.", "projector", when=_if_contrasts,
+    projector: str = _knob("linear", "Projector heads", "Projector heads.", "projector", when=_if_contrasts,
                            choices=PROJECTOR_KINDS)
-    token_pooling: str = _knob("mean", "token pooling", "Token layers pooled by patch-token 'mean' or 'cls'.",
+    token_pooling: str = _knob("mean", "Token pooling", "Token layers pooled by patch-token 'mean' or 'cls'.",
                                "pooling", choices=TOKEN_POOLING)
-    grid_size: int = _knob(1, "pooling grid g", "Keep a g×g grid when pooling maps (1 = global average).", "pooling")
-    stage_pooling: str = _knob("global", "stage pooling",
+    grid_size: int = _knob(1, "Pooling grid g", "Keep a g×g grid when pooling maps (1 = global average).", "pooling",
+                           when=_if_grid)
+    stage_pooling: str = _knob("global", "Stage pooling",
                                "'global' (adaptive pooling to grid_size) or 'fixed_window' (CKTF's code: average "
-                               "pooling with a pool_window window and stride).", "pooling", choices=STAGE_POOLING)
-    pool_window: int = _knob(8, "pooling window", "Window (= stride) of stage_pooling='fixed_window'.", "pooling",
+                               "pooling with a pool_window window and stride).", "pooling",
+                               when=_if_fixed_window, choices=STAGE_POOLING)
+    pool_window: int = _knob(8, "Pooling window", "Window (= stride) of stage_pooling='fixed_window'.", "pooling",
                              when=_if_fixed_window)
-    layer_pairs: str = _knob("auto", "layer pairs",
+    layer_pairs: str = _knob("auto", "Layer pairs",
                              "'auto' or explicit 'student:teacher' pairs by hidden-state index or name, e.g. "
                              "'0:0,2:4,-1:-1' or 'stage1:stage2'; the final pair is always added.", "pairs")
 
@@ -261,7 +267,8 @@ class ObjectiveSettings:
             if name in _WEIGHTED_BY_FIELD:
                 raise ValueError(f"{name!r} is not a classic term here: {_WEIGHTED_BY_FIELD[name]}")
             if not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"The weight of classic objective {name!r} must be a finite number >= 0, got {weight}.")
+                raise ValueError(f"The weight of classic objective {name!r} must be a finite number >= 0, "
+                                 f"got {weight}.")
         for name, options in self.classic_options.items():
             accepted = inspect.signature(get_objective(name)).parameters
             unknown = sorted(set(options) - set(accepted))
@@ -281,7 +288,8 @@ class ObjectiveSettings:
         """Whether ``layer_pairs`` gives any pair besides the final one ("auto" always pairs the stems)."""
         if self.layer_pairs.strip().lower() == "auto":
             return True
-        return any(not (str(s).lower() == FINAL and str(t).lower() == FINAL) for s, t in parse_pair_spec(self.layer_pairs))
+        return any(not (str(s).lower() == FINAL and str(t).lower() == FINAL)
+                   for s, t in parse_pair_spec(self.layer_pairs))
 
     @property
     def uses_memory_bank(self) -> bool:
@@ -291,11 +299,21 @@ class ObjectiveSettings:
         contrasted = self.final_weight > 0 or (self.layer_weight > 0 and self.pairs_intermediate_layers)
         return self.negatives == "memory_bank" and contrasted
 
+    def knobs_that_matter(self) -> dict[str, Any]:
+        """Knob name → value of every knob that matters for this run, in field order: no bank knob without a memory
+        bank, no KD temperature without KD, no τ or projector without a contrastive term, an option only when set."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)
+                if spec.metadata["when"](self, getattr(self, spec.name))}
+
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        """Knob name → its label (the model card's words)."""
+        return {spec.name: spec.metadata["label"] for spec in fields(cls)}
+
     def describe(self) -> list[tuple[str, Any]]:
-        """``(label, value)`` of every knob that matters for this run, in field order (e.g. no bank knob with in-batch
-        negatives, no KD temperature without KD): what the model card lists."""
-        return [(spec.metadata["label"], getattr(self, spec.name)) for spec in fields(self)
-                if spec.metadata["when"](self, getattr(self, spec.name))]
+        """``(label, value)`` of :meth:`knobs_that_matter`: the objective as the model card lists it."""
+        labels = self.labels()
+        return [(labels[name], value) for name, value in self.knobs_that_matter().items()]
 
     def with_overrides(self, **overrides: Any) -> "ObjectiveSettings":
         """A copy with every override that is not None applied. Memory-bank negatives override a cell-by-cell contrast
