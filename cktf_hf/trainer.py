@@ -27,7 +27,6 @@ from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
 from .model_io import ClassifierInputCapture, run_model
 from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
-from .objectives.contrastive import BANK_DTYPES
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
 from .run_guard import guarded_run
 from .teacher import load_teacher, teacher_fingerprint
@@ -73,26 +72,17 @@ class ContrastiveDistillationTrainer(Trainer):
         validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)  # labels, class names, sizes
         if args.teacher_cache_dir:
             check_deterministic(train_dataset)
-        uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
         train_dataset, data_collator, num_samples = prepare_training_data(
-            train_dataset, data_collator, uses_bank, bool(args.teacher_cache_dir), args.nce_k, args.label_column,
-            args.seed, shared_negatives=args.negative_sampling == "shared",
-        )
+            train_dataset, data_collator, settings, bool(args.teacher_cache_dir), args.label_column, args.seed)
         probe_batch = data_collator(first_examples(train_dataset, 2))
-        if uses_bank and "index" not in probe_batch:
+        if settings.uses_memory_bank and "index" not in probe_batch:
             raise ValueError(
                 "negatives='memory_bank' needs 'index' and 'contrast_idx' in every batch, but the data collator "
                 "does not add them; use cktf_hf.DistillationCollator (the default) or negatives='in_batch'."
             )
-        self.pairing: PairingPlan = plan_pairs(
-            model, self.teacher, probe_batch["pixel_values"], args.layer_pairs, args.token_pooling, args.grid_size,
-            settings.final_weight, settings.layer_weight, args.stage_pooling, args.pool_window,
-        )
-        self.objective = CKTFObjective(
-            settings, self.pairing.shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
-            momentum=args.nce_momentum, feat_dim=args.feat_dim, projector=args.projector,
-            bank_dtype=BANK_DTYPES[args.bank_dtype],
-        ).to(next(model.parameters()).device)
+        self.pairing: PairingPlan = plan_pairs(model, self.teacher, probe_batch["pixel_values"], settings.layer_pairs,
+                                               settings.pooling, settings.final_weight, settings.layer_weight)
+        self.objective = CKTFObjective(settings, self.pairing.shapes, num_samples).to(next(model.parameters()).device)
         self.reader: FeatureReader = self.pairing.reader(
             self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm,
             self.objective.pooled_pairs,
