@@ -352,39 +352,10 @@ def read_metric(metrics: Optional[dict[str, float]], name: str) -> Optional[floa
 
 def objective_from_args(args: Any) -> dict[str, Any]:
     """The resolved objective of a :class:`~cktf_hf.ContrastiveDistillationConfig`, keyed as the card expects: the
-    one place the card reads objective settings (the Method text and its table are written from this dict). Settings
-    that do not act (bank options with in-batch negatives, KD's temperature without KD) and defaults that change
-    nothing (trained teacher heads, no warm-up, pooled pairs) are left out."""
+    preset and :meth:`~cktf_hf.objectives.ObjectiveSettings.knobs_that_matter` (the spec decides which knobs act in
+    this run). The one place the card reads objective settings (the Method text and its table are written from it)."""
     settings = args.objective_settings
-    bank = args.negatives == "memory_bank"
-    objective: dict[str, Any] = {
-        "preset": getattr(args, "preset", None),
-        "ce_weight": settings.ce_weight,
-        "kd_weight": settings.kd_weight,
-        "final_weight": settings.final_weight,
-        "layer_weight": settings.layer_weight,
-        "temperature": settings.temperature,
-        "kd_temperature": settings.kd_temperature if settings.kd_weight > 0 else None,
-        "negatives": args.negatives,
-        "nce_k": args.nce_k if bank else None,
-        "negative_sampling": args.negative_sampling if bank else None,
-        "bank_dtype": args.bank_dtype if bank else None,
-        "positive": settings.positive if bank else None,
-        "bank_warm_start": settings.bank_warm_start if bank else None,
-        "bank_loss": settings.bank_loss if bank else None,
-        "contrastive_warmup": settings.contrastive_warmup or None,
-        "spatial_contrast": settings.spatial_contrast or None,
-        "stage_pooling": args.stage_pooling if args.stage_pooling != "global" else None,
-        "pool_window": args.pool_window if args.stage_pooling != "global" else None,
-        "nce_momentum": args.nce_momentum if bank else None,
-        "feat_dim": args.feat_dim,
-        "projector": args.projector,
-        "teacher_projector": settings.teacher_projector if settings.teacher_projector != "trained" else None,
-        "classic": dict(settings.classic) or None,
-        "feature_batch_norm": settings.feature_batch_norm,
-        "layer_pairs": getattr(args, "layer_pairs", None),
-        "token_pooling": getattr(args, "token_pooling", None),
-    }
+    objective = {"preset": getattr(args, "preset", None), **settings.knobs_that_matter()}
     return {k: v for k, v in objective.items() if v is not None}
 
 

@@ -46,6 +46,7 @@ from .formatting import (
 )
 from .locations import is_hub_id, public_name
 from .measure import ModelStats
+from .objectives import ObjectiveSettings
 from .training_log import accuracy_curve
 
 __all__ = [
@@ -76,34 +77,7 @@ DEFAULT_TAGS = ["knowledge-distillation", "cktf", "image-classification"]
 BASE_MODEL_RELATION = "finetune"
 _is_hub_name = is_hub_id  # the name tests/test_examples.py imports; the rule lives in cktf_hf.locations
 
-_OBJECTIVE_LABELS = {
-    "preset": "Preset",
-    "ce_weight": "γ: cross-entropy weight",
-    "kd_weight": "α: KD weight",
-    "final_weight": "β: contrastive weight, final pair",
-    "layer_weight": "θ: contrastive weight, each intermediate pair",
-    "temperature": "τ: contrastive temperature",
-    "kd_temperature": "T: KD temperature",
-    "negatives": "Negatives",
-    "nce_k": "K: negatives per sample",
-    "negative_sampling": "Memory-bank negatives (per sample or shared by the batch)",
-    "bank_dtype": "Memory-bank storage",
-    "positive": "Memory-bank positive (bank row or current embedding)",
-    "bank_warm_start": "Memory-bank warm start",
-    "bank_loss": "Memory-bank loss (CRD's NCE or MoCo's InfoNCE)",
-    "contrastive_warmup": "Contrastive weights warmed up over (fraction of training)",
-    "spatial_contrast": "Intermediate pairs contrasted cell by cell",
-    "stage_pooling": "Stage pooling",
-    "pool_window": "Pooling window",
-    "nce_momentum": "Memory-bank momentum",
-    "feat_dim": "Projection size (feat_dim)",
-    "projector": "Projector heads",
-    "teacher_projector": "Teacher-side heads",
-    "classic": "Classic terms (weights)",
-    "feature_batch_norm": "Batch-dimension L2 normalisation",
-    "layer_pairs": "Layer pairs",
-    "token_pooling": "Token pooling",
-}
+_OBJECTIVE_LABELS = {"preset": "Preset", **ObjectiveSettings.labels()}  # the spec keeps each knob's label
 # Links and code, where a backslash would be taken literally.
 _VERBATIM = {"teacher_url", "dataset_url", "finetuned_from_url", "repo_id", "curves_image"}
 
