@@ -13,7 +13,7 @@ from transformers.utils import logging
 from .data import NEGATIVE_SAMPLING
 from .features import STAGE_POOLING, TOKEN_POOLING
 from .hub import TokensNeverPickled, check_repo_id
-from .locations import check_teacher_location, looks_like_local_path
+from .locations import check_output_dir_apart, check_teacher_location, looks_like_local_path
 from .objectives import NEGATIVE_MODES, ObjectiveSettings, get_preset
 from .objectives.contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, POSITIVES
 from .objectives.registry import check_choice
@@ -188,6 +188,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
         super().__post_init__()
         if self.teacher:
             check_teacher_location(self.teacher)  # "folder not found", not "invalid repo id", for a missing path
+            check_output_dir_apart(self.output_dir, self.teacher, "the teacher's folder")
         check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
         check_choice("negative_sampling", self.negative_sampling, NEGATIVE_SAMPLING)
         check_choice("bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))

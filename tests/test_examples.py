@@ -151,7 +151,7 @@ def test_help_shows_the_defaults_that_run_and_the_shipped_recipes(workspace):
     defaults = _help_defaults(run_bare(workspace, "--help"))
     assert defaults["--per_device_train_batch_size"] == "64" and defaults["--learning_rate"] == "0.002"
     assert defaults["--output_dir"] == "outputs/distill_vit" and defaults["--eval_strategy"] == "epoch"
-    assert defaults["--negatives"] == "in_batch" and defaults["--num_train_epochs"] == "4"
+    assert defaults["--negatives"] == "the preset's" and defaults["--num_train_epochs"] == "4"
     assert defaults["--preset"] == "cktf"
     assert defaults["--student"] == "cktf-vit-tiny:patch=7" and defaults["--teacher"].endswith("fashion-mnist-resnet")
     assert defaults["--train_val_split"] == "0.15"
