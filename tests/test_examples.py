@@ -83,6 +83,7 @@ def test_distill_vit_end_to_end(workspace, tmp_path, launcher):
     # the start-up summary: sizes (the projectors apart from the student) and the layer-pairing table
     assert "student     cktf-vit-nano: ViTForImageClassification" in stdout and "projectors" in stdout
     assert "layer pairing:" in stdout and "final  classifier input" in stdout
+    assert "objective   preset cktf: γ=1 CE" in stdout and "in-batch negatives" in stdout  # as resolved and built
     # what run_image_classification.py writes after training
     results = json.loads((output / "all_results.json").read_text())
     assert results["train_samples"] == 36 and results["eval_samples"] == 36
@@ -127,6 +128,18 @@ def test_distill_vit_resumes_and_refuses_to_overwrite(workspace, tmp_path):
                          str(explicit))
     assert resumed.returncode == 0 and f"Resuming from {explicit}" in resumed.stderr
     assert _losses(output / "checkpoint-4")[:2] == first_losses and len(_losses(output / "checkpoint-4")) == 4
+
+
+def test_an_output_dir_over_the_teacher_is_refused_before_anything_is_written(workspace, tmp_path):
+    """What `make demo` passes (--overwrite_output_dir) with the teacher's own folder as --output_dir: the student
+    would have replaced the teacher's weights and config."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(workspace / "teacher", teacher)
+    before = {path.name: path.read_bytes() for path in teacher.iterdir()}
+    result = run_script(workspace, [sys.executable], teacher, "--teacher", str(teacher), "--overwrite_output_dir")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    assert f"error: output_dir '{teacher}' is the teacher's folder" in result.stderr
+    assert {path.name: path.read_bytes() for path in teacher.iterdir()} == before
 
 
 def _losses(checkpoint: Path) -> list[float]:
