@@ -158,11 +158,7 @@ def parse_args(argv: Optional[list[str]] = None) -> Plan:
     parser = build_parser()
     command_line = parser.apply_config(argv)
     chosen, _ = parser.parse_known_args(command_line)
-    if "do_train" in parser.given or "do_eval" in parser.given:
-        do_train, do_eval = bool("do_train" in parser.given and chosen.do_train), bool(
-            "do_eval" in parser.given and chosen.do_eval)
-    else:
-        do_train = do_eval = True
+    do_train, do_eval = (chosen.do_train, chosen.do_eval) if {"do_train", "do_eval"} & parser.given else (True, True)
     if not do_train and not do_eval:
         parser.error("--do_train and --do_eval are both false: nothing to run.")
     if not do_eval and chosen.eval_strategy != "no":
@@ -310,13 +306,15 @@ def startup_summary(trainer: ContrastiveDistillationTrainer, student_name: str, 
 
 
 def describe_objective(trainer: ContrastiveDistillationTrainer) -> str:
-    """The objective as resolved (``args.objective_settings``) and as built (negatives)."""
+    """The objective as resolved (``args.objective_settings``) and as built (its contrastive terms' negatives)."""
     args, settings = trainer.args, trainer.args.objective_settings
     terms = [f"γ={settings.ce_weight:g} CE", f"α={settings.kd_weight:g} KD (T={settings.kd_temperature:g})",
              f"β={settings.final_weight:g} final pair", f"θ={settings.layer_weight:g} each intermediate pair",
              *(f"{name}={weight:g}" for name, weight in settings.classic.items())]
-    banked = any(isinstance(module, MemoryBankNCELoss) for module in trainer.objective.modules())
-    negatives = f"memory-bank negatives (nce_k {args.nce_k})" if banked else "in-batch negatives"
+    contrastive = list(trainer.objective.contrastive.values())
+    negatives = ("no contrastive term" if not contrastive else
+                 f"memory-bank negatives (nce_k {args.nce_k})" if isinstance(contrastive[0], MemoryBankNCELoss) else
+                 "in-batch negatives")
     return f"preset {args.preset}: {', '.join(terms)}; τ={settings.temperature:g}, {negatives}"
 
 

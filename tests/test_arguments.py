@@ -99,7 +99,7 @@ BAD_RECIPES = [  # file name, content, what the error says (beside the file's na
     ("mapping.yaml", "teacher: {path: x}\n", "key 'teacher' takes one value, not a mapping"),
     ("choice.yaml", "eval_strategy: sometimes\n", "key 'eval_strategy': 'sometimes' is not one of"),
     ("switch.yaml", "use_cpu: maybe\n", "key 'use_cpu': 'maybe' is not a valid true/false value"),
-    ("yes.yaml", "hub_model_id: yes\n", "key 'hub_model_id' is true (YAML reads unquoted yes/no/on/off"),
+    ("yes.yaml", "hub_model_id: yes\n", "key 'hub_model_id' is true (YAML reads unquoted yes/no/on/off as booleans), but the flag takes a str value"),
     ("null.yaml", "seed: null\n", "key 'seed' needs a value"),
     ("twice.yaml", "seed: 1\nseed: 2\n", "duplicate key 'seed'"),
     ("twice.json", '{"seed": 1, "seed": 2}', "duplicate key 'seed'"),

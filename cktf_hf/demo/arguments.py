@@ -220,19 +220,14 @@ class RecipeArgumentParser(HfArgumentParser):
             self.error(f"{where} needs a value (null given).")
         if isinstance(value, (list, dict)):
             self.error(f"{where} takes single values, not a {type(value).__name__}.")
-        is_bool = action.type is string_to_bool or action.nargs == 0
-        if isinstance(value, bool) and not is_bool:
+        convert = action.type or str
+        if isinstance(value, bool) and convert is not string_to_bool:
             if value is False and "no" in (action.choices or ()):
                 value = "no"  # YAML reads an unquoted `no` as false: `eval_strategy: no` means the choice "no"
             else:
-                self.error(f"{where} is {str(value).lower()} (YAML reads unquoted yes/no/on/off as booleans); this "
-                           "flag takes a " + (f"choice of {list(action.choices)}" if action.choices else
-                                              f"{_type_name(action.type)} value") + ": quote it.")
-        if action.nargs == 0:  # store_true/store_false flags have no type
-            if not isinstance(value, bool):
-                self.error(f"{where} is a switch: true or false, got {value!r}.")
-            return value
-        convert = action.type or str
+                takes = f"one of {list(action.choices)}" if action.choices else f"a {_type_name(convert)} value"
+                self.error(f"{where} is {str(value).lower()} (YAML reads unquoted yes/no/on/off as booleans), but "
+                           f"the flag takes {takes}: quote it.")
         if convert is float and type(value) is int:
             return value  # an int is a float value (the numeric tower): `num_train_epochs: 4` stays 4
         try:
