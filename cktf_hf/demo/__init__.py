@@ -30,6 +30,6 @@ DEFAULT_TEACHER = os.path.join(
 __all__ = [
     "BUILTIN_DATASET_CARD_NAMES", "BUILTIN_DATASETS", "DEFAULT_TEACHER", "DEPRECATED_STUDENT_NAMES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
     "RecipeArgumentParser", "STUDENT_SIZES",
-    "check_positive", "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_image_folders", "load_mnist_5k",
-    "load_or_build_student", "student_config",
+    "check_positive", "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_image_folders",
+    "load_mnist_5k", "load_or_build_student", "student_config",
 ]
