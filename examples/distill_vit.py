@@ -371,7 +371,9 @@ def summary(trainer: ContrastiveDistillationTrainer, metrics: dict[str, float], 
 
 
 def _compression(teacher: ModelStats, student: ModelStats) -> str:
-    line = f"compression {teacher.parameters / student.parameters:.1f}x fewer parameters"
+    ratio = teacher.parameters / student.parameters
+    line = f"compression {ratio:.1f}x fewer parameters" if ratio >= 1 else (
+        f"no compression: the student has {1 / ratio:.1f}x the teacher's parameters")
     return line + (f"; latency measured as: {student.latency_setup}" if student.latency_setup else "")
 
 

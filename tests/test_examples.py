@@ -299,3 +299,32 @@ def test_the_card_names_a_builtin_dataset_by_its_hub_id_or_in_words():
     assert not _is_hub_name(label(dataset_name="mnist"))  # a 5,000-image subset is not the Hub's `mnist`
     assert label(dataset_name="uoft-cs/cifar10") == "uoft-cs/cifar10"
     assert label(train_dir="/data/my_images/") == "my_images"
+
+
+def test_the_end_of_run_summary_is_built_from_the_metrics_and_measure(tmp_path):
+    """No model card, no benchmark results file: the metrics of this run, and the models measured now."""
+    import importlib.util
+
+    import tiny
+    from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+    from cktf_hf.measure import count_parameters
+
+    spec = importlib.util.spec_from_file_location("distill_vit_summary", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                         card_latency_batch_sizes=[2])
+    teacher, student = tiny.vit(64, 4), tiny.vit(32, 2, seed=1)
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher,
+                                             train_dataset=tiny.digits("train", 8))
+    lines = script.summary(trainer, {"eval_accuracy": 0.5, "teacher_accuracy": 0.75}, trained=True).splitlines()
+    assert lines[2].split() == ["accuracy", "(top-1)", "75.00%", "50.00%"]
+    assert lines[3].split() == ["parameters", f"{count_parameters(teacher):,}", f"{count_parameters(student):,}"]
+    assert lines[5].startswith("CPU latency, batch 2") and len(lines[5].split()) == 8  # two timings, in ms
+    ratio = count_parameters(teacher) / count_parameters(student)
+    assert lines[6].startswith(f"compression {ratio:.1f}x fewer parameters; latency measured as: CPU")
+    trainer.args.card_latency = False
+    evaluation_only = script.summary(trainer, {}, trained=False)
+    assert "accuracy" not in evaluation_only and "CPU latency" not in evaluation_only
+    assert "evaluation only: metrics written to" in evaluation_only
