@@ -11,7 +11,7 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from .hub import TokensNeverPickled, check_repo_id
-from .locations import check_teacher_location, looks_like_local_path
+from .locations import check_output_dir_apart, check_teacher_location, looks_like_local_path
 from .objectives import ObjectiveSettings, get_preset
 from .objectives.registry import check_choice
 from .objectives.settings import parse_classic_objectives  # noqa: F401  (its public home before the spec)
@@ -116,6 +116,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, ObjectiveFields, Trainin
         super().__post_init__()
         if self.teacher:
             check_teacher_location(self.teacher)  # "folder not found", not "invalid repo id", for a missing path
+            check_output_dir_apart(self.output_dir, self.teacher, "the teacher's folder")
         check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
         if any(not isinstance(b, int) or b < 1 for b in self.card_latency_batch_sizes):
             raise ValueError(f"card_latency_batch_sizes must be positive integers, got {self.card_latency_batch_sizes}.")

@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from .attachment import attach_objective, is_objective_key
 from .cache import TeacherCache, cache_key, check_deterministic
-from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
+from .checkpointing import STATE_NAME, AtomicCheckpoints, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
 from .divergence import check_loss, check_weights
@@ -28,7 +28,7 @@ from .model_io import ClassifierInputCapture, run_model
 from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
-from .run_guard import guarded_run
+from .run_guard import checked_start, guarded_run
 from .teacher import load_teacher, teacher_fingerprint
 from .training_clock import TrainingClock
 from .validation import validate_training_setup
@@ -205,9 +205,10 @@ class ContrastiveDistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ checkpoints
     def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``, holding a lock on ``output_dir``, stopping cleanly on SIGTERM, and resuming
-        (``resume_from_checkpoint=True``) from the last complete checkpoint."""
+        (``resume_from_checkpoint=True``) from the last complete checkpoint, unless that ends a finished run."""
+        checkpoint = checked_start(self, resume_from_checkpoint)  # before anything is written
         with guarded_run(self):
-            return super().train(resolve_resume(resume_from_checkpoint, self.args.output_dir), *args, **kwargs)
+            return super().train(checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         """Write the checkpoint and the distillation state (projectors, memory banks, Z) under a temporary name, then
