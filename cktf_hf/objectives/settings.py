@@ -335,7 +335,7 @@ class ObjectiveSettings:
             form = spec.metadata["config"]
             name, kind = (form.name, form.type) if form else (spec.name, hints[spec.name])
             choices = spec.metadata["choices"]
-            help_text = spec.metadata["help"] + (f" One of {choices}." if choices else "") + " Default: the preset's."
+            help_text = spec.metadata["help"] + (f" One of {choices}." if choices else "") + " (default: the preset's)"
             derived.append((name, Optional[kind], field(default=None, metadata={"help": help_text})))
         return derived
 
