@@ -24,22 +24,18 @@ validation-selected probe epoch and after the last one, mean ± std over seeds. 
 > the random and the scratch backbone's, each beyond one std (mean − std above mean + std); per part and student
 (CKTF: ``cktf-recipe`` if it ran, else ``cktf`` in the protocol part and ``cktf-reference`` in the compression part).
 
-Budget (shipped teacher, 2 shared vCPUs, one thread per run, vit-tiny steps of 128 images, K = 4,096): distillation
-235 ms (kd), 281 ms (crd), 370 ms (cktf) per step, 32 steps per epoch of the 4,000 images → 28 s per epoch of the
-three methods; protocol part 10 epochs × 3 seeds ≈ 840 core-seconds. Probes: features of 5,000 images once, then the
-head: measured 8-10 s (resnet-small) and 15-17 s (vit-tiny) each on the loaded machine, about half on an idle core;
-the compression part probes 15 methods × 2 students × 3 seeds + 6 random backbones ≈ 100 probes ≈ 800-1,200
-core-seconds. In all ≈ 15-20 min on 2 idle cores. Quick mode (3 epochs, 1 seed, accuracy_quick's 30 students):
-measured 12 min on the loaded machine with 60 students, ≈ 5 min on 2 idle cores.
+The protocol (``--protocol``, a YAML file under ``benchmarks/protocols/``; default ``transfer_recipe``, ``--quick``
+is ``transfer_quick``) names the methods, references, compression report, budget and seeds; an option given on the
+command line overrides it. Every finished run is appended to the run journal (``<output>/<name>.runs.jsonl``);
+``--resume`` runs only what is missing and ``--report_only`` trains nothing (and needs no saved student).
 
 Usage::
 
-    python benchmarks/transfer.py --quick      # < 10 min (1 seed, 3 distillation epochs, accuracy_quick's students)
-    python benchmarks/transfer.py              # 3 seeds, 10 distillation epochs, accuracy.json's students
+    python benchmarks/run.py benchmarks/protocols/transfer_recipe.yaml --report_only   # the report from the journal
+    python benchmarks/transfer.py --quick      # the machinery in minutes (after benchmarks/accuracy.py --quick)
 
 Writes ``<output>/<name>.json`` (every run with its per-probe-epoch validation and test accuracies, mean/std per
-part, method and student, target (d) with its numbers), ``<name>.md`` and ``<name>.png``; ``name`` is ``transfer``
-(``transfer_quick`` with ``--quick``).
+part, method and student, target (d) with its numbers), ``<name>.md`` and ``<name>.png``.
 """
 
 from __future__ import annotations

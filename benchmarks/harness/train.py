@@ -14,9 +14,6 @@ from transformers.trainer_callback import PrinterCallback
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 
-EVAL_SPLITS = ("val", "test")
-
-
 def training_config(output_dir: str, device: str, seed: int, epochs: float, batch_size: int, learning_rate: float,
                     **overrides: Any) -> ContrastiveDistillationConfig:
     """The one optimiser and schedule of every run: AdamW, linear warmup (5 %), cosine decay, weight decay 0.05,
