@@ -47,8 +47,10 @@ from cktf_hf.measure import count_parameters
 
 ALIASES = {"kd+cktf": "cktf+kd"}  # the paper's "KD + CKTF" is the cktf+kd preset
 DATASET = "fashion_mnist"
-RUN_FIELDS = ("method", "student", "seed", "learning_rate", "val", "test", "test_last", "selected_epoch",
-              "wall_time_s")
+NUMBER = (int, float)
+# What a journal's result must hold for a report (a line without it is refused, naming it).
+RUN_FIELDS = {"method": str, "student": str, "seed": int, "learning_rate": NUMBER, "val": NUMBER, "test": NUMBER,
+              "test_last": NUMBER, "selected_epoch": int, "wall_time_s": NUMBER}
 # Options a protocol fills in when the command line leaves them out: option → (protocol section, key).
 FROM_PROTOCOL = {"students": (None, "students"), "methods": (None, "methods"), "seeds": (None, "seeds"),
                  "lr_grid": ("grid", "learning_rates"), "train_subset": ("budget", "train_images"),

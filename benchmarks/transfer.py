@@ -56,8 +56,10 @@ from cktf_hf.demo.transfer import TRANSFER_METHODS, distill_unlabelled, linear_p
 from cktf_hf.measure import count_parameters
 
 REFERENCES = ["random", "teacher"]
-RUN_FIELDS = ("part", "method", "student", "seed", "val", "test", "test_last", "selected_epoch", "wall_time_s",
-              "distill_wall_time_s")
+NUMBER = (int, float)
+# What a journal's result must hold for a report (a line without it is refused, naming it).
+RUN_FIELDS = {"part": str, "method": str, "student": str, "seed": int, "val": NUMBER, "test": NUMBER,
+              "test_last": NUMBER, "selected_epoch": int, "wall_time_s": NUMBER, "distill_wall_time_s": NUMBER}
 # Options a protocol fills in when the command line leaves them out: option → (protocol section, key).
 FROM_PROTOCOL = {"seeds": (None, "seeds"), "methods": (None, "methods"), "references": (None, "references"),
                  "compression_results": (None, "compression_results"),

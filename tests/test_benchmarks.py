@@ -558,6 +558,10 @@ def test_a_journal_is_read_strictly(tmp_path):
     path.write_text(line(0) + json.dumps({"task": {"method": "kd", "seed": 1}, "result": {"seed": 1}}) + "\n")
     with pytest.raises(SystemExit, match="line 2: the run's result lacks test"):
         journal.read_back(tasks, str(path), ("seed", "test"))
+    path.write_text(line(0) + json.dumps({"task": {"method": "kd", "seed": 1}, "result": {"seed": 1, "test": "x"}})
+                    + "\n")
+    with pytest.raises(SystemExit, match="line 2: the run's result lacks test .or has a value of the wrong type"):
+        journal.read_back(tasks, str(path), {"seed": int, "test": (int, float)})
     path.write_text(line(0) + "[1, 2]\n")
     with pytest.raises(SystemExit, match="line 2: not a run journal entry"):
         journal.read_back(tasks, str(path))

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 from .paths import portable_path
 
 PATH_FIELDS = ("teacher", "teacher_cache_dir", "save_dir", "path")
+# The fields a result must hold: names, or names mapped to their type(s).
+Fields = Union[Iterable[str], dict[str, Any]]
 
 
 class JournalError(SystemExit):
@@ -44,7 +46,7 @@ def numbers_by_value(value: Any) -> Any:
     return value
 
 
-def read_journal(path: Optional[str], result_fields: Iterable[str] = ()) -> dict[str, Any]:
+def read_journal(path: Optional[str], result_fields: Fields = ()) -> dict[str, Any]:
     """The results in a run journal, by task key (empty when there is no journal).
 
     Refused, naming the line: an unreadable line other than a cut last one, an entry that is not ``{"task": {...},
@@ -70,11 +72,11 @@ def read_journal(path: Optional[str], result_fields: Iterable[str] = ()) -> dict
         if not (isinstance(entry, dict) and isinstance(entry.get("task"), dict) and "result" in entry):
             raise JournalError(f"{path}, line {number}: not a run journal entry ({{\"task\": {{...}}, \"result\": "
                                "...}); is this file a run journal?")
-        missing = [field for field in result_fields
-                   if not (isinstance(entry["result"], dict) and field in entry["result"])]
-        if missing:
-            raise JournalError(f"{path}, line {number}: the run's result lacks {', '.join(missing)}; it was not "
-                               "written by this benchmark. Remove that line (or --resume to run it again).")
+        wrong = _wrong_fields(entry["result"], result_fields)
+        if wrong:
+            raise JournalError(f"{path}, line {number}: the run's result lacks {', '.join(wrong)} (or has a value of "
+                               "the wrong type); it was not written by this benchmark. Remove that line (--resume "
+                               "then runs it again).")
         key = task_key(entry["task"])
         if key in finished and finished[key] != entry["result"]:
             raise JournalError(f"{path}, lines {first_line[key]} and {number}: the same task with two different "
@@ -84,7 +86,16 @@ def read_journal(path: Optional[str], result_fields: Iterable[str] = ()) -> dict
     return finished
 
 
-def read_back(tasks: list[dict[str, Any]], path: str, result_fields: Iterable[str] = ()
+def _wrong_fields(result: Any, fields: Fields) -> list[str]:
+    """The ``fields`` that ``result`` lacks, or holds with a type other than the one ``fields`` maps them to."""
+    kinds = fields if isinstance(fields, dict) else dict.fromkeys(fields, object)
+    if not isinstance(result, dict):
+        return list(kinds)
+    return [field for field, kind in kinds.items()
+            if field not in result or not isinstance(result[field], kind) or isinstance(result[field], bool)]
+
+
+def read_back(tasks: list[dict[str, Any]], path: str, result_fields: Fields = ()
               ) -> list[Optional[dict[str, Any]]]:
     """Each task's result from the run journal, None where it has not run."""
     done = read_journal(path, result_fields)
@@ -92,7 +103,7 @@ def read_back(tasks: list[dict[str, Any]], path: str, result_fields: Iterable[st
 
 
 def pending_tasks(tasks: list[dict[str, Any]], path: Optional[str], resume: bool,
-                  result_fields: Iterable[str] = ()) -> list[dict[str, Any]]:
+                  result_fields: Fields = ()) -> list[dict[str, Any]]:
     """The tasks that ``run_tasks(..., journal=path, resume=resume)`` would run (not read back from the journal)."""
     done = read_journal(path, result_fields) if resume else {}
     return [task for task in tasks if task_key(task) not in done]

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from . import journal as run_journal
 
@@ -26,7 +26,7 @@ def worker_pool(jobs: int, initializer: Any, initargs: tuple) -> ProcessPoolExec
 
 def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any, initargs: tuple,
               describe: Any = lambda result: "", journal: Optional[str] = None, resume: bool = False,
-              pool: Optional[ProcessPoolExecutor] = None, result_fields: Iterable[str] = ()) -> list[Any]:
+              pool: Optional[ProcessPoolExecutor] = None, result_fields: run_journal.Fields = ()) -> list[Any]:
     """``[fn(task) for task in tasks]``, in ``jobs`` spawned worker processes (each set up by
     ``initializer(*initargs)``; ``pool``: those of a ``worker_pool`` instead, kept for later calls) or in this
     process when ``jobs`` is 1; a progress line per finished task.
