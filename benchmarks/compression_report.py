@@ -211,10 +211,9 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
                            {"teacher": teacher_accuracy, **({"scratch": scratch[s]["test_mean"]} if s in scratch
                                                             else {})})
               for s in args.students if any(r["student"] == s for r in rows)]
-    figure.dot_panels(paths["png"], panels, f"Fashion-MNIST compression ({args.name}): test top-1 at the "
-                      f"validation-selected epoch; dots: seeds {args.seeds}, diamonds: mean ± std\n"
-                      f"{sizes['train']} training images, {args.epochs:g} epochs, learning rate chosen on validation "
-                      f"from {args.lr_grid}")
+    figure.dot_panels(paths["png"], panels, f"Fashion-MNIST compression ({args.name}), {sizes['train']} training "
+                      f"images, {args.epochs:g} epochs\ntest top-1 at the validation-selected epoch, learning rate "
+                      f"chosen on validation from {args.lr_grid}\ndots: seeds {args.seeds}; diamonds: mean ± std")
     print()
     print(report.text_table(*_table(rows, len(args.seeds))))
     print()

@@ -390,9 +390,9 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], runs: list[dic
         f"Total wall time: {payload['total_wall_time_s'] / 60:.1f} min.",
     ])
     paths = report.write_results(args.output, args.name, payload, markdown)
-    figure.dot_panels(paths["png"], _panels(rows, runs), f"Fashion-MNIST teacher → MNIST ({args.name}): linear-probe "
-                      f"test top-1 at the validation-selected probe epoch\ndots: seeds, diamonds: mean ± std "
-                      f"({args.epochs:g} distillation epochs in the protocol part)")
+    figure.dot_panels(paths["png"], _panels(rows, runs), f"Fashion-MNIST teacher → MNIST ({args.name})\nlinear-probe "
+                      f"test top-1 at the validation-selected probe epoch\ndots: seeds {args.seeds}; diamonds: "
+                      "mean ± std")
     print()
     print(report.text_table(header, table))
     print()

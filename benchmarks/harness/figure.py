@@ -37,8 +37,8 @@ def dot_panels(path: str, panels: list[Panel], title: str, xlabel: str = "test t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    height = max(2.6, 0.27 * max(len(p.rows) for p in panels) + 1.4)
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.5, 5.6 * len(panels)), height), squeeze=False)
+    height = max(3.0, 0.27 * max(len(p.rows) for p in panels) + 1.8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(8.0, 5.6 * len(panels)), height), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         _draw(ax, panel, xlabel)
     fig.suptitle(title, fontsize=10)
