@@ -30,7 +30,7 @@ PRESETS["cktf-reference"] = ObjectiveSettings(
     ce_weight=1.0, kd_weight=0.0, final_weight=0.8, layer_weight=0.1, temperature=0.1, kd_temperature=4.0,
     feature_batch_norm=True, positive="bank", bank_warm_start="none", contrastive_warmup=0.0, bank_loss="nce")
 PRESETS["crd-reference"] = replace(PRESETS["cktf-reference"], layer_weight=0.0, feature_batch_norm=False)
-# The recipe the screening chose on validation (README, "Benchmarks"): in-batch negatives, intermediate pairs
+# The recipe the screening chose on validation (benchmarks/README.md): in-batch negatives, intermediate pairs
 # contrasted cell by cell with θ = 2 against the teacher's own features (no teacher head), β and θ warmed up over the
 # first 10% of training. With negatives="memory_bank" (and spatial_contrast=False) it keeps the bank fixes:
 # MoCo-style current positives and no initialisation noise in the banks.
