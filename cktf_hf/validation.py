@@ -259,12 +259,14 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
     contrastive = settings.final_weight > 0 or settings.layer_weight > 0
     if not contrastive:
         return
-    if args.negatives == "in_batch":
+    if settings.negatives == "in_batch":
         if args.per_device_train_batch_size * args.world_size < 2:
             raise ValueError(
                 "negatives='in_batch' with one sample per batch has no negatives: every contrastive term would be 0. "
                 "Use per_device_train_batch_size >= 2 (the more the better), or negatives='memory_bank'."
             )
+        return
+    if not settings.uses_memory_bank:
         return
     if labels is not None and len(labels) == size:
         largest = int(np.bincount(labels).max())
@@ -272,9 +274,9 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
         where = f"{size:,} images, {largest:,} of the most frequent class"
     else:
         pool, where = size - 1, f"{size:,} images, none of the same image"
-    if args.nce_k > pool:
+    if settings.nce_k > pool:
         raise ValueError(
-            f"nce_k={args.nce_k:,} is larger than the {pool:,} other-class negatives the training set offers "
+            f"nce_k={settings.nce_k:,} is larger than the {pool:,} other-class negatives the training set offers "
             f"({where}): set nce_k to at most {pool:,} (CRD uses 16,384 on 50,000 images), or use "
             "negatives='in_batch'."
         )
