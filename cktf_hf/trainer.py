@@ -200,7 +200,7 @@ class ContrastiveDistillationTrainer(Trainer):
             self.model, self.model_wrapped = student, student_wrapped
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        """Trainer's choice less learnable temperatures (FBT's ``logit_scale``), kept out of weight decay as CLIP does."""
+        """The Trainer's choice less learnable temperatures (FBT's ``logit_scale``: no weight decay, as in CLIP)."""
         return [name for name in super().get_decay_parameter_names(model) if not name.endswith("logit_scale")]
 
     @property
