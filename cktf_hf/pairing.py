@@ -15,7 +15,12 @@ from torch import nn
 from .features import FeatureLayout, Pooling, batch_l2_normalize, to_map
 from .model_io import ModelFeatures, probe
 from .objectives import FINAL, PairFeatures, PairShape
+from .objectives.combined import StudentStages
 from .objectives.settings import PairSpec, parse_pair_spec
+from .teacher_input import TeacherInput
+
+# OFAKD custom_forward/beit.py and deit.py stage_info: a 12-block ViT's four stages end after blocks 2, 4, 10 and 12.
+OFA_VIT_STAGES = (2, 4, 10, 12)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,20 @@ def build_pairs(
     return pairs + [LayerPair(FINAL, None, None)]
 
 
+def student_stage_indices(layouts: Sequence[FeatureLayout]) -> list[int]:
+    """The student's hidden states that OFA's per-stage branches read: every stage of a hierarchical model (ResNet,
+    ConvNeXt: ``1..L``); OFA's stages of a 12-layer token model (:data:`OFA_VIT_STAGES`); for other depths the ends of
+    ``min(4, L)`` equal groups of layers, as the "auto" pairing splits them."""
+    depth = len(layouts) - 1
+    if depth < 1:
+        return []
+    if family(layouts[1:]) == "hierarchical":
+        return list(range(1, depth + 1))
+    if depth == OFA_VIT_STAGES[-1]:
+        return list(OFA_VIT_STAGES)
+    return [end for end, _ in _relative_depth_pairs(depth, min(4, depth))[1:]]
+
+
 @dataclass(frozen=True)
 class PairingRow:
     """One line of the pairing table: the pair, each side's layer name and per-sample shape, the pair's weight."""
@@ -151,6 +170,7 @@ class FeatureReader:
     batch_norm: bool = False
     map_pairs: tuple[str, ...] = ()
     map_only: tuple[str, ...] = ()
+    stage_indices: tuple[int, ...] = ()  # student hidden states handed over as they are (OFA's branches)
 
     def only(self, names: Sequence[str]) -> "FeatureReader":
         """A reader of the named pairs alone (the final pair always included)."""
@@ -178,7 +198,8 @@ class FeatureReader:
             if self.batch_norm and not pair.is_stem:
                 hidden = batch_l2_normalize(hidden)
             pooled[pair.name] = self.pooling(hidden, layout)
-        return PairFeatures(out.logits, pooled, maps)
+        stages = [out.hidden_states[i] for i in self.stage_indices] if side == "student" else []
+        return PairFeatures(out.logits, pooled, maps, stages)
 
 
 @dataclass
@@ -192,22 +213,27 @@ class PairingPlan:
     rows: list[PairingRow]
     pixel_shape: tuple[int, ...]
     pooling: Pooling = Pooling()
+    student_stages: Optional[StudentStages] = None
+    teacher_input: TeacherInput = TeacherInput()
 
     @property
     def table(self) -> str:
-        return pairing_table(self.rows)
+        """The pairing table, then a line on the teacher's input (the student's, or re-normalised / resized)."""
+        return pairing_table(self.rows) + f"\nteacher input: {self.teacher_input.describe()}"
 
     @property
     def dicts(self) -> list[dict[str, Any]]:
         return [row.as_dict() for row in self.rows]
 
     def reader(self, read_pairs: Sequence[str], map_pairs: Sequence[str], batch_norm: bool,
-               pooled_pairs: Optional[Sequence[str]] = None) -> FeatureReader:
+               pooled_pairs: Optional[Sequence[str]] = None, student_stages: bool = False) -> FeatureReader:
         """The reader of the pairs an objective declares it reads (the final pair always). A map pair not among
-        ``pooled_pairs`` (when given) is read as a map alone."""
+        ``pooled_pairs`` (when given) is read as a map alone. ``student_stages``: also hand over the student's stage
+        hidden states (:attr:`student_stages`) as they are."""
         pairs = tuple(p for p in self.pairs if p.is_final or p.name in read_pairs or p.name in map_pairs)
         map_only = () if pooled_pairs is None else tuple(n for n in map_pairs if n not in pooled_pairs)
-        return FeatureReader(pairs, self.layouts, self.pooling, batch_norm, tuple(map_pairs), map_only)
+        stages = self.student_stages.indices if student_stages and self.student_stages else ()
+        return FeatureReader(pairs, self.layouts, self.pooling, batch_norm, tuple(map_pairs), map_only, stages)
 
 
 def plan_pairs(
@@ -218,10 +244,13 @@ def plan_pairs(
     pooling: Pooling = Pooling(),
     final_weight: float = 0.0,
     layer_weight: float = 0.0,
+    teacher_input: TeacherInput = TeacherInput(),
 ) -> PairingPlan:
-    """Probe both models on ``pixel_values`` and plan the layer pairs of ``layer_pairs`` from the real shapes, pooled
-    by ``pooling`` (the weights only fill the pairing table)."""
-    outputs = {"student": probe(student, pixel_values, "student"), "teacher": probe(teacher, pixel_values, "teacher")}
+    """Probe both models on ``pixel_values`` (the teacher on them as ``teacher_input`` turns them into its own input)
+    and plan the layer pairs of ``layer_pairs`` from the real shapes, pooled by ``pooling`` (the weights only fill the
+    pairing table), and the student's stages that OFA's branches read (:func:`student_stage_indices`)."""
+    outputs = {"student": probe(student, pixel_values, "student"),
+               "teacher": probe(teacher, teacher_input(pixel_values), "teacher")}
     layouts = {side: [FeatureLayout.infer(h) for h in out.hidden_states] for side, out in outputs.items()}
     pairs = build_pairs(layer_pairs, layouts["student"], layouts["teacher"])
     shapes, rows = [], []
@@ -240,7 +269,17 @@ def plan_pairs(
             is_stem=pair.is_stem,
         ))
         rows.append(_pairing_row(pair, outputs, layouts, final_weight if pair.is_final else layer_weight))
-    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), pooling)
+    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), pooling,
+                       _student_stages(outputs, layouts["student"]), teacher_input)
+
+
+def _student_stages(outputs: dict[str, ModelFeatures], layouts: Sequence[FeatureLayout]) -> Optional[StudentStages]:
+    indices = tuple(student_stage_indices(layouts))
+    if not indices:
+        return None
+    hidden = outputs["student"].hidden_states
+    return StudentStages(indices, tuple(tuple(hidden[i].shape[1:]) for i in indices),
+                         max(layouts[i].prefix_tokens for i in indices), outputs["teacher"].logits.shape[1])
 
 
 def _index(pair: LayerPair, side: str) -> Optional[int]:

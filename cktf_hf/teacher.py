@@ -10,11 +10,12 @@ from typing import Any, Optional, Union
 import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError
-from transformers import AutoModelForImageClassification, PreTrainedModel
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .config import ContrastiveDistillationConfig, read_json
 from .locations import check_teacher_location, looks_like_local_path
+from .teacher_input import TeacherInput
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,6 +45,35 @@ def load_teacher(
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher
+
+
+def load_teacher_processor(
+    teacher: Optional[Union[str, PreTrainedModel]], args: ContrastiveDistillationConfig
+) -> Optional[Any]:
+    """The teacher's own image processor: from its Hub id or folder (a model object: from the local folder it was
+    loaded from), or None when it has none (the teacher then gets the student's batch as it is)."""
+    source = teacher if isinstance(teacher, str) else getattr(getattr(teacher, "config", None), "_name_or_path", "")
+    if not source or (not isinstance(teacher, str) and not os.path.isdir(source)):
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(source, revision=args.teacher_revision if isinstance(teacher, str)
+                                                  else None, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError):  # no preprocessor_config.json
+        return None
+
+
+def teacher_input_for(teacher: Optional[Union[str, PreTrainedModel]], args: ContrastiveDistillationConfig,
+                      dataset: Any, pixel_shape: Any, processing_class: Any = None,
+                      teacher_processor: Any = None) -> TeacherInput:
+    """How the student's batches become the teacher's input: compared are the data's image processor (the dataset's
+    transform's, else ``processing_class``) and the teacher's (``teacher_processor``, else its own, see
+    :func:`load_teacher_processor`)."""
+    base = getattr(dataset, "dataset", dataset)  # IndexedDataset
+    transform = (getattr(base, "format", None) or {}).get("format_kwargs", {}).get("transform")
+    data_processor = getattr(transform, "image_processor", None) or processing_class
+    if teacher_processor is None:
+        teacher_processor = load_teacher_processor(teacher, args)
+    return TeacherInput.between(data_processor, teacher_processor, pixel_shape)
 
 
 def _from_pretrained(name: str, args: ContrastiveDistillationConfig) -> PreTrainedModel:

@@ -29,7 +29,7 @@ from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
 from .run_guard import checked_start, guarded_run
-from .teacher import load_teacher, teacher_fingerprint
+from .teacher import load_teacher, teacher_fingerprint, teacher_input_for
 from .training_clock import TrainingClock
 from .validation import validate_training_setup
 
@@ -44,6 +44,8 @@ class ContrastiveDistillationTrainer(Trainer):
     ``nn.Module`` attached to the student (so DDP synchronises their gradients) and are left out of
     ``save_pretrained``; checkpoints keep them in ``_cktf_distillation_state.safetensors``. Datasets yield
     ``pixel_values`` and ``labels`` per example (see :class:`~cktf_hf.transforms.ImageClassificationTransform`).
+    When the teacher's image processor (``teacher_processing_class``, else the teacher's own) differs from the data's
+    in mean/std or size, every teacher forward gets the batch re-normalised / resized for it (the pairing table says).
     """
 
     _tag_names = list(DEFAULT_TAGS)
@@ -58,6 +60,7 @@ class ContrastiveDistillationTrainer(Trainer):
         eval_dataset: Optional[Any] = None,
         data_collator: Optional[Any] = None,
         compute_metrics: Optional[Any] = None,
+        teacher_processing_class: Optional[Any] = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, ContrastiveDistillationConfig):
@@ -80,12 +83,17 @@ class ContrastiveDistillationTrainer(Trainer):
                 "negatives='memory_bank' needs 'index' and 'contrast_idx' in every batch, but the data collator "
                 "does not add them; use cktf_hf.DistillationCollator (the default) or negatives='in_batch'."
             )
+        teacher_input = teacher_input_for(teacher_model if teacher_model is not None else args.teacher, args,
+                                          train_dataset, probe_batch["pixel_values"].shape[1:],
+                                          kwargs.get("processing_class"), teacher_processing_class)
         self.pairing: PairingPlan = plan_pairs(model, self.teacher, probe_batch["pixel_values"], settings.layer_pairs,
-                                               settings.pooling, settings.final_weight, settings.layer_weight)
-        self.objective = CKTFObjective(settings, self.pairing.shapes, num_samples).to(next(model.parameters()).device)
+                                               settings.pooling, settings.final_weight, settings.layer_weight,
+                                               teacher_input)
+        self.objective = CKTFObjective(settings, self.pairing.shapes, num_samples,
+                                       self.pairing.student_stages).to(next(model.parameters()).device)
         self.reader: FeatureReader = self.pairing.reader(
             self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm,
-            self.objective.pooled_pairs,
+            self.objective.pooled_pairs, self.objective.reads_student_stages,
         )
         attach_objective(model, self.objective)
         self._student_capture = ClassifierInputCapture(model)
@@ -123,7 +131,8 @@ class ContrastiveDistillationTrainer(Trainer):
         """Build (main process first) or load the teacher-output cache of the training set."""
         args, dataset = self.args, self.train_dataset
         key = cache_key(self.accelerator.unwrap_model(self.teacher), dataset, self.reader,
-                        batch_size=args.per_device_train_batch_size, teacher_dtype=str(self._teacher_dtype))
+                        batch_size=args.per_device_train_batch_size, teacher_dtype=str(self._teacher_dtype),
+                        **self.pairing.teacher_input.fingerprint())  # nothing when the teacher takes the batch as is
 
         def batches():
             # The training batch size: kernels chosen by batch shape then compute what training would.
@@ -150,6 +159,8 @@ class ContrastiveDistillationTrainer(Trainer):
         contrast_mask = inputs.pop("contrast_mask", None)
         labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
         if not model.training:  # evaluation of the student (or, in evaluate_teacher, the teacher) alone
+            if self.model is self.teacher:
+                pixel_values = self.pairing.teacher_input(pixel_values)
             outputs = model(pixel_values=pixel_values.to(next(model.parameters()).dtype), labels=labels)
             self._student_capture.value = self._teacher_capture.value = None
             return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -176,8 +187,8 @@ class ContrastiveDistillationTrainer(Trainer):
             return self.reader.read("teacher", self._run_teacher(pixel_values))
 
     def _run_teacher(self, pixel_values: torch.Tensor) -> Any:
-        return run_model(self.teacher, self._teacher_capture, pixel_values.to(self.args.device, self._teacher_dtype),
-                         "teacher")
+        pixel_values = self.pairing.teacher_input(pixel_values.to(self.args.device))
+        return run_model(self.teacher, self._teacher_capture, pixel_values.to(self._teacher_dtype), "teacher")
 
     def evaluate_teacher(self, eval_dataset: Optional[Any] = None, metric_key_prefix: str = "teacher") -> dict[str, float]:
         """Evaluate the teacher on the evaluation set with the student's metrics (keys ``teacher_accuracy``, ...)."""
@@ -187,6 +198,10 @@ class ContrastiveDistillationTrainer(Trainer):
             return self.evaluate(eval_dataset, metric_key_prefix=metric_key_prefix)
         finally:
             self.model, self.model_wrapped = student, student_wrapped
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """The Trainer's choice less learnable temperatures (FBT's ``logit_scale``: no weight decay, as in CLIP)."""
+        return [name for name in super().get_decay_parameter_names(model) if not name.endswith("logit_scale")]
 
     @property
     def _teacher_dtype(self) -> torch.dtype:

@@ -34,11 +34,14 @@ class PairShape:
 
 @dataclass
 class PairFeatures:
-    """One side's inputs: logits, pooled vectors per pair name, and spatial maps of the intermediate pairs."""
+    """One side's inputs: logits, pooled vectors per pair name, and spatial maps of the intermediate pairs; on the
+    student side also its stage hidden states as they are (``stages``, read by terms with ``inputs="student_stages"``,
+    e.g. OFA's branches)."""
 
     logits: torch.Tensor
     pooled: dict[str, torch.Tensor]
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    stages: list[torch.Tensor] = field(default_factory=list)
 
     def float(self) -> "PairFeatures":
         """A float32 copy (a no-op for float32 tensors)."""
@@ -46,7 +49,20 @@ class PairFeatures:
             self.logits.float(),
             {k: v.float() for k, v in self.pooled.items()},
             {k: v.float() for k, v in self.maps.items()},
+            [v.float() for v in self.stages],
         )
+
+
+@dataclass(frozen=True)
+class StudentStages:
+    """The student's stage hidden states that terms with ``inputs="student_stages"`` read (OFA's branches): their
+    hidden-state ``indices``, per-sample ``shapes`` (``(C, H, W)`` maps or ``(prefix + P, D)`` tokens), the tokens'
+    ``prefix_tokens`` and the teacher's ``num_classes``."""
+
+    indices: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    prefix_tokens: int
+    num_classes: int
 
 
 @dataclass
@@ -92,8 +108,9 @@ class CKTFObjective(nn.Module):
     """
 
     def __init__(self, settings: ObjectiveSettings, pairs: Sequence[PairShape],
-                 num_samples: Optional[int] = None) -> None:
+                 num_samples: Optional[int] = None, student_stages: Optional[StudentStages] = None) -> None:
         super().__init__()
+        self.student_stages = student_stages  # what OFA's branches are built from (see StudentStages)
         if not any(pair.is_final for pair in pairs):
             raise ValueError("The pairs must include the 'final' pair (the classifier inputs).")
         self.settings, self.negatives = settings, settings.negatives
@@ -222,6 +239,11 @@ class CKTFObjective(nn.Module):
         return self.kd is not None or len(self.contrastive) > 0 or len(self.classic) > 0
 
     @property
+    def reads_student_stages(self) -> bool:
+        """Whether a term reads the student's stage hidden states (``inputs="student_stages"``: OFA's branches)."""
+        return any(loss.inputs == "student_stages" for loss in self.classic.values())
+
+    @property
     def stage_pairs(self) -> list[str]:
         """Intermediate pairs other than the stem: what AT, VID, NST, FitNets and SP read."""
         return [name for name, pair in self.pairs.items() if not pair.is_final and not pair.is_stem]
@@ -229,7 +251,7 @@ class CKTFObjective(nn.Module):
     @property
     def map_pairs(self) -> list[str]:
         """Pairs whose spatial maps the classic terms and the spatial contrast read."""
-        names = {n for name, loss in self.classic.items() if loss.inputs not in ("logits", "final")
+        names = {n for name, loss in self.classic.items() if loss.inputs not in ("logits", "final", "student_stages")
                  for n in self._classic_inputs(name, loss.inputs)} | set(self.cell_grids)
         return [name for name in self.pairs if name in names]
 
@@ -262,6 +284,13 @@ class CKTFObjective(nn.Module):
 
     def _build_classic(self, name: str) -> nn.Module:
         cls = get_objective(name)
+        if cls.inputs == "student_stages":
+            if self.student_stages is None:
+                raise ValueError(f"Objective {name!r} reads the student's stage hidden states: build the objective "
+                                 "with student_stages (cktf_hf.pairing.plan_pairs plans them).")
+            stages, final = self.student_stages, self.pairs[FINAL]
+            return cls(stages.shapes, final.student_dim, final.teacher_dim, stages.num_classes, stages.prefix_tokens,
+                       **self.settings.term_options(name))
         names = self._classic_inputs(name, cls.inputs)
         if cls.inputs == "final":
             student_shapes = [(self.pairs[FINAL].student_dim,)]
@@ -269,7 +298,7 @@ class CKTFObjective(nn.Module):
         else:
             student_shapes = [self.pairs[n].student_map for n in names]
             teacher_shapes = [self.pairs[n].teacher_map for n in names]
-        return cls.from_shapes(student_shapes, teacher_shapes, **self.settings.classic_options.get(name, {}))
+        return cls.from_shapes(student_shapes, teacher_shapes, **self.settings.term_options(name))
 
     def _weight_factor(self, name: str, loss_fn: nn.Module) -> float:
         if loss_fn.warmup <= 0:
@@ -317,6 +346,8 @@ class CKTFObjective(nn.Module):
             return (b.student.logits, b.teacher.logits.detach(), *((b.labels,) if loss_fn.needs_labels else ()))
         if kind == "final":
             return b.student.pooled[FINAL], b.teacher.pooled[FINAL].detach()
+        if kind == "student_stages":
+            return b.student.stages, b.teacher.logits.detach(), b.labels
         names = self._classic_inputs(name, kind)
         s_maps = [b.student.maps[n] for n in names]
         t_maps = [b.teacher.maps[n].detach() for n in names]

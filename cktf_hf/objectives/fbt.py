@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..projectors import Projector
 from .classic import ClassicObjective, Shape
 from .contrastive import InBatchInfoNCELoss
+from .registry import register_objective
 
 CLIP_INIT_TEMPERATURE = 0.07
 CLIP_MAX_LOGIT_SCALE = 100.0
@@ -49,6 +50,7 @@ class LearnableTemperatureInfoNCELoss(InBatchInfoNCELoss):
         return torch.exp(-self.logit_scale.float().clamp(0.0, self.max_log_scale))
 
 
+@register_objective("fbt-contrast")
 class FBTContrastLoss(ClassicObjective):
     """The pooled contrast of FBT on the final pair: both sides' classifier inputs through a linear head each to
     ``feat_dim`` and L2-normalised (:class:`~cktf_hf.projectors.Projector`, as the framework's final pair), then

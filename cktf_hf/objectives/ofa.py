@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .classic import ClassicObjective, _float32
+from .registry import register_objective
 
 # OFAKD train.py: --gt-loss-weight, --kd-loss-weight (ε-loss on the output logits), --ofa-loss-weight (Σ branches).
 OFA_WEIGHTS = {"ce": 1.0, "output": 1.0, "branches": 1.0}
@@ -40,6 +41,7 @@ def _check_eps_temperature(eps: float, temperature: float) -> None:
         raise ValueError(f"OFA needs eps > 0 and temperature > 0; got eps={eps}, temperature={temperature}.")
 
 
+@register_objective("ofa")
 class OFALoss(ClassicObjective):
     """OFA's ε-loss on class logits: ``mean_b −Σ_c [(p_t + y)^ε − y]_c · log p_s,c``.
 
@@ -243,13 +245,16 @@ def ofa_stage_branch(stage_shape: Sequence[int], stage: int, num_stages: int, st
     raise ValueError(f"A stage hidden state is (C, H, W) or (tokens, dim) per sample; got {tuple(stage_shape)}.")
 
 
+@register_objective("ofa-branches")
 class OFABranchLoss(nn.Module):
     """``Σ_k L_ε(branch_k(h_k), z_t)`` over the student's stages: OFA's ``loss_ofa`` before its weight
     (``--ofa-loss-weight``, :data:`OFA_WEIGHTS`). Branch ``k`` is :func:`ofa_stage_branch` for stage ``k`` of ``K``
     (the stage hidden states given, in order; OFA uses the four stages of its students). The branches are
     training-only parameters; ε and T are shared with the output term (OFA broadcasts one ``--ofa-eps``)."""
 
+    inputs = "student_stages"  # the student's stage hidden states as they are, the teacher's logits, the labels
     needs_labels = True
+    warmup = 0.0
 
     def __init__(self, stage_shapes: Sequence[Sequence[int]], student_dim: int, teacher_dim: int, num_classes: int,
                  prefix_tokens: int = 0, eps: float = 1.0, temperature: float = 1.0) -> None:

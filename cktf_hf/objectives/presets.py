@@ -48,6 +48,17 @@ for _name, _weight in CLASSIC_WEIGHTS.items():
     PRESETS[f"{_name}+cktf-recipe"] = replace(PRESETS[f"{_name}+cktf"], **_RECIPE_CONTRAST)
 PRESETS["kd+cktf-recipe"] = replace(PRESETS["cktf+kd"], layer_weight=0.8, **_RECIPE_CONTRAST)
 
+# Today's cross-architecture methods (issue 25), each as its authors' code weights it. OFA-KD (Hao840/OFAKD train.py):
+# cross-entropy 1, its ε-loss on the output 1 and on the per-stage branches 1, ε = 1 (1.5 the ablation).
+PRESETS["ofa"] = ObjectiveSettings(**_ONLY_CE, classic={"ofa": 1.0, "ofa-branches": 1.0})
+PRESETS["ofa-eps1.5"] = replace(PRESETS["ofa"], ofa_eps=1.5)
+# timm's train.py --kd-distill-type logit / feature (timm/task/distillation.py): task 1, distill 1 when neither weight
+# is given; the logit task is KL at --kd-temperature 4, i.e. our KD term.
+PRESETS["timm-logit"] = ObjectiveSettings(**{**_ONLY_CE, "kd_weight": 1.0}, kd_temperature=4.0)
+PRESETS["timm-feature"] = ObjectiveSettings(**_ONLY_CE, classic={"timm-feature": 1.0})
+# FBT without its fusion model: a pooled symmetric InfoNCE of learnable temperature on the final pair, plus OFA's loss.
+PRESETS["fbt-contrast"] = ObjectiveSettings(**_ONLY_CE, classic={"fbt-contrast": 1.0, "ofa": 1.0, "ofa-branches": 1.0})
+
 
 def get_preset(name: str) -> ObjectiveSettings:
     """The settings of a named preset; an unknown name lists the known ones."""

@@ -130,6 +130,18 @@ def _if_grid(s: "ObjectiveSettings", value: Any) -> bool:
     return s.grid_size != 1
 
 
+OFA_TERMS = ("ofa", "ofa-branches")  # the terms that read ofa_eps and ofa_temperature
+FBT_TERM = "fbt-contrast"  # reads feat_dim
+
+
+def _if_ofa(s: "ObjectiveSettings", value: Any) -> bool:
+    return any(s.classic.get(name, 0) > 0 for name in OFA_TERMS)
+
+
+def _if_projects(s: "ObjectiveSettings", value: Any) -> bool:
+    return _if_contrasts(s, value) or s.classic.get(FBT_TERM, 0) > 0
+
+
 def _knob(default: Any, label: str, help: str, group: str, when: Callable[["ObjectiveSettings", Any], bool] = _always,
           choices: Optional[tuple] = None, config: Optional[ConfigForm] = None) -> Any:
     """A field of :class:`ObjectiveSettings` with its metadata: ``label`` (the model card's words), ``help`` (the
@@ -207,7 +219,7 @@ class ObjectiveSettings:
                             "bank", when=_if_bank, choices=tuple(BANK_DTYPES))
     nce_momentum: float = _knob(0.5, "Memory-bank momentum", "Memory-bank momentum, in [0, 1).", "bank", when=_if_bank)
     feat_dim: int = _knob(128, "Projection size (feat_dim)", "Projector output dimension.", "projector",
-                          when=_if_contrasts)
+                          when=_if_projects)
     projector: str = _knob("linear", "Projector heads", "Projector heads.", "projector", when=_if_contrasts,
                            choices=PROJECTOR_KINDS)
     token_pooling: str = _knob("mean", "Token pooling", "Token layers pooled by patch-token 'mean' or 'cls'.",
@@ -220,6 +232,12 @@ class ObjectiveSettings:
                                when=_if_fixed_window, choices=STAGE_POOLING)
     pool_window: int = _knob(8, "Pooling window", "Window (= stride) of stage_pooling='fixed_window'.", "pooling",
                              when=_if_fixed_window)
+    ofa_eps: float = _knob(1.0, "ε: OFA's loss exponent",
+                           "ε of OFA-KD's loss −Σ_c [(p_t + y)^ε − y]_c · log p_s,c (terms 'ofa' and 'ofa-branches'; "
+                           "the authors' default 1, 1.5 for their ImageNet CNN students).", "weights", when=_if_ofa)
+    ofa_temperature: float = _knob(1.0, "OFA's softmax temperature",
+                                   "Softmax temperature of OFA-KD's loss on both sides (terms 'ofa' and "
+                                   "'ofa-branches'; the authors' default 1).", "weights", when=_if_ofa)
     layer_pairs: str = _knob("auto", "Layer pairs",
                              "'auto' or explicit 'student:teacher' pairs by hidden-state index or name, e.g. "
                              "'0:0,2:4,-1:-1' or 'stage1:stage2'; the final pair is always added.", "pairs")
@@ -251,7 +269,7 @@ class ObjectiveSettings:
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
-        for name in ("temperature", "kd_temperature"):
+        for name in ("temperature", "kd_temperature", "ofa_eps", "ofa_temperature"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}.")
         self._check_classic()
@@ -270,6 +288,10 @@ class ObjectiveSettings:
                 raise ValueError(f"The weight of classic objective {name!r} must be a finite number >= 0, "
                                  f"got {weight}.")
         for name, options in self.classic_options.items():
+            from_knobs = sorted(set(options) & set(self._knob_options(name.lower())))
+            if from_knobs:
+                raise ValueError(f"classic_options sets {from_knobs} of {name!r}, which a knob gives (ofa_eps and "
+                                 "ofa_temperature for OFA's terms, feat_dim for fbt-contrast): set the knob instead.")
             accepted = inspect.signature(get_objective(name)).parameters
             unknown = sorted(set(options) - set(accepted))
             if unknown:
@@ -278,6 +300,18 @@ class ObjectiveSettings:
                 )
 
     # ------------------------------------------------------------------------------------------ derived
+    def _knob_options(self, name: str) -> dict[str, Any]:
+        """The constructor arguments of term ``name`` that knobs of this spec give (OFA's ε and T, FBT's feat_dim)."""
+        if name in OFA_TERMS:
+            return {"eps": self.ofa_eps, "temperature": self.ofa_temperature}
+        if name == FBT_TERM:
+            return {"feat_dim": self.feat_dim}
+        return {}
+
+    def term_options(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of classic term ``name``'s constructor: those its knobs give, then ``classic_options``."""
+        return {**self._knob_options(name.lower()), **self.classic_options.get(name, {})}
+
     @property
     def pooling(self) -> Pooling:
         """The four pooling knobs as the one object the pairing plan and the feature reader take."""

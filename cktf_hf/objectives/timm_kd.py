@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .classic import ClassicObjective, Shape, _float32
+from .registry import register_objective
 
 
+@register_objective("timm-feature")
 class TimmFeatureLoss(ClassicObjective):
     """``MSE(P(f_s), f_t)`` on the pooled pre-logits (the classifier inputs), as ``FeatureDistillationTask``.
 
