@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 from transformers import TrainingArguments
 from transformers.utils import logging
@@ -104,6 +104,13 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             Train although the dataset's `ClassLabel` names differ from the teacher's `id2label` (e.g. transfer to new
             classes with cross-entropy): the student's `id2label` becomes the dataset's. Without it that is an error
             (the same names in another order are remapped either way).
+        label_map (`str` or `dict`, *optional*):
+            Dataset class names mapped onto the teacher's, for names that differ in more than case, spacing and
+            punctuation (those are matched without it): `"T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot"` or
+            `{"T-shirt_top": "T-shirt/top"}`.
+        teacher_check (`bool`, *optional*, defaults to `True`):
+            Score the teacher on up to 256 evaluation images before training and stop when it is no better than
+            always guessing the most frequent class (label mismatch, preprocessing, damaged weights). `False` goes on.
         teacher_cache_dir (`str`, *optional*):
             Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
             stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
@@ -166,6 +173,14 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     allow_label_mismatch: bool = field(
         default=False, metadata={"help": "Train although the dataset's class names differ from the teacher's."}
     )
+    label_map: Optional[Union[dict, str]] = field(
+        default=None, metadata={"help": "Dataset class names mapped onto the teacher's, e.g. "
+                                        "'T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot'."}
+    )
+    teacher_check: bool = field(
+        default=True, metadata={"help": "Score the teacher on up to 256 evaluation images before training; stop when "
+                                        "it is near chance."}
+    )
     teacher_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Cache the teacher's outputs per training image in this folder (opt-in; "
                                         "needs deterministic preprocessing)."}
@@ -205,6 +220,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
             raise ValueError("nce_k, feat_dim and grid_size must be positive integers.")
         if not 0 <= self.nce_momentum < 1:
             raise ValueError(f"nce_momentum must be in [0, 1), got {self.nce_momentum}.")
+        self.label_map = parse_label_map(self.label_map)
         if self.layer_pairs.strip().lower() != "auto":
             parse_pair_spec(self.layer_pairs)
         self.negatives = self.objective_settings.negatives  # the preset's unless set; fails early on a bad value
@@ -358,3 +374,24 @@ def parse_classic_objectives(spec: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"Cannot read classic objective {item!r}: write name=weight, e.g. 'at=1000'.") from None
     return weights
+
+
+def parse_label_map(spec: Optional[Union[str, Mapping[str, str]]]) -> Optional[dict[str, str]]:
+    """``"T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot"`` (or a mapping) → ``{dataset name: teacher name}``."""
+    if spec is None or isinstance(spec, Mapping):
+        pairs = list((spec or {}).items())
+    elif isinstance(spec, str):
+        pairs = [item.partition("=")[::2] if "=" in item else (item, None) for item in spec.split(",") if item.strip()]
+    else:
+        raise ValueError(f"label_map must be a string such as 'T-shirt_top=T-shirt/top' or a dict, got {spec!r}.")
+    mapping: dict[str, str] = {}
+    for dataset_name, teacher_name in pairs:
+        if not isinstance(dataset_name, str) or not isinstance(teacher_name, str) or not dataset_name.strip() \
+                or not teacher_name.strip():
+            raise ValueError(f"Cannot read label_map entry {dataset_name!r}: write dataset name=teacher name, "
+                             "e.g. label_map='T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot'.")
+        key = dataset_name.strip()
+        if key in mapping:
+            raise ValueError(f"label_map names the dataset class {key!r} twice; give each class once.")
+        mapping[key] = teacher_name.strip()
+    return mapping or None

@@ -31,7 +31,7 @@ from .objectives.contrastive import BANK_DTYPES
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
 from .run_guard import guarded_run
 from .teacher import load_teacher, teacher_fingerprint
-from .validation import validate_training_setup
+from .validation import check_teacher_accuracy, validate_training_setup
 
 logger = logging.get_logger(__name__)
 
@@ -69,7 +69,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
         self.teacher_fingerprint = teacher_fingerprint(  # what the student is distilled from (commit or sha256)
             teacher_model if teacher_model is not None else args.teacher, self.teacher, args.teacher_revision)
-        validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)  # labels, class names, sizes
+        self.label_alignment = validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)
         if args.teacher_cache_dir:
             check_deterministic(train_dataset)
         uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
@@ -115,6 +115,8 @@ class ContrastiveDistillationTrainer(Trainer):
         )
         self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
         logger.info("CKTF layer pairing:\n%s", self.pairing.table)
+        self.teacher_check_accuracy = check_teacher_accuracy(self.teacher, eval_dataset, self.data_collator, args,
+                                                             self.label_alignment)  # None when not checked
         self.teacher_cache = self._load_teacher_cache() if args.teacher_cache_dir else None
 
     @property
