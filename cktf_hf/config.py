@@ -173,7 +173,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, TrainingArguments):
     allow_label_mismatch: bool = field(
         default=False, metadata={"help": "Train although the dataset's class names differ from the teacher's."}
     )
-    label_map: Optional[Union[dict, str]] = field(
+    label_map: Union[dict[str, str], str, None] = field(
         default=None, metadata={"help": "Dataset class names mapped onto the teacher's, e.g. "
                                         "'T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot'."}
     )
