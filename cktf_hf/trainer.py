@@ -20,7 +20,7 @@ from .cache import TeacherCache, cache_key, check_deterministic
 from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
-from .divergence import check_loss, check_weights
+from .divergence import GradientGuard, check_loss, check_weights
 from .hub import explain_push_failure
 from .metrics import make_compute_metrics
 from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
@@ -103,6 +103,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self._component_steps = 0
         self.card_info: Optional[DistillationCardInfo] = None  # what the last model card reported
         self._checkpoints = AtomicCheckpoints()
+        self._gradient_guard = GradientGuard()
 
         super().__init__(
             model=model,
@@ -156,6 +157,7 @@ class ContrastiveDistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ) -> Union[torch.Tensor, tuple[torch.Tensor, Any]]:
+        self._gradient_guard.remember(inputs)  # run again only when the step's gradient is not finite
         index, contrast_idx = inputs.pop("index", None), inputs.pop("contrast_idx", None)
         contrast_mask = inputs.pop("contrast_mask", None)
         labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
@@ -175,6 +177,9 @@ class ContrastiveDistillationTrainer(Trainer):
             self._components[name] = self._components[name] + value
         self._component_steps += 1
         return (result.loss, student_out) if return_outputs else result.loss
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Optional[Any] = None) -> Any:
+        return self._gradient_guard.check(super()._get_grad_norm(model, grad_norm), self)  # before optimizer.step
 
     def _teacher_features(self, pixel_values: torch.Tensor, index: Optional[torch.Tensor]) -> PairFeatures:
         """The teacher's side of a batch: from the cache, from the live teacher, or nothing (CE-only presets)."""
