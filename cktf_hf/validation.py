@@ -477,6 +477,11 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
         where = f"{size:,} images, {largest:,} of the most frequent class"
     else:
         pool, where = size - 1, f"{size:,} images, none of the same image"
+    if pool == 0:
+        raise ValueError(
+            f"negatives='memory_bank' needs negatives of another class, and the training set offers none ({where}). "
+            "Train on images of two classes or more, or use a preset without contrastive terms (e.g. preset='kd')."
+        )
     if args.nce_k > pool:
         raise ValueError(
             f"nce_k={args.nce_k:,} is larger than the {pool:,} other-class negatives the training set offers "

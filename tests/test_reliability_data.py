@@ -279,6 +279,13 @@ def test_settings_the_data_cannot_support_are_refused_early(tmp_path):
     teacher = tiny.vit(64, 4)
     with pytest.raises(ValueError, match=r"in_batch' with one sample per batch.*per_device_train_batch_size >= 2"):
         _trainer(tmp_path, teacher, negatives="in_batch", per_device_train_batch_size=1)
+    one_image = tiny.digits("train", 1)  # every batch holds one image, whatever the batch size
+    with pytest.raises(ValueError, match=r"in_batch' on a training set of 1 image has no negatives: every "
+                                         r"contrastive term would be 0 at every step.*preset='kd'"):
+        _trainer(tmp_path, teacher, dataset=one_image)  # the default preset's in-batch negatives
+    with pytest.raises(ValueError, match=r"memory_bank' needs negatives of another class.*offers none"):
+        _trainer(tmp_path, teacher, dataset=one_image, negatives="memory_bank")
+    assert _trainer(tmp_path, teacher, dataset=one_image, preset="kd").train().global_step == 1  # the way through
     counts = np.bincount(np.asarray(tiny.digits("train", 32).with_format(None)["labels"]))
     pool = 32 - counts.max()
     with pytest.raises(ValueError, match=rf"nce_k=10,000,000 is larger than the {pool} other-class negatives.*"
