@@ -3,6 +3,7 @@ non-finite student is never saved or published."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
@@ -59,7 +60,7 @@ class GradientGuard:
     def check(self, grad_norm: Any, trainer: Any) -> Any:
         """Return ``grad_norm`` when it is finite (or None); else raise :class:`TrainingDiverged` naming the terms
         of ``trainer.objective`` whose gradient on the remembered batch is not finite."""
-        if grad_norm is None or bool(torch.isfinite(torch.as_tensor(grad_norm)).all()):
+        if grad_norm is None or math.isfinite(grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm):
             return grad_norm
         step = trainer.state.global_step + 1
         terms = []

@@ -1,5 +1,6 @@
 """Checks of the training data against the models and the config, run when the trainer is built (before any probe
-or step): labels, class names and the settings that the data size bounds. Every error names the value and the fix."""
+or step): labels, class names (matched, and both models aligned to the dataset's classes), the settings that the data
+size bounds, and the teacher's accuracy on a sample of the evaluation data. Every error names the value and the fix."""
 
 from __future__ import annotations
 
@@ -268,11 +269,12 @@ def align_label_spaces(
     if unknown and not reads_labels:
         alignment.teacher_scorable = len(unknown) < len(names)
         if alignment.teacher_scorable:
-            select_classes(teacher, ids)
-            _set_names(teacher.config, names)
-        alignment.summary = (f"classes: {len(unknown)} of the dataset's {len(names)} classes are not the teacher's "
-                             f"({_quoted(unknown)}); no term compares labels with the teacher, so both models keep "
-                             "their heads.")
+            _select_teacher_classes(teacher, names, ids)
+        alignment.summary = (
+            f"classes: {len(names) - len(unknown)} of the dataset's {len(names)} classes are the teacher's (not: "
+            f"{_quoted(unknown)}); no term compares labels with the teacher (ce_weight = kd_weight = 0): "
+            + ("its logits are mapped onto the dataset's classes, for its evaluation only" if alignment.teacher_scorable
+               else "it cannot be scored on this data") + "; the student's head is left as it is.")
         logger.info(alignment.summary)
         return alignment
     if unknown and not allow_mismatch:
@@ -282,16 +284,21 @@ def align_label_spaces(
                          f"teacher's ({_mismatch_message(names, teacher_names, unknown, missing, advice=False)}). "
                          "Set kd_weight=0, or map the classes with label_map.")
     alignment.teacher_scorable = len(unknown) < len(names)
-    if alignment.teacher_scorable and ids != list(range(len(teacher_names))):
-        select_classes(teacher, ids)
     if alignment.teacher_scorable:
-        _set_names(teacher.config, names)
-        teacher.config.cktf_dataset_classes = dict(zip(names, ids))  # the mapping keys the teacher cache too
+        _select_teacher_classes(teacher, names, ids)
     student_done = _fit_student(student, names, teacher_names, label_map)
     alignment.summary = _alignment_summary(alignment, len(teacher_names), missing, student_done)
     (logger.warning if unknown or respelled or mapped or ids != list(range(len(teacher_names))) else logger.info)(
         alignment.summary)
     return alignment
+
+
+def _select_teacher_classes(teacher: PreTrainedModel, names: list[str], ids: list[Optional[int]]) -> None:
+    """The teacher's logits and names in the dataset's classes (nothing to do when they are its own)."""
+    if ids != list(range(teacher.config.num_labels)):
+        select_classes(teacher, ids)
+        teacher.config.cktf_dataset_classes = dict(zip(names, ids))  # the mapping keys the teacher cache too
+    _set_names(teacher.config, names)
 
 
 def _check_label_map(label_map: Optional[dict[str, str]], names: list[str], teacher_names: list[str]) -> None:

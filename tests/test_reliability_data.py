@@ -264,6 +264,7 @@ def test_different_class_names_need_an_opt_in(tmp_path):
     transfer = _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed, student=tiny.vit(32, 2, num_labels=5),
                         preset="transfer")  # no term reads labels against the teacher
     assert transfer.model.config.num_labels == 5
+    assert not transfer.label_alignment.teacher_scorable  # no class in common: its accuracy here would mean nothing
 
 
 def test_evaluation_classes_in_another_order_than_training_are_refused(tmp_path):
