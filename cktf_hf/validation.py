@@ -325,9 +325,16 @@ def _mismatch_message(names: list[str], teacher_names: list[str], unknown: list[
     if not advice:
         return sets
     pairs = _suggested_label_map(unknown, missing)
-    suggestion = (f"label_map={pairs!r} (--label_map {pairs!r}) if these are the same classes spelled differently"
-                  if pairs else "label_map='dataset name=teacher name,...' (--label_map) for classes spelled "
-                                "differently")
+    positional = len(names) == len(teacher_names) <= 50 and _generic(teacher_names) and not any(
+        "," in name or "=" in name for name in names)
+    if positional:  # a teacher without class names: only the user knows whether class i is the dataset's class i
+        pairs = ",".join(f"{name}={t}" for name, t in zip(names, teacher_names))
+        suggestion = (f"label_map={pairs!r} (--label_map {pairs!r}) if the dataset's class i is the teacher's class i "
+                      "(the teacher's classes have no names)")
+    elif pairs:
+        suggestion = f"label_map={pairs!r} (--label_map {pairs!r}) if these are the same classes spelled differently"
+    else:
+        suggestion = "label_map='dataset name=teacher name,...' (--label_map) for classes spelled differently"
     return (f"The dataset's class names differ from the teacher's id2label ({sets}; names that differ only in case, "
             "spacing and punctuation are matched already): cross-entropy and KD would compare classes that are not the "
             f"same. Map them with {suggestion}; or, to train the student on the dataset's classes anyway "

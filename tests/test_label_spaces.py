@@ -183,6 +183,19 @@ def test_numbered_names_on_both_sides_are_taken_class_for_class(tmp_path, fashio
     assert trainer.teacher.config.id2label == dict(enumerate(unnamed))  # untouched
 
 
+def test_named_classes_against_an_unnamed_teacher_need_the_suggested_label_map(tmp_path, fashion_teacher_state):
+    unnamed = [f"LABEL_{i}" for i in range(10)]
+    train = _named(tiny.digits("train", 32), FASHION_MNIST_CLASSES)
+    with pytest.raises(ValueError, match=r"if the dataset's class i is the teacher's class i") as refusal:
+        _trainer(tmp_path, _teacher(fashion_teacher_state, unnamed), train, student=_student(unnamed))
+    suggested = shlex.split(re.search(r"--label_map ('[^']*')", str(refusal.value)).group(1))[0]
+    assert suggested.startswith("T-shirt/top=LABEL_0,Trouser=LABEL_1,")
+    trainer = _trainer(tmp_path, _teacher(fashion_teacher_state, unnamed), train, student=_student(unnamed),
+                       label_map=suggested)
+    assert trainer.model.config.id2label == dict(enumerate(FASHION_MNIST_CLASSES))
+    trainer.train()
+
+
 # ------------------------------------------------------------------------------------------------- subsets
 def test_a_subset_of_the_teachers_classes_publishes_its_own_names(tmp_path, fashion_teacher_state):
     keep = {8: 0, 1: 1}  # digit 8 images are "Bag", digit 1 images "Trouser"
