@@ -20,14 +20,14 @@ from .objectives import (
 )
 from .hub import HubPushError
 from .shrink import shrink_teacher
-from .run_guard import OutputDirLocked, TrainingInterrupted
+from .run_guard import OutputDirLocked, RunFinished, TrainingInterrupted
 from .trainer import ContrastiveDistillationTrainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
     "HubPushError", "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings",
-    "OutputDirLocked", "PRESETS", "TrainingDiverged", "TrainingInterrupted", "detach_objective", "get_objective",
+    "OutputDirLocked", "PRESETS", "RunFinished", "TrainingDiverged", "TrainingInterrupted", "detach_objective", "get_objective",
     "get_preset", "list_objectives", "objective_of", "shrink_teacher",
 ]

@@ -89,10 +89,10 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
 def cache_key(teacher: nn.Module, dataset: Any, reader: FeatureReader, **extra: Any) -> str:
     """The cache folder name for ``reader``'s teacher features of ``dataset`` (see :func:`fingerprint`); ``extra``
     adds what else changes the outputs (batch size, dtype)."""
-    description = {"token_pooling": reader.token_pooling, "grid_size": reader.grid_size,
+    description = {"token_pooling": reader.pooling.token_pooling, "grid_size": reader.pooling.grid_size,
                    "batch_norm": reader.batch_norm, "maps": list(reader.map_pairs), **extra}
-    if reader.stage_pooling != "global":  # only then: the reference's cache keys stay as they were
-        description.update(stage_pooling=reader.stage_pooling, pool_window=reader.pool_window)
+    if reader.pooling.stage_pooling != "global":  # only then: the reference's cache keys stay as they were
+        description.update(stage_pooling=reader.pooling.stage_pooling, pool_window=reader.pooling.pool_window)
     return fingerprint(teacher, dataset, reader.pairs, description)
 
 

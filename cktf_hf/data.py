@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
 from transformers.utils import logging
+
+if TYPE_CHECKING:
+    from .objectives import ObjectiveSettings
 
 logger = logging.get_logger(__name__)
 
@@ -139,19 +142,18 @@ class DistillationCollator:
 def prepare_training_data(
     dataset: Any,
     collator: Optional[Any],
-    uses_bank: bool,
+    settings: "ObjectiveSettings",
     needs_index: bool,
-    nce_k: int,
     label_column: Optional[str] = None,
     seed: int = 0,
-    shared_negatives: bool = False,
 ) -> tuple[Any, Any, Optional[int]]:
-    """The training data path: dataset indices where the memory bank (``uses_bank``) or the teacher cache
-    (``needs_index``) reads them, other-class negatives for the bank (one set per batch with ``shared_negatives``),
-    and the default collator.
+    """The training data path: dataset indices where the memory bank (``settings.uses_memory_bank``) or the teacher
+    cache (``needs_index``) reads them, ``settings.nce_k`` other-class negatives for the bank (one set per batch with
+    ``settings.negative_sampling="shared"``), and the default collator.
 
     Returns ``(dataset, collator, bank size or None)``.
     """
+    uses_bank = settings.uses_memory_bank
     if (uses_bank or needs_index) and not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
         raise ValueError(
             "negatives='memory_bank' and teacher_cache_dir need a map-style train_dataset with stable indices (not an "
@@ -164,5 +166,6 @@ def prepare_training_data(
     labels = dataset_labels(dataset, label_column)
     if labels is None:
         logger.warning("No label column found: memory-bank negatives are drawn uniformly, not from other classes.")
-    sampler = NegativeSampler(len(dataset), nce_k, labels, seed=seed, shared=shared_negatives)
+    sampler = NegativeSampler(len(dataset), settings.nce_k, labels, seed=seed,
+                              shared=settings.negative_sampling == "shared")
     return dataset, collator or DistillationCollator(sampler), len(dataset)

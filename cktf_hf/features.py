@@ -115,3 +115,17 @@ def pool(
             f"{min(height, width)}, or pair earlier layers (layer_pairs)."
         )
     return F.adaptive_avg_pool2d(feature_map, grid_size).flatten(1)
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """The four pooling knobs in one object (set on :class:`~cktf_hf.objectives.ObjectiveSettings`): calling it pools
+    a hidden state as :func:`pool` does with them."""
+
+    token_pooling: str = "mean"
+    grid_size: int = 1
+    stage_pooling: str = "global"
+    pool_window: int = 8
+
+    def __call__(self, hidden_state: torch.Tensor, layout: FeatureLayout) -> torch.Tensor:
+        return pool(hidden_state, layout, self.token_pooling, self.grid_size, self.stage_pooling, self.pool_window)

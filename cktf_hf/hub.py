@@ -16,7 +16,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 if TYPE_CHECKING:
     from transformers import Trainer
 
-PUSH_ERRORS = (HfHubHTTPError, OSError, httpx2.HTTPError, HFValidationError)
+HUB_ERRORS = (HfHubHTTPError, OSError, httpx2.HTTPError, HFValidationError)
 
 
 def check_repo_id(hub_model_id: Optional[str], output_dir: Optional[str], push_to_hub: bool) -> None:
@@ -73,7 +73,7 @@ def explain_push_failure(trainer: "Trainer", card_kwargs: Optional[dict[str, Any
     after making sure the student and its model card (written with ``card_kwargs``) are in ``output_dir``."""
     try:
         yield
-    except PUSH_ERRORS as error:
+    except HUB_ERRORS as error:
         output_dir = trainer.args.output_dir
         if not os.path.isfile(os.path.join(output_dir, SAFE_WEIGHTS_NAME)):
             trainer.save_model(_internal_call=True)

@@ -12,11 +12,10 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .features import FeatureLayout, batch_l2_normalize, pool, to_map
+from .features import FeatureLayout, Pooling, batch_l2_normalize, to_map
 from .model_io import ModelFeatures, probe
 from .objectives import FINAL, PairFeatures, PairShape
-
-PairSpec = Union[str, Sequence[tuple[Union[int, str], Union[int, str]]]]
+from .objectives.settings import PairSpec, parse_pair_spec
 
 
 @dataclass(frozen=True)
@@ -79,21 +78,6 @@ def _resolve_index(key: Union[int, str], count: int, side: str, layouts: Sequenc
             f"(indices 0..{count - 1} or {-count}..-1): {valid}."
         )
     return key % count
-
-
-def parse_pair_spec(spec: PairSpec) -> list[tuple[Union[int, str], Union[int, str]]]:
-    """``"0:0,2:4,-1:-1"`` or ``"stage1:stage2,layer4:layer8"`` (or a list of 2-tuples) → list of pairs."""
-    if not isinstance(spec, str):
-        return [tuple(pair) for pair in spec]
-    pairs = []
-    for item in spec.split(","):
-        if not item.strip():
-            continue
-        parts = item.split(":")
-        if len(parts) != 2:
-            raise ValueError(f"Cannot read layer pair {item!r}: write student:teacher, e.g. '2:4' or 'stage2:stage3'.")
-        pairs.append((parts[0].strip(), parts[1].strip()))
-    return pairs
 
 
 def build_pairs(
@@ -163,12 +147,9 @@ class FeatureReader:
 
     pairs: tuple[LayerPair, ...]
     layouts: Mapping[str, Sequence[FeatureLayout]]  # "student" / "teacher" → one layout per hidden state
-    token_pooling: str = "mean"
-    grid_size: int = 1
+    pooling: Pooling = Pooling()
     batch_norm: bool = False
     map_pairs: tuple[str, ...] = ()
-    stage_pooling: str = "global"
-    pool_window: int = 8
     map_only: tuple[str, ...] = ()
 
     def only(self, names: Sequence[str]) -> "FeatureReader":
@@ -196,8 +177,7 @@ class FeatureReader:
                 continue
             if self.batch_norm and not pair.is_stem:
                 hidden = batch_l2_normalize(hidden)
-            pooled[pair.name] = pool(hidden, layout, self.token_pooling, self.grid_size, self.stage_pooling,
-                                     self.pool_window)
+            pooled[pair.name] = self.pooling(hidden, layout)
         return PairFeatures(out.logits, pooled, maps)
 
 
@@ -211,10 +191,7 @@ class PairingPlan:
     shapes: list[PairShape]
     rows: list[PairingRow]
     pixel_shape: tuple[int, ...]
-    token_pooling: str = "mean"
-    grid_size: int = 1
-    stage_pooling: str = "global"
-    pool_window: int = 8
+    pooling: Pooling = Pooling()
 
     @property
     def table(self) -> str:
@@ -230,8 +207,7 @@ class PairingPlan:
         ``pooled_pairs`` (when given) is read as a map alone."""
         pairs = tuple(p for p in self.pairs if p.is_final or p.name in read_pairs or p.name in map_pairs)
         map_only = () if pooled_pairs is None else tuple(n for n in map_pairs if n not in pooled_pairs)
-        return FeatureReader(pairs, self.layouts, self.token_pooling, self.grid_size, batch_norm, tuple(map_pairs),
-                             self.stage_pooling, self.pool_window, map_only)
+        return FeatureReader(pairs, self.layouts, self.pooling, batch_norm, tuple(map_pairs), map_only)
 
 
 def plan_pairs(
@@ -239,14 +215,12 @@ def plan_pairs(
     teacher: nn.Module,
     pixel_values: torch.Tensor,
     layer_pairs: PairSpec = "auto",
-    token_pooling: str = "mean",
-    grid_size: int = 1,
+    pooling: Pooling = Pooling(),
     final_weight: float = 0.0,
     layer_weight: float = 0.0,
-    stage_pooling: str = "global",
-    pool_window: int = 8,
 ) -> PairingPlan:
-    """Probe both models on ``pixel_values`` and plan the layer pairs of ``layer_pairs`` from the real shapes."""
+    """Probe both models on ``pixel_values`` and plan the layer pairs of ``layer_pairs`` from the real shapes, pooled
+    by ``pooling`` (the weights only fill the pairing table)."""
     outputs = {"student": probe(student, pixel_values, "student"), "teacher": probe(teacher, pixel_values, "teacher")}
     layouts = {side: [FeatureLayout.infer(h) for h in out.hidden_states] for side, out in outputs.items()}
     pairs = build_pairs(layer_pairs, layouts["student"], layouts["teacher"])
@@ -254,8 +228,7 @@ def plan_pairs(
     for pair in pairs:
         with_map = not pair.is_final and all(
             layouts[side][_index(pair, side)].kind != "vector" for side in ("student", "teacher"))
-        reader = FeatureReader((pair,), layouts, token_pooling, grid_size, map_pairs=(pair.name,) if with_map else (),
-                               stage_pooling=stage_pooling, pool_window=pool_window)
+        reader = FeatureReader((pair,), layouts, pooling, map_pairs=(pair.name,) if with_map else ())
         features = {side: reader.read(side, out) for side, out in outputs.items()}
         s_map, t_map = (features[side].maps.get(pair.name) for side in ("student", "teacher"))
         shapes.append(PairShape(
@@ -267,8 +240,7 @@ def plan_pairs(
             is_stem=pair.is_stem,
         ))
         rows.append(_pairing_row(pair, outputs, layouts, final_weight if pair.is_final else layer_weight))
-    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), token_pooling, grid_size,
-                       stage_pooling, pool_window)
+    return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), pooling)
 
 
 def _index(pair: LayerPair, side: str) -> Optional[int]:

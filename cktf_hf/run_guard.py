@@ -1,4 +1,5 @@
-"""What guards one ``train()`` run: a lock on the output folder and a clean stop on SIGTERM."""
+"""What guards one ``train()`` run: a lock on the output folder, a clean stop on SIGTERM, and no resume past the end
+of a finished run."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import os
 import signal
 import socket
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 from transformers.utils import logging
+
+from .checkpointing import resolve_resume
+from .locations import check_output_dir_apart
 
 logger = logging.get_logger(__name__)
 
@@ -25,6 +31,39 @@ class OutputDirLocked(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Training stopped on SIGTERM after saving a checkpoint to resume from."""
+
+
+class RunFinished(ValueError):
+    """The checkpoint to resume ends its run, and the arguments ask for no longer a schedule."""
+
+
+def refuse_finished_run(checkpoint: str, args: Any) -> None:
+    """Raise :class:`RunFinished` when ``checkpoint`` reached its run's last step and ``args`` (``max_steps``, else
+    ``num_train_epochs``) asks for no more: transformers would resume it one step past its end and rewrite its
+    student. A checkpoint cut short, or a longer schedule, resumes."""
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    if state.global_step < state.max_steps:
+        return
+    longer = (args.max_steps > state.global_step if args.max_steps > 0
+              else args.num_train_epochs > state.num_train_epochs)
+    if not longer:
+        raise RunFinished(
+            f"The checkpoint to resume, {checkpoint}, holds a finished run (step {state.global_step} of "
+            f"{state.max_steps}), and this run's schedule is no longer: resuming would train past its end and rewrite "
+            "its student. Pass a longer max_steps or num_train_epochs to continue it, train from scratch (no "
+            "resume_from_checkpoint; --overwrite_output_dir in the examples), or choose another output_dir."
+        )
+
+
+def checked_start(trainer: Any, resume_from_checkpoint: Union[str, bool, None]) -> Optional[str]:
+    """The checkpoint ``trainer.train`` resumes from (see :func:`~cktf_hf.checkpointing.resolve_resume`), refused when
+    it ends a finished run; ``output_dir`` refused when it is, or contains, the teacher's folder."""
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher)
+    check_output_dir_apart(trainer.args.output_dir, getattr(teacher, "name_or_path", None), "the teacher's folder")
+    checkpoint = resolve_resume(resume_from_checkpoint, trainer.args.output_dir)
+    if checkpoint is not None:
+        refuse_finished_run(checkpoint, trainer.args)
+    return checkpoint
 
 
 class OutputDirLock:

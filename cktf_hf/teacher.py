@@ -14,7 +14,7 @@ from transformers import AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .config import ContrastiveDistillationConfig, read_json
-from .locations import check_teacher_location
+from .locations import check_teacher_location, looks_like_local_path
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -86,7 +86,7 @@ def teacher_fingerprint(
     - a model object: ``{"source": "model object", "name", "dtype", "state_dict_sha256"}``, a sha256 of its
       tensors' bytes in name order, as passed (after the cast to the teacher dtype).
     """
-    if isinstance(source, str) and os.path.isdir(source):
+    if isinstance(source, str) and looks_like_local_path(source):  # the one Hub-or-folder rule (locations.py)
         files = _weight_files(lambda name: os.path.join(source, name))
         return {"source": "local folder", "name": os.path.basename(os.path.normpath(source)),
                 "weights_sha256": {name: _sha256_file(path) for name, path in files.items()}}

@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from .attachment import attach_objective, is_objective_key
 from .cache import TeacherCache, cache_key, check_deterministic
-from .checkpointing import STATE_NAME, AtomicCheckpoints, resolve_resume, tensors_to_save, warn_inexact_resume
+from .checkpointing import STATE_NAME, AtomicCheckpoints, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
 from .divergence import GradientGuard, check_loss, check_weights
@@ -27,10 +27,10 @@ from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
 from .model_io import ClassifierInputCapture, run_model
 from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
-from .objectives.contrastive import BANK_DTYPES
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
-from .run_guard import guarded_run
+from .run_guard import checked_start, guarded_run
 from .teacher import load_teacher, teacher_fingerprint
+from .training_clock import TrainingClock
 from .validation import check_teacher_accuracy, validate_training_setup
 
 logger = logging.get_logger(__name__)
@@ -72,26 +72,17 @@ class ContrastiveDistillationTrainer(Trainer):
         self.label_alignment = validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)
         if args.teacher_cache_dir:
             check_deterministic(train_dataset)
-        uses_bank = args.negatives == "memory_bank" and (settings.final_weight > 0 or settings.layer_weight > 0)
         train_dataset, data_collator, num_samples = prepare_training_data(
-            train_dataset, data_collator, uses_bank, bool(args.teacher_cache_dir), args.nce_k, args.label_column,
-            args.seed, shared_negatives=args.negative_sampling == "shared",
-        )
+            train_dataset, data_collator, settings, bool(args.teacher_cache_dir), args.label_column, args.seed)
         probe_batch = data_collator(first_examples(train_dataset, 2))
-        if uses_bank and "index" not in probe_batch:
+        if settings.uses_memory_bank and "index" not in probe_batch:
             raise ValueError(
                 "negatives='memory_bank' needs 'index' and 'contrast_idx' in every batch, but the data collator "
                 "does not add them; use cktf_hf.DistillationCollator (the default) or negatives='in_batch'."
             )
-        self.pairing: PairingPlan = plan_pairs(
-            model, self.teacher, probe_batch["pixel_values"], args.layer_pairs, args.token_pooling, args.grid_size,
-            settings.final_weight, settings.layer_weight, args.stage_pooling, args.pool_window,
-        )
-        self.objective = CKTFObjective(
-            settings, self.pairing.shapes, negatives=args.negatives, num_samples=num_samples, nce_k=args.nce_k,
-            momentum=args.nce_momentum, feat_dim=args.feat_dim, projector=args.projector,
-            bank_dtype=BANK_DTYPES[args.bank_dtype],
-        ).to(next(model.parameters()).device)
+        self.pairing: PairingPlan = plan_pairs(model, self.teacher, probe_batch["pixel_values"], settings.layer_pairs,
+                                               settings.pooling, settings.final_weight, settings.layer_weight)
+        self.objective = CKTFObjective(settings, self.pairing.shapes, num_samples).to(next(model.parameters()).device)
         self.reader: FeatureReader = self.pairing.reader(
             self.objective.read_pairs, self.objective.map_pairs, settings.feature_batch_norm,
             self.objective.pooled_pairs,
@@ -115,6 +106,7 @@ class ContrastiveDistillationTrainer(Trainer):
             **kwargs,
         )
         self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
+        self.add_callback(TrainingClock())  # wall time over resumed segments, for the model card
         logger.info("CKTF layer pairing:\n%s", self.pairing.table)
         self.teacher_check_accuracy = check_teacher_accuracy(self.teacher, eval_dataset, self.data_collator, args,
                                                              self.label_alignment)  # None when not checked
@@ -220,9 +212,10 @@ class ContrastiveDistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ checkpoints
     def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``, holding a lock on ``output_dir``, stopping cleanly on SIGTERM, and resuming
-        (``resume_from_checkpoint=True``) from the last complete checkpoint."""
+        (``resume_from_checkpoint=True``) from the last complete checkpoint, unless that ends a finished run."""
+        checkpoint = checked_start(self, resume_from_checkpoint)  # before anything is written
         with guarded_run(self):
-            return super().train(resolve_resume(resume_from_checkpoint, self.args.output_dir), *args, **kwargs)
+            return super().train(checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         """Write the checkpoint and the distillation state (projectors, memory banks, Z) under a temporary name, then
@@ -273,29 +266,14 @@ class ContrastiveDistillationTrainer(Trainer):
         )
 
     # ------------------------------------------------------------------------------------------- the Hub
-    def create_model_card(
-        self,
-        model_name: Optional[str] = None,
-        dataset: Optional[Union[str, list[str]]] = None,
-        dataset_split: Optional[str] = None,
-        license: Optional[str] = None,
-        baselines: Optional[dict[str, Any]] = None,
-        **kwargs: Any,
-    ) -> None:
-        """Write ``README.md`` in ``output_dir``: the CKTF model card (see ``model_cards/cktf_model_card.md``), with
-        ``training_curves.png`` and the widget's ``example.png`` next to it (see ``model_card.write_model_card``).
-
-        Accuracy comes from the latest ``evaluate()`` / ``evaluate_teacher()`` of this run (call them first to have it
-        in the card); parameters, size and CPU latency (``card_latency``, ``card_latency_batch_sizes``) are measured
-        now. ``baselines`` adds rows such as ``{"from scratch": 0.84}``. The keyword arguments of
-        ``Trainer.create_model_card`` (``language``, ``tags``, ``finetuned_from``, ``dataset_tags``, ...) are honoured
-        as :meth:`~cktf_hf.model_card.DistillationCardInfo.from_trainer` says.
-        """
-        if not self.is_world_process_zero():
-            return
-        check_weights(self.accelerator.unwrap_model(self.model), "to write a model card")
-        self.card_info = write_model_card(self, self.args.output_dir, model_name=model_name, dataset=dataset,
-                                          dataset_split=dataset_split, license=license, baselines=baselines, **kwargs)
+    def create_model_card(self, **card_kwargs: Any) -> None:
+        """Write the CKTF model card (``README.md``, with ``training_curves.png`` and the widget's ``example.png``) in
+        ``output_dir``, main process only. Accuracy comes from the latest ``evaluate()`` / ``evaluate_teacher()``; size
+        and CPU latency are measured now. ``card_kwargs`` (``Trainer.create_model_card``'s, plus ``baselines``) as
+        :func:`~cktf_hf.card_facts.gather_card_facts` reads them."""
+        if self.is_world_process_zero():
+            check_weights(self.accelerator.unwrap_model(self.model), "to write a model card")
+            self.card_info = write_model_card(self, self.args.output_dir, **card_kwargs)
 
     def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True, **kwargs: Any):
         """Save the student, write its model card and upload the output folder (never the teacher, projectors or

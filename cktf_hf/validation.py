@@ -472,7 +472,7 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
     contrastive = settings.final_weight > 0 or settings.layer_weight > 0
     if not contrastive:
         return
-    if args.negatives == "in_batch":
+    if settings.negatives == "in_batch":
         if size < 2:
             raise ValueError(
                 f"negatives='in_batch' on a training set of {size} image has no negatives: every contrastive term "
@@ -485,6 +485,8 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
                 "Use per_device_train_batch_size >= 2 (the more the better), or negatives='memory_bank'."
             )
         return
+    if not settings.uses_memory_bank:
+        return
     if labels is not None and len(labels) == size:
         largest = int(np.bincount(labels).max())
         pool = size - largest
@@ -496,9 +498,9 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
             f"negatives='memory_bank' needs negatives of another class, and the training set offers none ({where}). "
             "Train on images of two classes or more, or use a preset without contrastive terms (e.g. preset='kd')."
         )
-    if args.nce_k > pool:
+    if settings.nce_k > pool:
         raise ValueError(
-            f"nce_k={args.nce_k:,} is larger than the {pool:,} other-class negatives the training set offers "
+            f"nce_k={settings.nce_k:,} is larger than the {pool:,} other-class negatives the training set offers "
             f"({where}): set nce_k to at most {pool:,} (CRD uses 16,384 on 50,000 images), or use "
             "negatives='in_batch'."
         )

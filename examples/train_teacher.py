@@ -19,6 +19,9 @@ Usage (the shipped teacher ``examples/teachers/fashion-mnist-resnet``, ~20-30 mi
         --eval_strategy epoch --save_strategy no --logging_steps 100 --seed 0 \\
         --output_dir outputs/fashion-mnist-resnet
 
+The flags can come from a recipe, YAML or JSON (transformers' ``train_teacher.py args.json``), given first or as
+``--config FILE``; flags on the command line win.
+
 Quick smoke run (seconds)::
 
     HF_HUB_OFFLINE=1 python examples/train_teacher.py --dataset digits --architecture resnet \\
@@ -33,7 +36,6 @@ Fine-tuning a Hub checkpoint on an image folder::
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +45,6 @@ from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     ConvNextConfig,
-    HfArgumentParser,
     ResNetConfig,
     Trainer,
     TrainingArguments,
@@ -53,7 +54,8 @@ from transformers import (
 
 import datasets
 
-from cktf_hf.demo import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_image_dataset
+from cktf_hf.demo import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, RecipeArgumentParser, check_positive,
+                          load_image_dataset)
 from cktf_hf.metrics import make_compute_metrics
 from cktf_hf.transforms import ImageClassificationTransform, to_rgb
 
@@ -86,6 +88,9 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split (debugging)."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_train_samples", "max_eval_samples")
 
 
 @dataclass
@@ -182,16 +187,21 @@ def prepare_splits(ds: datasets.DatasetDict, data_args: DataArguments, seed: int
     return train, evaluation
 
 
+def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, TeacherModelArguments, TrainingArguments]:
+    """The command line over a recipe (``recipe.yaml`` / ``args.json`` first, or ``--config FILE``). Neither
+    ``--do_train`` nor ``--do_eval`` given (on the command line or in the recipe): both."""
+    parser = RecipeArgumentParser((DataArguments, TeacherModelArguments, TrainingArguments))
+    data_args, model_args, training_args = parser.parse_args_and_config(argv)
+    if not {"do_train", "do_eval"} & parser.given:  # e.g. --do_eval alone: evaluate a checkpoint
+        training_args.do_train = training_args.do_eval = True
+    return data_args, model_args, training_args
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((DataArguments, TeacherModelArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    data_args, model_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    data_args, model_args, training_args = parse_args(argv)
     training_args.remove_unused_columns = False  # the transform needs the raw 'image' column
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # no effect on CPU, only a warning
-    # Train and evaluate unless --do_train / --do_eval say otherwise (e.g. --do_eval alone: evaluate a checkpoint).
-    if not any(a.split("=")[0] in ("--do_train", "--do_eval") for a in argv):
-        training_args.do_train = training_args.do_eval = True
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.set_seed(training_args.seed)

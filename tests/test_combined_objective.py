@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -143,7 +144,8 @@ def test_combined_equals_weighted_sum_of_standalone_terms(preset, negatives):
     weights = EXPECTED[preset]
     gamma, alpha, beta, theta, tau, classic = weights
     torch.manual_seed(0)
-    objective = CKTFObjective(get_preset(preset), PAIRS, negatives=negatives, num_samples=N, nce_k=K, feat_dim=FEAT)
+    settings = replace(get_preset(preset), negatives=negatives, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(settings, PAIRS, num_samples=N)
     expected_pairs = {p.name for p in PAIRS if (beta if p.name == "final" else theta) > 0}
     assert set(objective.contrastive) == expected_pairs
     assert set(objective.student_projectors) == expected_pairs == set(objective.teacher_projectors)
@@ -180,7 +182,7 @@ def test_kd_preset_by_hand():
 
 def test_crd_preset_is_ce_plus_final_bank_nce_only():
     torch.manual_seed(1)
-    objective = CKTFObjective(get_preset("crd"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(replace(get_preset("crd"), nce_k=K, feat_dim=FEAT), PAIRS, num_samples=N)
     assert list(objective.student_projectors) == ["final"] and list(objective.contrastive) == ["final"]
     assert objective.kd is None and len(objective.classic) == 0
     bank = MemoryBankNCELoss(N, feat_dim=FEAT, nce_k=K, temperature=0.1)
@@ -196,7 +198,7 @@ def test_crd_preset_is_ce_plus_final_bank_nce_only():
 
 def test_transfer_preset_without_labels():
     torch.manual_seed(2)
-    objective = CKTFObjective(get_preset("transfer"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(replace(get_preset("transfer"), nce_k=K, feat_dim=FEAT), PAIRS, num_samples=N)
     assert objective.pair_weights == {"s0_t0": 0.04, "s1_t2": 0.04, "s2_t4": 0.04, "final": 1.0}
     assert all(m.temperature == 0.07 for m in objective.contrastive.values())
     student, teacher, _, index, contrast_idx = _batch(seed=5)
@@ -207,7 +209,8 @@ def test_transfer_preset_without_labels():
 
 def test_projector_parameters_and_gradients():
     torch.manual_seed(3)
-    objective = CKTFObjective(get_preset("cktf-reference"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT, projector="mlp")
+    settings = replace(get_preset("cktf-reference"), nce_k=K, feat_dim=FEAT, projector="mlp")
+    objective = CKTFObjective(settings, PAIRS, num_samples=N)
     student, teacher, labels, index, contrast_idx = _batch(seed=6)
     for pooled in student.pooled.values():
         pooled.requires_grad_(True)
@@ -228,7 +231,7 @@ def test_projector_parameters_and_gradients():
 
 def test_zero_weight_terms_not_built():
     settings = ObjectiveSettings(layer_weight=0.0, classic={"at": 0.0, "pkt": 2.0})
-    objective = CKTFObjective(settings, PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(replace(settings, nce_k=K, feat_dim=FEAT), PAIRS, num_samples=N)
     assert list(objective.contrastive) == ["final"] and list(objective.teacher_projectors) == ["final"]
     assert list(objective.classic) == ["pkt"]
     student, teacher, labels, index, contrast_idx = _batch(seed=7)
@@ -273,11 +276,11 @@ def test_memory_bank_needs_num_samples():
     with pytest.raises(ValueError, match="num_samples") as info:
         CKTFObjective(get_preset("cktf-reference"), PAIRS)
     assert "in_batch" in str(info.value)
-    CKTFObjective(get_preset("cktf-reference"), PAIRS, negatives="in_batch", feat_dim=FEAT)  # fine without it
+    CKTFObjective(replace(get_preset("cktf-reference"), negatives="in_batch", feat_dim=FEAT), PAIRS)  # fine without it
 
 
 def test_forward_without_indices_in_bank_mode_rejected():
-    objective = CKTFObjective(get_preset("cktf-reference"), PAIRS, num_samples=N, nce_k=K, feat_dim=FEAT)
+    objective = CKTFObjective(replace(get_preset("cktf-reference"), nce_k=K, feat_dim=FEAT), PAIRS, num_samples=N)
     student, teacher, labels, index, contrast_idx = _batch(seed=8)
     with pytest.raises(ValueError, match="contrast_idx"):
         objective(student, teacher, labels)
@@ -297,7 +300,7 @@ def test_ce_without_labels_and_all_zero_weights_rejected():
 
 def test_bad_negatives_and_missing_final_pair_rejected():
     with pytest.raises(ValueError, match="negatives"):
-        CKTFObjective(get_preset("cktf-reference"), PAIRS, negatives="queue", num_samples=N)
+        CKTFObjective(replace(get_preset("cktf-reference"), negatives="queue"), PAIRS, num_samples=N)
     with pytest.raises(ValueError, match="final"):
         CKTFObjective(get_preset("cktf-reference"), PAIRS[:-1], num_samples=N)
 

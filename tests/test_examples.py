@@ -84,6 +84,7 @@ def test_distill_vit_end_to_end(workspace, tmp_path, launcher):
     # the start-up summary: sizes (the projectors apart from the student) and the layer-pairing table
     assert "student     cktf-vit-nano: ViTForImageClassification" in stdout and "projectors" in stdout
     assert "layer pairing:" in stdout and "final  classifier input" in stdout
+    assert "objective   preset cktf: γ=1 CE" in stdout and "in-batch negatives" in stdout  # as resolved and built
     # what run_image_classification.py writes after training
     results = json.loads((output / "all_results.json").read_text())
     assert results["train_samples"] == 36 and results["eval_samples"] == 36
@@ -130,6 +131,18 @@ def test_distill_vit_resumes_and_refuses_to_overwrite(workspace, tmp_path):
     assert _losses(output / "checkpoint-4")[:2] == first_losses and len(_losses(output / "checkpoint-4")) == 4
 
 
+def test_an_output_dir_over_the_teacher_is_refused_before_anything_is_written(workspace, tmp_path):
+    """What `make demo` passes (--overwrite_output_dir) with the teacher's own folder as --output_dir: the student
+    would have replaced the teacher's weights and config."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(workspace / "teacher", teacher)
+    before = {path.name: path.read_bytes() for path in teacher.iterdir()}
+    result = run_script(workspace, [sys.executable], teacher, "--teacher", str(teacher), "--overwrite_output_dir")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    assert f"error: output_dir '{teacher}' is the teacher's folder" in result.stderr
+    assert {path.name: path.read_bytes() for path in teacher.iterdir()} == before
+
+
 def _losses(checkpoint: Path) -> list[float]:
     """The training loss of every logged step, in a checkpoint's trainer state (resumed runs carry the earlier ones)."""
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
@@ -152,7 +165,7 @@ def test_help_shows_the_defaults_that_run_and_the_shipped_recipes(workspace):
     defaults = _help_defaults(run_bare(workspace, "--help"))
     assert defaults["--per_device_train_batch_size"] == "64" and defaults["--learning_rate"] == "0.002"
     assert defaults["--output_dir"] == "outputs/distill_vit" and defaults["--eval_strategy"] == "epoch"
-    assert defaults["--negatives"] == "in_batch" and defaults["--num_train_epochs"] == "4"
+    assert defaults["--negatives"] == "the preset's" and defaults["--num_train_epochs"] == "4"
     assert defaults["--preset"] == "cktf"
     assert defaults["--student"] == "cktf-vit-tiny:patch=7" and defaults["--teacher"].endswith("fashion-mnist-resnet")
     assert defaults["--train_val_split"] == "0.15"
@@ -288,3 +301,32 @@ def test_the_card_names_a_builtin_dataset_by_its_hub_id_or_in_words():
     assert not _is_hub_name(label(dataset_name="mnist"))  # a 5,000-image subset is not the Hub's `mnist`
     assert label(dataset_name="uoft-cs/cifar10") == "uoft-cs/cifar10"
     assert label(train_dir="/data/my_images/") == "my_images"
+
+
+def test_the_end_of_run_summary_is_built_from_the_metrics_and_measure(tmp_path):
+    """No model card, no benchmark results file: the metrics of this run, and the models measured now."""
+    import importlib.util
+
+    import tiny
+    from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+    from cktf_hf.measure import count_parameters
+
+    spec = importlib.util.spec_from_file_location("distill_vit_summary", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                         card_latency_batch_sizes=[2])
+    teacher, student = tiny.vit(64, 4), tiny.vit(32, 2, seed=1)
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher,
+                                             train_dataset=tiny.digits("train", 8))
+    lines = script.summary(trainer, {"eval_accuracy": 0.5, "teacher_accuracy": 0.75}, trained=True).splitlines()
+    assert lines[2].split() == ["accuracy", "(top-1)", "75.00%", "50.00%"]
+    assert lines[3].split() == ["parameters", f"{count_parameters(teacher):,}", f"{count_parameters(student):,}"]
+    assert lines[5].startswith("CPU latency, batch 2") and len(lines[5].split()) == 8  # two timings, in ms
+    ratio = count_parameters(teacher) / count_parameters(student)
+    assert lines[6].startswith(f"compression {ratio:.1f}x fewer parameters; latency measured as: CPU")
+    trainer.args.card_latency = False
+    evaluation_only = script.summary(trainer, {}, trained=False)
+    assert "accuracy" not in evaluation_only and "CPU latency" not in evaluation_only
+    assert "evaluation only: metrics written to" in evaluation_only

@@ -4,6 +4,7 @@ their invariances and limits, the labels / warm-up plumbing of CKTFObjective, an
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -297,7 +298,7 @@ def _sides(seed: int) -> tuple[PairFeatures, PairFeatures, torch.Tensor]:
 
 
 def _objective(settings: ObjectiveSettings) -> CKTFObjective:
-    return CKTFObjective(settings, PAIRS, negatives="in_batch")
+    return CKTFObjective(replace(settings, negatives="in_batch"), PAIRS)
 
 
 def test_dkd_term_without_labels_rejected_naming_it():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from setuptools import find_packages
 from torch import nn
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import TrainerCallback, ViTConfig, ViTForImageClassification
 
 from cktf_hf import ContrastiveDistillationConfig
 from cktf_hf.measure import ModelStats, count_parameters, measure_latency, measure_model, model_size_bytes, saved_size_bytes
@@ -102,7 +104,7 @@ def test_metadata_round_trip_through_the_hub_parser(stats):
     card = build_model_card(_full_info(stats))
     reparsed = ModelCard(str(card))
     data = reparsed.data.to_dict()
-    assert data["base_model"] == TEACHER_ID
+    assert "base_model" not in data and data["teacher_model"] == TEACHER_ID  # the teacher is no starting checkpoint
     assert data["datasets"] == ["uoft-cs/cifar100"]
     assert data["metrics"] == ["accuracy"]
     assert data["tags"] == ["knowledge-distillation", "cktf", "image-classification"]
@@ -130,7 +132,7 @@ def test_no_dataset_means_no_datasets_or_model_index(stats):
     card = build_model_card(_full_info(stats, dataset_id=None, dataset_name=None, dataset_split=None))
     data = ModelCard(str(card)).data.to_dict()
     assert "datasets" not in data and "model-index" not in data
-    assert data["base_model"] == TEACHER_ID
+    assert data["teacher_model"] == TEACHER_ID
 
 
 # ------------------------------------------------------------------------------------------------- text
@@ -144,8 +146,10 @@ def test_rendered_text(stats):
     assert f"| Parameters | {params} |" in text
     for batch in (1, 32):
         speedup = format_ratio(teacher_stats.latency_ms[batch], student_stats.latency_ms[batch])
-        assert (f"| CPU latency, batch {batch} (ms) | {format_ms(teacher_stats.latency_ms[batch])} | "
-                f"{format_ms(student_stats.latency_ms[batch])} | {speedup} |") in text
+        (t_low, t_high), (s_low, s_high) = teacher_stats.latency_range_ms[batch], student_stats.latency_range_ms[batch]
+        assert (f"| CPU latency, batch {batch} (ms) | {format_ms(teacher_stats.latency_ms[batch])} "
+                f"({format_ms(t_low)}–{format_ms(t_high)}) | {format_ms(student_stats.latency_ms[batch])} "
+                f"({format_ms(s_low)}–{format_ms(s_high)}) | {speedup}") in text
     assert "1 thread, torch" in text and "blocked_autorange (at least 0.01 s per batch size" in text and "input 3×16×16" in text
     # results, with top-5 and baselines
     assert "| Model | Top-1 accuracy | Top-5 accuracy |" in text
@@ -186,8 +190,9 @@ def test_optional_parts_disappear(stats):
 
     bare = str(build_model_card(DistillationCardInfo(teacher=TEACHER_ID)))
     _assert_clean(bare)
-    for section in ("## Results", "## Compression", "## Training", "## Usage", "Layer pairing"):
+    for section in ("## Compression", "## Training", "## Usage", "Layer pairing", "| Model |"):
         assert section not in bare
+    assert "This student was not evaluated" in bare
     assert "## Teacher" in bare and "## Citation" in bare and "## Framework versions" in bare
 
 
@@ -372,6 +377,7 @@ def test_user_tags_language_finetuned_from_and_widget(stats):
     assert data["tags"] == ["knowledge-distillation", "cktf", "image-classification", "vision"]
     assert data["language"] == "en"
     assert data["base_model"] == "someone/deit-tiny"  # the student's own starting point, as transformers' card
+    assert data["base_model_relation"] == "finetune"  # one of the Hub's relations (adapter, merge, quantized, finetune)
     assert data["widget"] == [{"src": f"https://huggingface.co/{REPO_ID}/resolve/main/example.png",
                                "example_title": "cat"}]
     assert "initialised from [someone/deit-tiny](https://huggingface.co/someone/deit-tiny)" in card.text
@@ -502,6 +508,7 @@ def test_card_of_a_run_states_its_evidence(run):
 def test_card_of_a_run_metadata(run):
     data = ModelCard.load(Path(run.args.output_dir) / "README.md").data.to_dict()
     assert "base_model" not in data  # a teacher built in Python is no Hub model (was: base_model: ViTForImage...)
+    assert "teacher_model" not in data and "license" not in data
     assert data["tags"] == ["knowledge-distillation", "cktf", "image-classification", "digits"]
     assert data["language"] == ["en"] and data["datasets"] == ["sklearn/digits"]
     text = (Path(run.args.output_dir) / "README.md").read_text()
@@ -522,7 +529,7 @@ def test_card_reads_the_teacher_fingerprint_and_can_skip_latency(run, tmp_path):
         run.args.output_dir, run.args.card_latency = output_dir, card_latency
         del run.teacher_fingerprint
     card = ModelCard.load(tmp_path / "README.md")
-    assert card.data.to_dict()["base_model"] == "tester/teacher"
+    assert card.data.to_dict()["teacher_model"] == "tester/teacher" and "base_model" not in card.data.to_dict()
     assert ("[tester/teacher](https://huggingface.co/tester/teacher) (`ViTForImageClassification`) at revision "
             f"`{'c0ffee' * 6 + 'beef'}`") in card.text
     assert f"- `model.safetensors`: `{'ab' * 32}`" in card.text
@@ -545,6 +552,183 @@ def test_push_uploads_the_plot_and_the_widget_image(fake_hub, tmp_path):
     assert files["training_curves.png"].startswith(b"\x89PNG") and files["example.png"].startswith(b"\x89PNG")
     card = ModelCard(files["README.md"].decode())
     data = card.data.to_dict()
-    assert data["base_model"] == "tester/tiny-teacher"  # an object from the Hub (found in the Hub cache) keeps it
+    assert data["teacher_model"] == "tester/tiny-teacher"  # an object from the Hub (found in the Hub cache) keeps it
+    assert "base_model" not in data  # the student was built from a config: trained from scratch
     assert data["widget"][0]["src"] == "https://huggingface.co/tester/card-student/resolve/main/example.png"
     assert "digits" in data["tags"]
+
+
+# --------------------------------------------------------------------- what the card tells the Hub and the reader
+def _card_trainer(output_dir, student, teacher_model, **config):
+    """A trainer whose card is written without training (the card reads what the run has, nothing more)."""
+    import tiny
+    from cktf_hf import ContrastiveDistillationTrainer
+
+    defaults = dict(output_dir=str(output_dir), per_device_train_batch_size=8, report_to="none", disable_tqdm=True,
+                    card_latency=False, save_strategy="no")
+    args = ContrastiveDistillationConfig(**{**defaults, **config})
+    return ContrastiveDistillationTrainer(model=student, teacher_model=teacher_model, args=args,
+                                          train_dataset=tiny.digits("train", 16))
+
+
+def _card_of(trainer, **card_kwargs):
+    trainer.create_model_card(**card_kwargs)
+    return ModelCard.load(Path(trainer.args.output_dir) / "README.md")
+
+
+def test_base_model_is_the_students_own_starting_checkpoint(fake_hub, tmp_path):
+    from transformers import AutoModelForImageClassification
+    import tiny
+    from cktf_hf import shrink_teacher
+
+    folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(folder)
+    fake_hub.publish("tester/tiny-teacher", str(folder))
+    teacher = AutoModelForImageClassification.from_pretrained("tester/tiny-teacher")
+
+    scratch = _card_of(_card_trainer(tmp_path / "scratch", tiny.vit(32, 2), teacher))
+    data = scratch.data.to_dict()
+    assert "base_model" not in data and "base_model_relation" not in data  # was: base_model: tester/tiny-teacher
+    assert data["teacher_model"] == "tester/tiny-teacher"
+    assert "[tester/tiny-teacher](https://huggingface.co/tester/tiny-teacher)" in scratch.text
+    assert "initialised from" not in scratch.text
+
+    shrunk = _card_of(_card_trainer(tmp_path / "shrunk", shrink_teacher(teacher, depth=0.5), teacher))
+    data = shrunk.data.to_dict()
+    assert data["base_model"] == "tester/tiny-teacher" and data["base_model_relation"] == "finetune"
+    assert data["teacher_model"] == "tester/tiny-teacher"
+    assert ("initialised from [tester/tiny-teacher](https://huggingface.co/tester/tiny-teacher), the teacher's own "
+            "weights cut down to the student's size.") in shrunk.text
+
+
+def test_a_student_from_a_local_folder_is_named_in_the_text_only(tmp_path):
+    import tiny
+    from transformers import AutoModelForImageClassification
+
+    tiny.vit(32, 2).save_pretrained(tmp_path / "my-student")
+    student = AutoModelForImageClassification.from_pretrained(tmp_path / "my-student")
+    card = _card_of(_card_trainer(tmp_path / "out", student, tiny.vit(64, 4)))
+    assert "base_model" not in card.data.to_dict()
+    assert "initialised from my-student (a local model)." in card.text and str(tmp_path) not in card.text
+
+
+def test_license_from_the_config_else_the_teachers_card_else_a_note(tmp_path):
+    import tiny
+
+    teacher_folder = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(teacher_folder)
+    (teacher_folder / "README.md").write_text("---\nlicense: mit\n---\n\n# A teacher\n")
+    bare_folder = tmp_path / "bare-teacher"
+    tiny.vit(64, 4).save_pretrained(bare_folder)
+
+    inherited = _card_of(_card_trainer(tmp_path / "a", tiny.vit(32, 2), None, teacher=str(teacher_folder)))
+    assert inherited.data.to_dict()["license"] == "mit"
+    assert "The license, `mit`, is inherited from the teacher's model card" in inherited.text
+
+    flagged = _card_trainer(tmp_path / "b", tiny.vit(32, 2), None, teacher=str(teacher_folder),
+                            card_license="apache-2.0")
+    assert _card_of(flagged).data.to_dict()["license"] == "apache-2.0"  # the config field (the CLI's --card_license)
+    assert _card_of(flagged, license="cc-by-4.0").data.to_dict()["license"] == "cc-by-4.0"  # the argument wins
+
+    none = _card_of(_card_trainer(tmp_path / "c", tiny.vit(32, 2), None, teacher=str(bare_folder)))
+    assert "license" not in none.data.to_dict()
+    assert "No license is declared: none was given (`card_license`, `--card_license`)" in none.text
+
+
+def test_card_license_is_a_cli_flag():
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(ContrastiveDistillationConfig).parse_args_into_dataclasses(
+        ["--output_dir", "out", "--card_license", "apache-2.0", "--report_to", "none"])
+    assert args.card_license == "apache-2.0"
+
+
+@pytest.mark.parametrize("preset, expected, absent", [
+    ("cktf", ["no teacher-side head", "the other images of the batch are the negatives (InfoNCE, τ = 0.1)",
+              "contrasted cell by cell", "β and θ rise linearly from 0 over the first 10% of training",
+              "L = γ·CE(student, labels) + β·C(final) + θ·Σ_m C(pair m)"],
+     ["memory bank", "shared", "α·KD"]),
+    ("cktf-reference", ["trained heads, one per side and pair, into a shared 128-dimensional space",
+                        "(its row in the other side's memory bank); the negatives are K = 16,384 other images drawn "
+                        "for each image from a memory bank", "CRD's NCE, τ = 0.1)", "as one pooled vector per image"],
+     ["of the batch are the negatives", "cell by cell", "teacher-side head)"]),
+    ("kd", ["L = γ·CE(student, labels) + α·KD(student, teacher)"], ["C(final)", "negatives", "heads"]),
+    ("scratch", ["L = γ·CE(student, labels)", "No term reads the teacher"], ["C(final)", "KD"]),
+])
+def test_method_text_follows_the_resolved_objective(stats, tmp_path, preset, expected, absent):
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), preset=preset, report_to="none")
+    text = str(build_model_card(_full_info(stats, objective=objective_from_args(args))))
+    method = text.split("## Method", 1)[1].split("| Setting |", 1)[0]
+    for phrase in expected:
+        assert phrase in method
+    for phrase in absent:
+        assert phrase not in method
+    assert "CRD-style" not in text  # was claimed whatever the objective
+
+
+def test_latency_verdict_only_outside_the_spread_of_repeated_timings(stats):
+    student_stats, teacher_stats = stats
+    size = dict(parameters=student_stats.parameters, size_bytes=student_stats.size_bytes, latency_setup="set-up")
+    teacher = ModelStats(teacher_stats.parameters, teacher_stats.size_bytes, {1: 1.45}, "set-up", {1: (1.38, 1.60)})
+    overlapping = ModelStats(latency_ms={1: 1.52}, latency_range_ms={1: (1.41, 1.70)}, **size)
+    text = str(build_model_card(_full_info(stats, student_stats=overlapping, teacher_stats=teacher)))
+    assert "not faster" not in text and "runs 0.95" not in text  # was: **not faster** (1.52 ms vs 1.45 ms)
+    assert ("On CPU the student runs at about the same speed as the teacher at batch size 1 (1.52 ms vs 1.45 ms for "
+            "the teacher): the difference is within the spread of repeated measurements.") in text
+    assert "| CPU latency, batch 1 (ms) | 1.45 (1.38–1.60) | 1.52 (1.41–1.70) | 0.95× (within the spread) |" in text
+
+    slower = ModelStats(latency_ms={1: 1.90}, latency_range_ms={1: (1.80, 2.00)}, **size)
+    text = str(build_model_card(_full_info(stats, student_stats=slower, teacher_stats=teacher)))
+    assert "**not faster** than the teacher on CPU at batch size 1 (1.90 ms vs 1.45 ms" in text
+    assert "about the same speed" not in text
+
+
+def test_latency_is_repeated_and_its_spread_kept():
+    from cktf_hf.measure import time_forward_passes
+
+    timings = time_forward_passes(_vit(32, 2), PIXELS, batch_sizes=(1, 2), min_run_time=0.03, num_threads=1,
+                                  repeats=3)
+    assert set(timings.median_ms) == set(timings.range_ms) == {1, 2}
+    for batch, (low, high) in timings.range_ms.items():
+        assert 0 < low <= timings.median_ms[batch] <= high
+    assert "the median of 3 repeats, their range in brackets" in timings.setup
+    stats = measure_model(_vit(32, 2), PIXELS, batch_sizes=(1,), min_run_time=0.01, num_threads=1)
+    assert set(stats.latency_range_ms) == {1}
+    with pytest.raises(ValueError, match="repeats"):
+        time_forward_passes(_vit(32, 2), PIXELS, repeats=0)
+
+
+class _SlowFirstSegment(TrainerCallback):
+    """Half a second per step, and a stop after the checkpoint at step 2: an interrupted first segment of >= 1 s."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(0.5)
+        if state.global_step == 2:
+            control.should_training_stop = True
+
+
+def test_wall_time_is_summed_over_resumed_segments_and_an_unevaluated_card_says_so(tmp_path):
+    import tiny
+    from cktf_hf import ContrastiveDistillationTrainer
+
+    def trainer(callbacks=None):
+        args = ContrastiveDistillationConfig(
+            output_dir=str(tmp_path / "run"), max_steps=4, save_strategy="steps", save_steps=2,
+            per_device_train_batch_size=8, logging_steps=1, report_to="none", disable_tqdm=True, card_latency=False)
+        return ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), teacher_model=tiny.vit(64, 4), args=args,
+                                              train_dataset=tiny.digits("train", 32), eval_dataset=tiny.digits("test", 8),
+                                              callbacks=callbacks)
+
+    trainer(callbacks=[_SlowFirstSegment()]).train()
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=True)
+    [last_segment] = [e["train_runtime"] for e in resumed.state.log_history if "train_runtime" in e]  # transformers'
+    checkpoint_state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    first_segment = checkpoint_state["stateful_callbacks"]["TrainingClock"]["attributes"]["elapsed"]
+    assert first_segment >= 1.0  # two steps of half a second, up to the checkpoint the second segment resumed from
+    resumed.create_model_card()
+    info = resumed.card_info
+    assert info.training_segments == 2 and info.train_runtime == pytest.approx(first_segment + last_segment)
+    text = (tmp_path / "run" / "README.md").read_text()
+    assert "over 2 training segments (the run was interrupted and resumed" in text
+    assert "This student was not evaluated" in text and "| Model |" not in text  # --do_train only: no accuracy

@@ -4,6 +4,7 @@ window pooling and the reference / recipe presets, each against values computed 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.cache import cache_key
-from cktf_hf.features import FeatureLayout, pool
+from cktf_hf.features import FeatureLayout, Pooling, pool
 from cktf_hf.objectives import CKTFObjective, ObjectiveSettings, PairFeatures, PairShape, get_preset
 from cktf_hf.objectives.contrastive import MemoryBankNCELoss
 from cktf_hf.pairing import FeatureReader, LayerPair
@@ -164,7 +165,7 @@ def _features(g: torch.Generator, side: str) -> PairFeatures:
 @pytest.mark.parametrize("progress, factor", [(0.0, 0.0), (0.05, 0.25), (0.1, 0.5), (0.3, 1.0)])
 def test_contrastive_warmup_scales_beta_and_theta_linearly(progress, factor):
     settings = ObjectiveSettings(contrastive_warmup=0.2)
-    objective = CKTFObjective(settings, PAIRS, negatives="in_batch")
+    objective = CKTFObjective(replace(settings, negatives="in_batch"), PAIRS)
     g = torch.Generator().manual_seed(0)
     student, teacher, labels = _features(g, "s"), _features(g, "t"), torch.tensor([0, 1, 2, 0])
     objective.set_progress(progress)
@@ -312,7 +313,7 @@ def test_fixed_window_changes_the_teacher_cache_key():
     pairs = (LayerPair("s1_t1", 1, 1), LayerPair("final", None, None))
     reader = FeatureReader(pairs, {"student": [], "teacher": []})
     assert cache_key(teacher, data, reader) != cache_key(teacher, data, FeatureReader(
-        pairs, {"student": [], "teacher": []}, stage_pooling="fixed_window"))
+        pairs, {"student": [], "teacher": []}, Pooling(stage_pooling="fixed_window")))
 
 
 def test_trainer_pairs_with_fixed_windows(tmp_path):

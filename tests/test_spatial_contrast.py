@@ -4,6 +4,7 @@ the objective's wiring, its errors, and a trainer run."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -104,7 +105,7 @@ def _features(seed: int, side: str) -> PairFeatures:
 def test_objective_contrasts_intermediate_cells_on_the_common_grid():
     settings = ObjectiveSettings(final_weight=0.8, layer_weight=0.5, temperature=0.2, spatial_contrast=True,
                                  negatives="in_batch")
-    objective = CKTFObjective(settings, PAIRS, feat_dim=4)  # the settings' negatives
+    objective = CKTFObjective(replace(settings, feat_dim=4), PAIRS)  # the settings' negatives
     assert objective.negatives == "in_batch"
     assert objective.cell_grids == {"s0_t0": (4, 4), "s1_t2": (2, 2)}
     assert objective.map_pairs == ["s0_t0", "s1_t2"]
@@ -137,7 +138,7 @@ def test_objective_contrasts_intermediate_cells_on_the_common_grid():
 def test_teacher_projector_none_contrasts_against_the_teachers_own_features():
     settings = ObjectiveSettings(final_weight=0.8, layer_weight=0.5, temperature=0.2, spatial_contrast=True,
                                  negatives="in_batch", teacher_projector="none")
-    objective = CKTFObjective(settings, PAIRS, feat_dim=4)
+    objective = CKTFObjective(replace(settings, feat_dim=4), PAIRS)
     assert not list(objective.teacher_projectors.parameters())  # nothing trained on the teacher side
     assert objective.student_projectors["s1_t2"].net.out_features == 6  # into the teacher's channels
     assert objective.student_projectors["final"].net.out_features == PAIRS[-1].teacher_dim
@@ -159,10 +160,10 @@ def test_spatial_contrast_needs_in_batch_negatives_and_maps(tmp_path):
         ObjectiveSettings(spatial_contrast=True)
     settings = ObjectiveSettings(spatial_contrast=True, negatives="in_batch")
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
-        CKTFObjective(settings, PAIRS, negatives="memory_bank", num_samples=20, nce_k=4)
+        CKTFObjective(replace(settings, negatives="memory_bank", nce_k=4), PAIRS, num_samples=20)
     vector_pair = [PairShape("s1_t2", 5, 6, None, (6, 2, 2)), PAIRS[-1]]
     with pytest.raises(ValueError, match="needs spatial maps on both sides of pair 's1_t2'"):
-        CKTFObjective(settings, vector_pair, negatives="in_batch")
+        CKTFObjective(replace(settings, negatives="in_batch"), vector_pair)
     with pytest.raises(ValueError, match="spatial_contrast contrasts cells with in-batch negatives"):
         ContrastiveDistillationConfig(output_dir=str(tmp_path), spatial_contrast=True, negatives="memory_bank")
     for flag in ("spatial_contrast", "feature_batch_norm"):  # a string from a hand-written file is not a boolean

@@ -5,8 +5,9 @@ from . import classic, contrastive, logit  # noqa: F401  (registers every object
 from .combined import FINAL, CKTFObjective, ObjectiveOutput, PairFeatures, PairShape
 from .contrastive import NEGATIVE_MODES, InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss, nce_loss
 from .logit import DISTLoss, DKDLoss
-from .presets import CLASSIC_WEIGHTS, PRESETS, ObjectiveSettings, get_preset
+from .presets import CLASSIC_WEIGHTS, PRESETS, get_preset
 from .registry import get_objective, list_objectives, register_objective
+from .settings import ObjectiveSettings
 
 __all__ = [
     "CKTFObjective", "CLASSIC_WEIGHTS", "DISTLoss", "DKDLoss", "FINAL", "InBatchInfoNCELoss", "MemoryBankNCELoss",

@@ -11,11 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..projectors import Normalize, Projector
-from .contrastive import InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
-from .presets import ObjectiveSettings
+from .contrastive import BANK_DTYPES, InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
 from .registry import get_objective
-
-FINAL = "final"
+from .settings import FINAL, ObjectiveSettings
 
 
 @dataclass(frozen=True)
@@ -88,25 +86,14 @@ class CKTFObjective(nn.Module):
     teacher projector (both trained) and, in bank mode, its own banks. Terms with zero weight are not built.
     Classic terms read: ``logits`` (KD, DKD, DIST), ``final`` pooled features (CC, RKD, PKT), the middle stage map
     (FitNets), the last stage map (SP) or every stage map but the stem (AT, VID, NST). Terms that need labels (DKD)
-    receive them; terms with a warm-up (DKD) read the training progress given by :meth:`set_epoch`. ``negatives``
-    overrides the settings' own (``settings.negatives``) when given.
+    receive them; terms with a warm-up (DKD) read the training progress given by :meth:`set_epoch`. Every knob
+    comes from ``settings``; ``pairs`` are the shapes planned from its ``layer_pairs`` and ``num_samples`` is the
+    training-set size, which the memory banks need (``settings.uses_memory_bank``).
     """
 
-    def __init__(
-        self,
-        settings: ObjectiveSettings,
-        pairs: Sequence[PairShape],
-        negatives: Optional[str] = None,
-        num_samples: Optional[int] = None,
-        nce_k: int = 16384,
-        momentum: float = 0.5,
-        feat_dim: int = 128,
-        projector: str = "linear",
-        bank_dtype: torch.dtype = torch.float32,
-    ) -> None:
+    def __init__(self, settings: ObjectiveSettings, pairs: Sequence[PairShape],
+                 num_samples: Optional[int] = None) -> None:
         super().__init__()
-        if negatives is not None:  # an explicit choice overrides the settings' (validated there)
-            settings = settings.with_overrides(negatives=negatives)
         if not any(pair.is_final for pair in pairs):
             raise ValueError("The pairs must include the 'final' pair (the classifier inputs).")
         self.settings, self.negatives = settings, settings.negatives
@@ -115,7 +102,12 @@ class CKTFObjective(nn.Module):
             pair.name: settings.final_weight if pair.is_final else settings.layer_weight for pair in pairs
         }
         contrastive = [name for name, weight in self.pair_weights.items() if weight > 0]
-        if contrastive and self.negatives == "memory_bank" and not num_samples:
+        if (self.negatives == "memory_bank" and bool(contrastive)) != settings.uses_memory_bank:
+            raise ValueError(
+                f"The pairs {list(self.pairs)} were not planned from layer_pairs={settings.layer_pairs!r}: plan them "
+                "with cktf_hf.pairing.plan_pairs(..., layer_pairs=settings.layer_pairs), or set layer_pairs to them."
+            )
+        if settings.uses_memory_bank and not num_samples:
             raise ValueError(
                 "negatives='memory_bank' needs the training-set size (num_samples) and dataset indices in every "
                 "batch; pass num_samples, or use negatives='in_batch'."
@@ -129,15 +121,17 @@ class CKTFObjective(nn.Module):
             spatial = name in self.cell_grids
             s_dim, t_dim = (pair.student_map[0], pair.teacher_map[0]) if spatial else (pair.student_dim, pair.teacher_dim)
             trained = settings.teacher_projector == "trained"
-            embed_dim = feat_dim if trained else t_dim
-            self.student_projectors[name] = Projector(s_dim, embed_dim, projector)
-            self.teacher_projectors[name] = Projector(t_dim, feat_dim, projector) if trained else Normalize()
+            embed_dim = settings.feat_dim if trained else t_dim
+            self.student_projectors[name] = Projector(s_dim, embed_dim, settings.projector)
+            self.teacher_projectors[name] = (Projector(t_dim, settings.feat_dim, settings.projector) if trained
+                                             else Normalize())
             if spatial:
                 self.contrastive[name] = SpatialInfoNCELoss(settings.temperature)
             elif self.negatives == "memory_bank":
                 self.contrastive[name] = MemoryBankNCELoss(
-                    num_samples, embed_dim, nce_k, settings.temperature, momentum, bank_dtype=bank_dtype,
-                    positive=settings.positive, bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
+                    num_samples, embed_dim, settings.nce_k, settings.temperature, settings.nce_momentum,
+                    bank_dtype=BANK_DTYPES[settings.bank_dtype], positive=settings.positive,
+                    bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
             else:
                 self.contrastive[name] = InBatchInfoNCELoss(settings.temperature)
         self.kd = get_objective("kd")(settings.kd_temperature) if settings.kd_weight > 0 else None
@@ -219,8 +213,8 @@ class CKTFObjective(nn.Module):
 
     @property
     def needs_indices(self) -> bool:
-        """Whether batches must carry ``index`` and ``contrast_idx`` (bank mode with a contrastive term)."""
-        return self.negatives == "memory_bank" and len(self.contrastive) > 0
+        """Whether batches must carry ``index`` and ``contrast_idx``: ``settings.uses_memory_bank``."""
+        return self.settings.uses_memory_bank
 
     @property
     def needs_teacher(self) -> bool:
