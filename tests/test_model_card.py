@@ -714,7 +714,8 @@ def test_wall_time_is_summed_over_resumed_segments_and_an_unevaluated_card_says_
     def trainer(callbacks=None):
         args = ContrastiveDistillationConfig(
             output_dir=str(tmp_path / "run"), max_steps=4, save_strategy="steps", save_steps=2,
-            per_device_train_batch_size=8, logging_steps=1, report_to="none", disable_tqdm=True, card_latency=False)
+            per_device_train_batch_size=8, logging_steps=1, report_to="none", disable_tqdm=True, card_latency=False,
+            teacher_check=False)  # an untrained teacher
         return ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), teacher_model=tiny.vit(64, 4), args=args,
                                               train_dataset=tiny.digits("train", 32), eval_dataset=tiny.digits("test", 8),
                                               callbacks=callbacks)
