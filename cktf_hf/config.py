@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 from transformers import TrainingArguments
 from transformers.utils import logging
@@ -67,6 +67,13 @@ class ContrastiveDistillationConfig(TokensNeverPickled, ObjectiveFields, Trainin
             Train although the dataset's `ClassLabel` names differ from the teacher's `id2label` (e.g. transfer to new
             classes with cross-entropy): the student's `id2label` becomes the dataset's. Without it that is an error
             (the same names in another order are remapped either way).
+        label_map (`str` or `dict`, *optional*):
+            Dataset class names mapped onto the teacher's, for names that differ in more than case, spacing and
+            punctuation (those are matched without it): `"T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot"` or
+            `{"T-shirt_top": "T-shirt/top"}`.
+        teacher_check (`bool`, *optional*, defaults to `True`):
+            Score the teacher on up to 256 evaluation images before training and stop when it is no better than
+            always guessing the most frequent class (label mismatch, preprocessing, damaged weights). `False` goes on.
         teacher_cache_dir (`str`, *optional*):
             Opt-in teacher-output cache: the teacher's paired features and logits are computed once per training image,
             stored under this folder (fingerprinted by teacher, data, transform and pairing) and read back by index
@@ -89,6 +96,14 @@ class ContrastiveDistillationConfig(TokensNeverPickled, ObjectiveFields, Trainin
     label_column: Optional[str] = field(default=None, metadata={"help": "Label column for other-class negatives."})
     allow_label_mismatch: bool = field(
         default=False, metadata={"help": "Train although the dataset's class names differ from the teacher's."}
+    )
+    label_map: Union[dict[str, str], str, None] = field(
+        default=None, metadata={"help": "Dataset class names mapped onto the teacher's, e.g. "
+                                        "'T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot'."}
+    )
+    teacher_check: bool = field(
+        default=True, metadata={"help": "Score the teacher on up to 256 evaluation images before training; stop when "
+                                        "it is near chance."}
     )
     teacher_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Cache the teacher's outputs per training image in this folder (opt-in; "
@@ -127,6 +142,7 @@ class ContrastiveDistillationConfig(TokensNeverPickled, ObjectiveFields, Trainin
         for name, value in self._resolved_objective.items():  # every field holds what the run uses
             setattr(self, name, value)
         self._warn_unused_bank_options(settings)
+        self.label_map = parse_label_map(self.label_map)
         check_repo_id(self.hub_model_id, self.output_dir, self.push_to_hub)
 
     def _objective_overrides(self) -> dict[str, Any]:
@@ -257,3 +273,24 @@ def read_json(path: str, expected: str) -> Any:
             raise ValueError(
                 f"{path} is not valid JSON ({error}); it should be {expected}. Restore or re-create the file."
             ) from None
+
+
+def parse_label_map(spec: Optional[Union[str, Mapping[str, str]]]) -> Optional[dict[str, str]]:
+    """``"T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot"`` (or a mapping) → ``{dataset name: teacher name}``."""
+    if spec is None or isinstance(spec, Mapping):
+        pairs = list((spec or {}).items())
+    elif isinstance(spec, str):
+        pairs = [item.partition("=")[::2] if "=" in item else (item, None) for item in spec.split(",") if item.strip()]
+    else:
+        raise ValueError(f"label_map must be a string such as 'T-shirt_top=T-shirt/top' or a dict, got {spec!r}.")
+    mapping: dict[str, str] = {}
+    for dataset_name, teacher_name in pairs:
+        if not isinstance(dataset_name, str) or not isinstance(teacher_name, str) or not dataset_name.strip() \
+                or not teacher_name.strip():
+            raise ValueError(f"Cannot read label_map entry {dataset_name!r}: write dataset name=teacher name, "
+                             "e.g. label_map='T-shirt_top=T-shirt/top,Ankle_boot=Ankle boot'.")
+        key = dataset_name.strip()
+        if key in mapping:
+            raise ValueError(f"label_map names the dataset class {key!r} twice; give each class once.")
+        mapping[key] = teacher_name.strip()
+    return mapping or None

@@ -16,11 +16,13 @@ import re
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.utils import logging
 
 __all__ = ["SHRINKABLE_MODEL_TYPES", "STUDENT_INITS", "kept_layers", "select_weights", "shrink_teacher"]
 
 SHRINKABLE_MODEL_TYPES = ("vit", "deit", "resnet", "convnext")
 STUDENT_INITS = ("teacher", "fresh")
+logger = logging.get_logger(__name__)
 _CNN_WIDTH_MULTIPLE = 8  # narrowed CNN channels stay multiples of 8 (ResNet bottlenecks divide them by 4)
 
 
@@ -44,7 +46,9 @@ def shrink_teacher(teacher: PreTrainedModel, depth: float = 0.5, width: float = 
     student is returned in training mode, in float32, with gradients on, whatever the teacher's dtype and mode.
 
     Raises ``ValueError`` for an architecture other than ViT, DeiT, ResNet or ConvNeXt, for ``depth`` / ``width``
-    outside (0, 1], or for an ``init`` not in :data:`STUDENT_INITS`.
+    outside (0, 1], for an ``init`` not in :data:`STUDENT_INITS`, or when ``depth < 1`` removes no layer and
+    ``width = 1`` (the student would be the teacher: every stage has too few layers to thin out); when ``width < 1``
+    still narrows it, such a ``depth`` is only warned about.
     """
     model_type = getattr(teacher.config, "model_type", None)
     if model_type not in SHRINKABLE_MODEL_TYPES:
@@ -75,12 +79,35 @@ def shrink_teacher(teacher: PreTrainedModel, depth: float = 0.5, width: float = 
             config.hidden_sizes = [_narrow(h, width) for h in config.hidden_sizes]
             if model_type == "resnet":
                 config.embedding_size = _narrow(config.embedding_size, width)
+    if depth < 1:
+        _check_depth_removes_layers(teacher, model_type, kept, depth, width)
     if init == "fresh":
         config._name_or_path = ""  # nothing of the teacher's weights: not "fine-tuned from" it
     student = type(teacher)(config).float().train()
     if init == "teacher":
         student.load_state_dict(_teacher_weights(teacher, student, dict(zip(lists, kept))), strict=True)
     return student
+
+
+def _check_depth_removes_layers(teacher: PreTrainedModel, model_type: str, kept: list[list[int]], depth: float,
+                                width: float) -> None:
+    """Refuse (``width = 1``) or warn (``width < 1``) when ``depth`` keeps every layer of every stage."""
+    after = [len(k) for k in kept]
+    if model_type in ("vit", "deit"):
+        before = [teacher.config.num_hidden_layers]
+        where = f"its encoder has {before[0]} layer(s) and keeps {after[0]} (at least one is kept)"
+    else:
+        before = list(teacher.config.depths)
+        where = (f"its stages {', '.join(str(i) for i in range(len(before)))} have {before} layers and keep {after} "
+                 "(each stage keeps at least one)")
+    if after != before:
+        return
+    problem = f"depth={depth:g} removes no layer of this {type(teacher).__name__}: {where}."
+    if width < 1:
+        logger.warning("%s Only width=%g shrinks the student.", problem, width)
+        return
+    raise ValueError(f"{problem} The student would be the teacher. Shrink it with width < 1 (e.g. width=0.5), or "
+                     "pick a smaller student of another architecture.")
 
 
 def select_weights(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -20,7 +20,7 @@ from .cache import TeacherCache, cache_key, check_deterministic
 from .checkpointing import STATE_NAME, AtomicCheckpoints, tensors_to_save, warn_inexact_resume
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
-from .divergence import check_loss, check_weights
+from .divergence import GradientGuard, check_loss, check_weights
 from .hub import explain_push_failure
 from .metrics import make_compute_metrics
 from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
@@ -31,7 +31,7 @@ from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pai
 from .run_guard import checked_start, guarded_run
 from .teacher import load_teacher, teacher_fingerprint, teacher_input_for
 from .training_clock import TrainingClock
-from .validation import validate_training_setup
+from .validation import check_teacher_accuracy, validate_training_setup
 
 logger = logging.get_logger(__name__)
 
@@ -72,7 +72,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self.teacher = load_teacher(teacher_model if teacher_model is not None else args.teacher, args)
         self.teacher_fingerprint = teacher_fingerprint(  # what the student is distilled from (commit or sha256)
             teacher_model if teacher_model is not None else args.teacher, self.teacher, args.teacher_revision)
-        validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)  # labels, class names, sizes
+        self.label_alignment = validate_training_setup(model, self.teacher, train_dataset, eval_dataset, args)
         if args.teacher_cache_dir:
             check_deterministic(train_dataset)
         train_dataset, data_collator, num_samples = prepare_training_data(
@@ -102,6 +102,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self._component_steps = 0
         self.card_info: Optional[DistillationCardInfo] = None  # what the last model card reported
         self._checkpoints = AtomicCheckpoints()
+        self._gradient_guard = GradientGuard()
 
         super().__init__(
             model=model,
@@ -115,6 +116,8 @@ class ContrastiveDistillationTrainer(Trainer):
         self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
         self.add_callback(TrainingClock())  # wall time over resumed segments, for the model card
         logger.info("CKTF layer pairing:\n%s", self.pairing.table)
+        self.teacher_check_accuracy = check_teacher_accuracy(self.teacher, eval_dataset, self.data_collator, args,
+                                                             self.label_alignment)  # None when not checked
         self.teacher_cache = self._load_teacher_cache() if args.teacher_cache_dir else None
 
     @property
@@ -155,6 +158,7 @@ class ContrastiveDistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ) -> Union[torch.Tensor, tuple[torch.Tensor, Any]]:
+        self._gradient_guard.remember(inputs)  # run again only when the step's gradient is not finite
         index, contrast_idx = inputs.pop("index", None), inputs.pop("contrast_idx", None)
         contrast_mask = inputs.pop("contrast_mask", None)
         labels, pixel_values = inputs.get("labels"), inputs["pixel_values"]
@@ -176,6 +180,9 @@ class ContrastiveDistillationTrainer(Trainer):
             self._components[name] = self._components[name] + value
         self._component_steps += 1
         return (result.loss, student_out) if return_outputs else result.loss
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Optional[Any] = None) -> Any:
+        return self._gradient_guard.check(super()._get_grad_norm(model, grad_norm), self)  # before optimizer.step
 
     def _teacher_features(self, pixel_values: torch.Tensor, index: Optional[torch.Tensor]) -> PairFeatures:
         """The teacher's side of a batch: from the cache, from the live teacher, or nothing (CE-only presets)."""

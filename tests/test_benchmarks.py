@@ -105,13 +105,14 @@ def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, capsys):
         "--seeds", "0,1", "--lr_grid", "1e-3,4e-3", "--train_subset", "128", "--val_size", "100",
         "--test_subset", "200", "--epochs", "2", "--batch_size", "64", "--nce_k", "64", "--device", "cpu",
         "--jobs", "1", "--threads", "1", "--output", str(out), "--name", "accuracy", "--set", "feat_dim=32",
+        "--set", "teacher_check=false",  # a teacher of 6 steps is near chance
         "--teacher_cache", str(tmp_path / "teacher_cache"), "--save_students", str(tmp_path / "students"),
     ]
     payload = accuracy.main(argv)
     data = _check_outputs(str(out), "accuracy")
     assert data == json.loads(json.dumps(payload))
     settings = data["settings"]
-    assert settings["overrides"] == {"feat_dim": 32} and settings["lr_grid"] == [1e-3, 4e-3]
+    assert settings["overrides"] == {"feat_dim": 32, "teacher_check": False} and settings["lr_grid"] == [1e-3, 4e-3]
     assert (settings["train_subset"], settings["val_images"], settings["test_images"]) == (128, 100, 200)
     assert settings["methods"] == ["scratch", "kd"]
     # Phase 1: every method × student × rate with seed 0; phase 2: the chosen rate with seed 1.
@@ -249,7 +250,8 @@ def test_a_single_rate_queues_every_run_of_every_method_at_once(tiny_teacher, tm
     argv = ["--teacher", tiny_teacher, "--methods", "scratch,kd", "--students", "resnet-small", "--seeds", "0,1",
             "--lr_grid", "2e-3", "--train_subset", "128", "--val_size", "100", "--test_subset", "100", "--epochs",
             "1", "--batch_size", "64", "--device", "cpu", "--jobs", "1", "--threads", "1", "--output",
-            str(tmp_path), "--name", "single", "--teacher_cache", "", "--save_students", ""]
+            str(tmp_path), "--name", "single", "--teacher_cache", "", "--save_students", "",
+            "--set", "teacher_check=false"]  # a teacher of 6 steps is near chance
     payload = accuracy.main(argv)
     assert sorted(batches[0]) == [("kd", 0, "grid"), ("kd", 1, "seeds"), ("scratch", 0, "grid"),
                                   ("scratch", 1, "seeds")]

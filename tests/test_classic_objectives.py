@@ -389,3 +389,36 @@ def test_unknown_name_lists_known_objectives():
         get_objective("no_such_loss")
     for name in EXPECTED:
         assert name in str(info.value)
+
+
+# --- zero rows (an all-zero feature row, e.g. a dead ReLU student) -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_an_all_zero_row_gives_finite_gradients(name):
+    """RepDistiller's PKT divides by ``sqrt(sum x²) + eps``: finite, but the square root's gradient at 0 is inf and
+    0 · inf a NaN. Every objective, normalising or not, must give a finite loss and gradients on a zero row."""
+    torch.manual_seed(0)
+    cls = get_objective(name)
+    student_shapes, teacher_shapes = SHAPES[name]
+    objective = cls.from_shapes(student_shapes, teacher_shapes)
+    student = _random(student_shapes)
+    teacher = _random(teacher_shapes)
+    for s, t in zip(student, teacher):
+        s[0] = 0.0                # a zero row on the student's side
+        t[1] = 0.0                # and on the teacher's
+    student = [s.requires_grad_() for s in student]
+    loss = _call(objective, cls.inputs, student, teacher)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for s in student:
+        assert torch.isfinite(s.grad).all(), s.grad
+    for parameter_name, parameter in objective.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), parameter_name
+
+
+def test_pkt_on_an_all_zero_batch_is_finite():
+    student, teacher = torch.zeros(4, 6, requires_grad=True), torch.zeros(4, 8)
+    loss = PKTLoss()(student, teacher)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-6) and torch.isfinite(student.grad).all()

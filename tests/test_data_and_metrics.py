@@ -176,6 +176,107 @@ def test_load_image_dataset_imagefolder(tmp_path):
     assert set(ds["train"].column_names) == {"image", "label"}
 
 
+def _small_digits() -> datasets.DatasetDict:
+    digits = load_digits_dataset()
+    return datasets.DatasetDict({"train": digits["train"].select(range(40)), "test": digits["test"].select(range(20))})
+
+
+HUB_README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+  - split: test
+    path: data/test-*
+---
+# digits, as a git clone of a Hub dataset holds them
+"""
+
+
+def _write_local_dataset(folder: Path, layout: str) -> None:
+    digits = _small_digits()
+    if layout == "parquet files":
+        folder.mkdir()
+        for split, data in digits.items():
+            data.to_parquet(str(folder / f"{split}.parquet"))
+    elif layout == "hub clone":
+        (folder / "data").mkdir(parents=True)
+        for split, data in digits.items():
+            data.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        (folder / "README.md").write_text(HUB_README)
+    elif layout == "saved DatasetDict":
+        digits.save_to_disk(str(folder))
+    else:  # a saved Dataset
+        digits["train"].save_to_disk(str(folder))
+
+
+@pytest.mark.parametrize("layout", ["parquet files", "hub clone", "saved DatasetDict", "saved Dataset"])
+def test_a_local_folder_loads_as_datasets_reads_it_and_trains(tmp_path, layout):
+    import tiny
+    from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+
+    folder = tmp_path / "digits"
+    _write_local_dataset(folder, layout)
+    ds = load_image_dataset(str(folder))
+    assert sorted(ds) == (["train"] if layout == "saved Dataset" else ["test", "train"])
+    assert len(ds["train"]) == 40 and ds["train"].features["label"].names == [str(i) for i in range(10)]
+    assert np.array_equal(np.asarray(ds["train"][3]["image"]), np.asarray(_small_digits()["train"][3]["image"]))
+    processor = ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    train = ds["train"].with_transform(ImageClassificationTransform(processor))
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=8,
+                                         report_to="none", save_strategy="no", disable_tqdm=True)
+    trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
+                                             train_dataset=train)
+    assert trainer.train().global_step == 1
+
+
+def test_a_folder_that_is_no_dataset_says_what_a_local_dataset_is(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.unknown").write_text("nothing to load")
+    with pytest.raises(ValueError, match=r"Could not load the folder .*notes.* as a dataset .*parquet, arrow, csv or "
+                                         r"json files, a git clone of a Hub dataset, or a folder written by "
+                                         r"save_to_disk"):
+        load_image_dataset(str(tmp_path / "notes"))
+
+
+def test_a_local_dataset_is_named_as_local_for_the_card(tmp_path):
+    from cktf_hf.demo import describe_dataset
+
+    folder = tmp_path / "my_digits"
+    _write_local_dataset(folder, "parquet files")
+    assert describe_dataset(str(folder)) == ("my_digits (local folder)", None)
+    assert describe_dataset(str(folder) + "/") == ("my_digits (local folder)", None)
+    assert describe_dataset("parquet", data_dir=str(folder)) == ("my_digits (local parquet files)", None)
+    assert describe_dataset("imagefolder", data_dir=str(folder)) == ("my_digits (local imagefolder files)", None)
+    assert describe_dataset("fashion_mnist") == ("zalando-datasets/fashion_mnist", "zalando-datasets/fashion_mnist")
+    assert describe_dataset("mnist").hub_id is None  # a 5,000-image subset is not the Hub's `mnist`
+    assert describe_dataset("uoft-cs/cifar10") == ("uoft-cs/cifar10", "uoft-cs/cifar10")
+
+
+@pytest.mark.parametrize("layout", ["parquet files", "saved DatasetDict"])
+def test_the_script_trains_on_a_local_dataset_folder(tmp_path, layout):
+    import tiny
+
+    folder = tmp_path / "digits"
+    _write_local_dataset(folder, layout)
+    teacher = tmp_path / "teacher"
+    tiny.vit(64, 4).save_pretrained(teacher)
+    ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        teacher)
+    output = tmp_path / "student"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "distill_vit.py"), "--teacher", str(teacher), "--dataset_name",
+         str(folder), "--student", "cktf-vit-nano", "--output_dir", str(output), "--do_train", "--max_steps", "1",
+         "--per_device_train_batch_size", "8", "--use_cpu", "--card_latency", "false", "--save_strategy", "no",
+         "--disable_tqdm", "true"],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads((output / "train_results.json").read_text())["train_samples"] == 40
+    assert (output / "model.safetensors").is_file()
+
+
 def test_label_column_is_normalised():
     ds = datasets.DatasetDict(
         {

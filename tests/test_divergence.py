@@ -10,7 +10,10 @@ import torch
 
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+from cktf_hf import divergence
 from cktf_hf.divergence import TrainingDiverged
+from cktf_hf.objectives.classic import ClassicObjective
+from cktf_hf.objectives.registry import OBJECTIVES, register_objective
 
 
 def build(tmp_path, student=None, train=None, **overrides) -> ContrastiveDistillationTrainer:
@@ -64,3 +67,46 @@ def test_a_huge_learning_rate_fails_instead_of_saving_nan_weights(tmp_path):
 def test_non_finite_loss_weights_are_config_errors(tmp_path, setting):
     with pytest.raises(ValueError, match="must be a finite number"):
         ContrastiveDistillationConfig(output_dir=str(tmp_path), report_to="none", **setting)
+
+
+# ------------------------------------------------------------------------------------------ the gradient norm
+class SqrtOfZero(ClassicObjective):
+    """A finite loss (0) whose gradient is NaN: the square root of a squared norm that is 0, as RepDistiller's PKT
+    on an all-zero feature row."""
+
+    inputs = "final"
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        return (f_s - f_s.detach()).pow(2).sum().sqrt()
+
+
+@pytest.fixture
+def sqrt_of_zero():
+    register_objective("sqrt_of_zero")(SqrtOfZero)
+    yield "sqrt_of_zero"
+    OBJECTIVES.pop("sqrt_of_zero")
+
+
+def test_a_non_finite_gradient_stops_the_step_naming_its_term(tmp_path, sqrt_of_zero):
+    trainer = build(tmp_path, classic_objectives=f"{sqrt_of_zero}=1", save_strategy="no")
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    with pytest.raises(TrainingDiverged, match=r"at step 1: the gradient norm is nan while the loss is finite "
+                                               r"\(non-finite gradient from: sqrt_of_zero\)\. The optimizer did not "
+                                               r"apply this step"):
+        trainer.train()
+    assert all(torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())  # not applied
+    assert trainer.state.global_step == 0 and saved_models(tmp_path) == []
+
+
+def test_healthy_steps_only_check_the_norm(tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the per-term diagnosis ran on a healthy step")
+
+    monkeypatch.setattr(divergence, "nonfinite_gradient_terms", never)
+    checked = []
+    original = divergence.GradientGuard.check
+    monkeypatch.setattr(divergence.GradientGuard, "check",
+                        lambda self, norm, trainer: checked.append(norm) or original(self, norm, trainer))
+    trainer = build(tmp_path, save_strategy="no", max_grad_norm=0.0)  # no clipping: the norm is still checked
+    trainer.train()
+    assert len(checked) == 3 and all(math.isfinite(float(norm)) for norm in checked)

@@ -51,6 +51,7 @@ def run_script(workspace, launcher: list[str], output: Path, *extra: str, use_cp
         "--dataset", str(workspace / "images"), "--eval_split", "train", "--student", "cktf-vit-nano",
         "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "8", "--nce_k", "8",
         "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--card_latency", "false",
+        "--teacher_check", "false",  # an untrained teacher
         *(["--use_cpu"] if use_cpu else []), *extra,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**ENV, **(env or {})},
@@ -206,7 +207,8 @@ def test_image_folders_split_and_seeded_samples(workspace, tmp_path):
     images = str(workspace / "images")
     result = run_bare(workspace, "--teacher", str(workspace / "teacher"), "--student", "cktf-vit-nano",
                       "--train_dir", images, "--output_dir", str(tmp_path / "split"), "--max_steps", "1",
-                      "--max_train_samples", "9", "--use_cpu", "--card_latency", "false", "--save_strategy", "no")
+                      "--max_train_samples", "9", "--use_cpu", "--card_latency", "false", "--save_strategy", "no",
+                      "--teacher_check", "false")  # an untrained teacher
     assert result.returncode == 0, result.stderr[-4000:]
     assert "9 training images of 3 of 3 classes (split 'train')" in result.stdout
     assert "6 evaluation images of 3 of 3 classes (split 'validation')" in result.stdout  # 15 % of 36, stratified

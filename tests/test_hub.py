@@ -29,7 +29,8 @@ def teacher_repo(fake_hub, tmp_path):
 
 def distil(tmp_path, teacher: str, **config) -> ContrastiveDistillationTrainer:
     defaults = dict(output_dir=str(tmp_path / "student"), teacher=teacher, max_steps=4, per_device_train_batch_size=32,
-                    nce_k=16, report_to="none", save_strategy="no", disable_tqdm=True)
+                    nce_k=16, report_to="none", save_strategy="no", disable_tqdm=True,
+                    teacher_check=False)  # an untrained teacher
     args = ContrastiveDistillationConfig(**{**defaults, **config})
     processor = AutoImageProcessor.from_pretrained(teacher, revision=args.teacher_revision)
     trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args,

@@ -456,7 +456,7 @@ def _distil(output_dir, teacher=None, **config):
 
     defaults = dict(output_dir=str(output_dir), num_train_epochs=2, per_device_train_batch_size=32, nce_k=16,
                     eval_strategy="epoch", logging_strategy="epoch", save_strategy="no", report_to="none",
-                    disable_tqdm=True, card_latency_batch_sizes=[2])
+                    disable_tqdm=True, card_latency_batch_sizes=[2], teacher_check=False)  # an untrained teacher
     args = ContrastiveDistillationConfig(**{**defaults, **config})
     trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), teacher_model=teacher or tiny.vit(64, 4),
                                              args=args, train_dataset=tiny.digits("train", 64),
@@ -714,7 +714,8 @@ def test_wall_time_is_summed_over_resumed_segments_and_an_unevaluated_card_says_
     def trainer(callbacks=None):
         args = ContrastiveDistillationConfig(
             output_dir=str(tmp_path / "run"), max_steps=4, save_strategy="steps", save_steps=2,
-            per_device_train_batch_size=8, logging_steps=1, report_to="none", disable_tqdm=True, card_latency=False)
+            per_device_train_batch_size=8, logging_steps=1, report_to="none", disable_tqdm=True, card_latency=False,
+            teacher_check=False)  # an untrained teacher
         return ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), teacher_model=tiny.vit(64, 4), args=args,
                                               train_dataset=tiny.digits("train", 32), eval_dataset=tiny.digits("test", 8),
                                               callbacks=callbacks)

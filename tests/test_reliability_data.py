@@ -225,21 +225,14 @@ def _permuted_copy(dataset):
     return _named(data, [str(t) for t in ORDER])
 
 
-def _student_in_order(order):
-    student = tiny.vit(32, 2, seed=1)
-    with torch.no_grad():
-        student.classifier.weight.copy_(student.classifier.weight[order])
-        student.classifier.bias.copy_(student.classifier.bias[order])
-    return student
-
-
 def test_same_class_names_in_another_order_are_remapped(tmp_path):
     train = tiny.digits("train", 64)
     original = _named(train, [str(i) for i in range(10)])
     permuted = _permuted_copy(train)
     config = dict(preset="cktf+kd", negatives="in_batch", per_device_eval_batch_size=64)
     a = _trainer(tmp_path / "a", tiny.vit(64, 4), dataset=original, student=tiny.vit(32, 2, seed=1), **config)
-    b = _trainer(tmp_path / "b", tiny.vit(64, 4), dataset=permuted, student=_student_in_order(ORDER), **config)
+    # the student's classes are named as the teacher's: its head rows follow the names into the dataset's order
+    b = _trainer(tmp_path / "b", tiny.vit(64, 4), dataset=permuted, student=tiny.vit(32, 2, seed=1), **config)
     assert b.model.config.id2label == dict(enumerate(str(t) for t in ORDER))
     assert b.model.config.label2id == {str(t): d for d, t in enumerate(ORDER)}
 
@@ -263,13 +256,15 @@ def test_same_class_names_in_another_order_are_remapped(tmp_path):
 def test_different_class_names_need_an_opt_in(tmp_path):
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     renamed = _named(tiny.digits("train", 32), names)
-    with pytest.raises(ValueError, match=r"class names differ.*0: dataset 'zero' vs teacher '0'.*allow_label_mismatch"):
+    with pytest.raises(ValueError, match=r"class names differ.*the dataset's classes 'zero', 'one'.* are not among the "
+                                         r"teacher's, and the teacher's '0', '1'.*allow_label_mismatch"):
         _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed)
     trainer = _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed, allow_label_mismatch=True)
     assert trainer.model.config.id2label == dict(enumerate(names))
     transfer = _trainer(tmp_path, tiny.vit(64, 4), dataset=renamed, student=tiny.vit(32, 2, num_labels=5),
                         preset="transfer")  # no term reads labels against the teacher
     assert transfer.model.config.num_labels == 5
+    assert not transfer.label_alignment.teacher_scorable  # no class in common: its accuracy here would mean nothing
 
 
 def test_evaluation_classes_in_another_order_than_training_are_refused(tmp_path):
@@ -285,6 +280,13 @@ def test_settings_the_data_cannot_support_are_refused_early(tmp_path):
     teacher = tiny.vit(64, 4)
     with pytest.raises(ValueError, match=r"in_batch' with one sample per batch.*per_device_train_batch_size >= 2"):
         _trainer(tmp_path, teacher, negatives="in_batch", per_device_train_batch_size=1)
+    one_image = tiny.digits("train", 1)  # every batch holds one image, whatever the batch size
+    with pytest.raises(ValueError, match=r"in_batch' on a training set of 1 image has no negatives: every "
+                                         r"contrastive term would be 0 at every step.*preset='kd'"):
+        _trainer(tmp_path, teacher, dataset=one_image)  # the default preset's in-batch negatives
+    with pytest.raises(ValueError, match=r"memory_bank' needs negatives of another class.*offers none"):
+        _trainer(tmp_path, teacher, dataset=one_image, negatives="memory_bank")
+    assert _trainer(tmp_path, teacher, dataset=one_image, preset="kd").train().global_step == 1  # the way through
     counts = np.bincount(np.asarray(tiny.digits("train", 32).with_format(None)["labels"]))
     pool = 32 - counts.max()
     with pytest.raises(ValueError, match=rf"nce_k=10,000,000 is larger than the {pool} other-class negatives.*"

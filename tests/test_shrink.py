@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -158,6 +159,25 @@ def test_unsupported_architecture_and_bad_fractions_are_refused():
         shrink_teacher(tiny.vit(), depth=0)
     with pytest.raises(ValueError, match="width must be in"):
         shrink_teacher(tiny.vit(), width=1.5)
+
+
+def test_a_depth_that_removes_no_layer_is_refused_naming_the_stages(caplog):
+    one_block = tiny.resnet((8, 16, 32))  # every stage has one block, as the shipped teacher
+    with pytest.raises(ValueError, match=r"depth=0.5 removes no layer of this ResNetForImageClassification: its "
+                                         r"stages 0, 1, 2 have \[1, 1, 1\] layers and keep \[1, 1, 1\].*width < 1"):
+        shrink_teacher(one_block, depth=0.5)
+    with pytest.raises(ValueError, match=r"its encoder has 1 layer\(s\) and keeps 1"):
+        shrink_teacher(tiny.vit(layers=1), depth=0.5)
+    log = logging.getLogger("cktf_hf.shrink")
+    with caplog.at_level(logging.WARNING, logger="cktf_hf.shrink"):
+        log.addHandler(caplog.handler)
+        try:
+            narrow = shrink_teacher(one_block, depth=0.5, width=0.5)  # the width still shrinks it: a warning
+        finally:
+            log.removeHandler(caplog.handler)
+    assert "removes no layer" in caplog.text and "Only width=0.5 shrinks the student" in caplog.text
+    assert narrow.config.hidden_sizes == [8, 8, 16]
+    assert shrink_teacher(tiny.resnet((8, 16)), depth=1.0).config.depths == [1, 1]  # depth 1 asks for no removal
 
 
 # ------------------------------------------------------------------------------------------- the demo's names

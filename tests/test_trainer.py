@@ -22,7 +22,8 @@ def make_args(tmp_path, **overrides) -> ContrastiveDistillationConfig:
     # The paper's settings (memory bank): these tests exercise the bank's machinery; the recipe has its own tests.
     defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=32, per_device_eval_batch_size=64,
                     learning_rate=3e-3, max_steps=20, logging_steps=5, save_strategy="no", nce_k=64,
-                    report_to="none", seed=0, disable_tqdm=True, preset="cktf-reference")
+                    report_to="none", seed=0, disable_tqdm=True, preset="cktf-reference",
+                    teacher_check=False)  # untrained teachers: near chance by design
     return ContrastiveDistillationConfig(**{**defaults, **overrides})
 
 
@@ -71,7 +72,7 @@ def trained_teacher():
 
 @pytest.mark.slow  # trains a teacher (about 140 steps), then 60 distillation steps
 def test_student_learns_from_a_trained_teacher(tmp_path, trained_teacher):
-    args = make_args(tmp_path, max_steps=60, logging_steps=20, lr_scheduler_type="constant")
+    args = make_args(tmp_path, max_steps=60, logging_steps=20, lr_scheduler_type="constant", teacher_check=True)
     trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args,
                                              teacher_model=trained_teacher, train_dataset=tiny.digits("train"),
                                              eval_dataset=tiny.digits("test"))

