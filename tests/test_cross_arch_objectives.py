@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tests.tiny as tiny
+from tests.logit_math import B, C, random_logits, softmax
 from cktf_hf.objectives.classic import KDLoss
 from cktf_hf.objectives.fbt import FBTContrastLoss, LearnableTemperatureInfoNCELoss
 from cktf_hf.objectives.ofa import (
@@ -30,17 +31,6 @@ from cktf_hf.objectives.ofa import (
 from cktf_hf.objectives.timm_kd import TimmFeatureLoss
 from cktf_hf.teacher_input import renormalize_for_teacher
 
-B, C = 6, 5
-
-
-def _logits(seed: int, batch: int = B, classes: int = C, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(batch, classes, generator=g), scale * torch.randn(batch, classes, generator=g)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # --- NumPy references, from the papers --------------------------------------------------------------------------------
@@ -51,7 +41,7 @@ def numpy_ofa(z_s, z_t, labels, eps: float, temperature: float = 1.0) -> float:
     the one-hot label; averaged over the batch."""
     total = 0.0
     for zs, zt, g in zip(np.asarray(z_s, np.float64), np.asarray(z_t, np.float64), np.asarray(labels)):
-        p_s, p_t = _softmax(zs / temperature), _softmax(zt / temperature)
+        p_s, p_t = softmax(zs / temperature), softmax(zt / temperature)
         y = np.zeros_like(p_t)
         y[g] = 1.0
         total += -np.sum(((p_t + y) ** eps - y) * np.log(p_s))
@@ -61,8 +51,8 @@ def numpy_ofa(z_s, z_t, labels, eps: float, temperature: float = 1.0) -> float:
 def numpy_timm_kl(z_s, z_t, temperature: float) -> float:
     """Hinton et al. 2015 as timm's LogitDistillationTask states it: KL(p_t ‖ p_s) at temperature T, averaged over
     the batch, times T²."""
-    p_s = _softmax(np.asarray(z_s, np.float64) / temperature)
-    p_t = _softmax(np.asarray(z_t, np.float64) / temperature)
+    p_s = softmax(np.asarray(z_s, np.float64) / temperature)
+    p_t = softmax(np.asarray(z_t, np.float64) / temperature)
     return float(np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1)) * temperature**2)
 
 
@@ -70,8 +60,8 @@ def numpy_symmetric_infonce(v_s, v_t, scale: float) -> float:
     """CLIP (Radford et al. 2021, Fig. 3): S = scale · v_s v_tᵀ; ½ [CE over rows + CE over columns], targets the
     diagonal."""
     s = scale * np.asarray(v_s, np.float64) @ np.asarray(v_t, np.float64).T
-    rows = -np.mean(np.diag(np.log(_softmax(s))))
-    cols = -np.mean(np.diag(np.log(_softmax(s.T))))
+    rows = -np.mean(np.diag(np.log(softmax(s))))
+    cols = -np.mean(np.diag(np.log(softmax(s.T))))
     return 0.5 * (rows + cols)
 
 
@@ -84,7 +74,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("eps, temperature", [(1.0, 1.0), (1.5, 1.0), (1.5, 2.0), (2.0, 1.0)])
 def test_ofa_loss_matches_numpy_from_the_paper(eps, temperature):
-    z_s, z_t = _logits(0)
+    z_s, z_t = random_logits(0)
     labels = torch.tensor([0, 1, 2, 3, 4, 2])
     loss = OFALoss(eps, temperature)(z_s, z_t, labels)
     expected = numpy_ofa(z_s.numpy(), z_t.numpy(), labels.numpy(), eps, temperature)
@@ -103,7 +93,7 @@ def test_ofa_loss_by_hand_two_classes():
 
 def test_ofa_loss_at_eps_one_is_kd_plus_the_teachers_entropy():
     # (p_t + y)¹ − y = p_t: cross-entropy against the soft labels = KL(p_t ‖ p_s) + H(p_t), without KD's T².
-    z_s, z_t = _logits(1)
+    z_s, z_t = random_logits(1)
     labels = torch.tensor([4, 3, 2, 1, 0, 0])
     for t in (1.0, 4.0):
         p_t = torch.softmax(z_t / t, dim=1)
@@ -113,7 +103,7 @@ def test_ofa_loss_at_eps_one_is_kd_plus_the_teachers_entropy():
 
 
 def test_ofa_loss_eps_above_one_depends_on_labels_and_teacher_is_detached():
-    z_s, z_t = _logits(2)
+    z_s, z_t = random_logits(2)
     z_s.requires_grad_(True)
     z_t.requires_grad_(True)
     a, b = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([1, 2, 3, 4, 0, 1])
@@ -124,7 +114,7 @@ def test_ofa_loss_eps_above_one_depends_on_labels_and_teacher_is_detached():
 
 
 def test_ofa_loss_rejects_bad_input():
-    z_s, z_t = _logits(3)
+    z_s, z_t = random_logits(3)
     with pytest.raises(ValueError, match="equal shape"):
         OFALoss()(z_s, z_t[:, :3], torch.zeros(B, dtype=torch.long))
     with pytest.raises(ValueError, match="one label per sample"):
@@ -277,7 +267,7 @@ def test_ofa_branch_loss_on_hf_hidden_states(student):
 
 
 def test_timm_logit_is_kd_at_t4():
-    z_s, z_t = _logits(5)
+    z_s, z_t = random_logits(5)
     assert KDLoss(4.0)(z_s, z_t).item() == pytest.approx(numpy_timm_kl(z_s.numpy(), z_t.numpy(), 4.0), rel=1e-5)
     # by hand: T = 1, teacher [½, ½], student [¾, ¼]: KL = ½ ln(½/¾) + ½ ln(½/¼) = ½ ln(4/3)
     loss = KDLoss(1.0)(torch.tensor([[math.log(3.0), 0.0]]), torch.zeros(1, 2))

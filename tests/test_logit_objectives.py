@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tests.tiny as tiny
+from tests.logit_math import B, C, random_logits, softmax
 from cktf_hf.config import ContrastiveDistillationConfig
 from cktf_hf.objectives import (
     CKTFObjective,
@@ -25,17 +26,6 @@ from cktf_hf.objectives import (
 from cktf_hf.objectives.classic import KDLoss
 from cktf_hf.trainer import ContrastiveDistillationTrainer
 
-B, C = 6, 5
-
-
-def _logits(seed: int, batch: int = B, classes: int = C, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(batch, classes, generator=g), scale * torch.randn(batch, classes, generator=g)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
@@ -51,7 +41,7 @@ def numpy_dkd(z_s, z_t, labels, alpha: float, beta: float, temperature: float) -
     z_s, z_t = np.asarray(z_s, np.float64) / temperature, np.asarray(z_t, np.float64) / temperature
     total = 0.0
     for zs, zt, g in zip(z_s, z_t, np.asarray(labels)):
-        p_s, p_t = _softmax(zs), _softmax(zt)
+        p_s, p_t = softmax(zs), softmax(zt)
         b_s, b_t = np.array([p_s[g], 1 - p_s[g]]), np.array([p_t[g], 1 - p_t[g]])
         others = np.arange(len(zs)) != g
         hat_s, hat_t = p_s[others] / p_s[others].sum(), p_t[others] / p_t[others].sum()
@@ -62,8 +52,8 @@ def numpy_dkd(z_s, z_t, labels, alpha: float, beta: float, temperature: float) -
 def numpy_dist(z_s, z_t, beta: float, gamma: float, tau: float) -> float:
     """Huang et al. 2022, eqs. (6)-(9): Y = softmax(Z/τ); inter = 1 − mean over samples of the Pearson correlation
     of the rows, intra = the same over the columns (classes); τ²·(β·inter + γ·intra)."""
-    y_s = _softmax(np.asarray(z_s, np.float64) / tau)
-    y_t = _softmax(np.asarray(z_t, np.float64) / tau)
+    y_s = softmax(np.asarray(z_s, np.float64) / tau)
+    y_t = softmax(np.asarray(z_t, np.float64) / tau)
     inter = 1 - np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(y_s, y_t)])
     intra = 1 - np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(y_s.T, y_t.T)])
     return tau**2 * (beta * inter + gamma * intra)
@@ -74,7 +64,7 @@ def numpy_dist(z_s, z_t, beta: float, gamma: float, tau: float) -> float:
 
 @pytest.mark.parametrize("alpha, beta, temperature", [(1.0, 8.0, 4.0), (1.0, 0.5, 1.0), (0.3, 2.0, 2.0)])
 def test_dkd_matches_numpy_from_the_paper(alpha, beta, temperature):
-    z_s, z_t = _logits(0)
+    z_s, z_t = random_logits(0)
     labels = torch.tensor([0, 1, 2, 3, 4, 2])
     loss = DKDLoss(alpha, beta, temperature)(z_s, z_t, labels)
     expected = numpy_dkd(z_s.numpy(), z_t.numpy(), labels.numpy(), alpha, beta, temperature)
@@ -95,7 +85,7 @@ def test_dkd_by_hand_two_samples_three_classes():
 
 def test_dkd_reassembles_kd_as_the_paper_decomposes_it():
     # Eq. (4): KD = TCKD + (1 − p_t[gt]) · NCKD, per sample (the teacher's target probability at temperature T).
-    z_s, z_t = _logits(1, batch=4)
+    z_s, z_t = random_logits(1, batch=4)
     labels = torch.tensor([3, 0, 4, 1])
     for b in range(4):
         s, t, y = z_s[b:b + 1], z_t[b:b + 1], labels[b:b + 1]
@@ -107,21 +97,21 @@ def test_dkd_reassembles_kd_as_the_paper_decomposes_it():
 
 def test_dkd_temperature_scaling():
     # softmax((T·z) / T) = softmax(z): the loss at temperature T on T·z is T² times the loss at T = 1 on z.
-    z_s, z_t = _logits(2)
+    z_s, z_t = random_logits(2)
     labels = torch.tensor([1, 1, 0, 4, 3, 2])
     at_one = DKDLoss(temperature=1.0)(z_s, z_t, labels)
     torch.testing.assert_close(DKDLoss(temperature=4.0)(4 * z_s, 4 * z_t, labels), 16 * at_one, rtol=1e-5, atol=0)
 
 
 def test_dkd_zero_for_identical_logits_and_positive_otherwise():
-    z_s, z_t = _logits(3)
+    z_s, z_t = random_logits(3)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     assert DKDLoss()(z_s, z_s.clone(), labels).item() == pytest.approx(0.0, abs=1e-5)
     assert DKDLoss()(z_s, z_t, labels).item() > 0.1
 
 
 def test_dkd_depends_on_the_labels():
-    z_s, z_t = _logits(4)
+    z_s, z_t = random_logits(4)
     a, b = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([1, 2, 3, 4, 0, 1])
     assert abs(DKDLoss()(z_s, z_t, a).item() - DKDLoss()(z_s, z_t, b).item()) > 1e-3
 
@@ -137,7 +127,7 @@ def test_dkd_warmup_factor_as_mdistiller():
 
 @pytest.mark.parametrize("beta, gamma, tau", [(1.0, 1.0, 4.0), (1.0, 1.0, 1.0), (2.0, 0.5, 2.0)])
 def test_dist_matches_numpy_pearson(beta, gamma, tau):
-    z_s, z_t = _logits(5)
+    z_s, z_t = random_logits(5)
     loss = DISTLoss(beta, gamma, tau)(z_s, z_t)
     assert loss.item() == pytest.approx(numpy_dist(z_s.numpy(), z_t.numpy(), beta, gamma, tau), rel=1e-4)
 
@@ -157,7 +147,7 @@ def test_dist_by_hand_two_samples_three_classes():
 
 
 def test_dist_tau_scaling():
-    z_s, z_t = _logits(6)
+    z_s, z_t = random_logits(6)
     at_one = DISTLoss(tau=1.0)(z_s, z_t)
     torch.testing.assert_close(DISTLoss(tau=4.0)(4 * z_s, 4 * z_t), 16 * at_one, rtol=1e-5, atol=0)
 
@@ -165,7 +155,7 @@ def test_dist_tau_scaling():
 def test_dist_identical_logits_give_only_the_eps_residue():
     # ρ(y, y) = ‖y_c‖² / (‖y_c‖² + eps) with y_c the centred vector: 0 up to eps, exactly as the authors' code.
     # Nearly uniform rows (tiny logits) make the eps residue large enough to measure in float32.
-    z, _ = _logits(7, scale=0.05)
+    z, _ = random_logits(7, scale=0.05)
     dist = DISTLoss(beta=1.0, gamma=1.0, tau=4.0)
     y = np.asarray(torch.softmax(z / 4.0, dim=1).double())
 
@@ -184,7 +174,7 @@ def test_dist_identical_logits_give_only_the_eps_residue():
 
 
 def test_dist_invariant_to_per_sample_logit_shifts_and_consistent_permutations():
-    z_s, z_t = _logits(8)
+    z_s, z_t = random_logits(8)
     dist = DISTLoss()
     reference = dist(z_s, z_t)
     shift = torch.randn(B, 1)
@@ -213,7 +203,7 @@ def test_relation_loss_invariant_to_positive_affine_maps_of_each_row_only():
 def test_dist_relaxed_match_zero_where_kd_is_not():
     # A student whose probabilities are the teacher's softened per sample, y_s = λ_b·y_t + (1 − λ_b)/C, keeps every
     # row's correlation (inter = 0) although KD is positive; with a single λ the columns keep theirs too.
-    _, z_t = _logits(10)
+    _, z_t = random_logits(10)
     y_t = torch.softmax(z_t, dim=1)
     per_sample = torch.linspace(0.2, 0.9, B)[:, None]
     for lam, intra_zero in ((per_sample, False), (torch.tensor(0.5), True)):
@@ -235,7 +225,7 @@ def _call(name: str, z_s, z_t, labels):
 
 @pytest.mark.parametrize("name", ["dkd", "dist"])
 def test_gradients_reach_only_the_student(name):
-    z_s, z_t = _logits(11)
+    z_s, z_t = random_logits(11)
     z_s.requires_grad_(True)
     z_t.requires_grad_(True)
     _call(name, z_s, z_t, torch.tensor([0, 1, 2, 3, 4, 0])).backward()
@@ -246,7 +236,7 @@ def test_gradients_reach_only_the_student(name):
 @pytest.mark.parametrize("name", ["dkd", "dist"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_computed_in_float32(name, dtype):
-    z_s, z_t = _logits(12)
+    z_s, z_t = random_logits(12)
     z_s, z_t = z_s.to(dtype), z_t.to(dtype)
     labels = torch.tensor([4, 3, 2, 1, 0, 0])
     exact = _call(name, z_s.float(), z_t.float(), labels)
@@ -267,7 +257,7 @@ def test_registered_as_logit_objectives():
 
 
 def test_bad_shapes_and_parameters_rejected():
-    z_s, z_t = _logits(13)
+    z_s, z_t = random_logits(13)
     with pytest.raises(ValueError, match="label space"):
         DISTLoss()(z_s, z_t[:, :3])
     with pytest.raises(ValueError, match="label space"):
