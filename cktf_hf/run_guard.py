@@ -110,14 +110,13 @@ def clear_previous_results(output_dir: str) -> list[str]:
     return removed
 
 
-def student_to_evaluate(output_dir: str, requested: str, requested_explicitly: bool) -> str:
+def student_to_evaluate(output_dir: str, requested: str, names_saved_model: bool) -> str:
     """The student an evaluation-only run evaluates, its results going to ``output_dir``: the run's own student when
-    ``output_dir`` holds one (``requested`` must then be it, or not given), ``requested`` into a folder without a
-    run. A run without its student (checkpoints, no saved model) is refused: its results would describe another
-    model."""
-    holds_student = not student_missing(output_dir)
-    if holds_student:
-        if requested_explicitly and os.path.abspath(requested) != os.path.abspath(output_dir):
+    ``output_dir`` holds one (a ``requested`` saved model, ``names_saved_model``, must then be that one: a fresh
+    architecture is not), ``requested`` into a folder without a run. A run without its student (checkpoints, no saved
+    model) is refused: its results would describe another model."""
+    if not student_missing(output_dir):
+        if names_saved_model and os.path.abspath(requested) != os.path.abspath(output_dir):
             raise ValueError(
                 f"output_dir {output_dir!r} holds a finished run's student and results: evaluating {requested!r} "
                 "there would replace them with another model's. Drop --student to evaluate that run's student, or "

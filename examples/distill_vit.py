@@ -60,6 +60,7 @@ from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTraine
 from cktf_hf.checkpointing import last_complete_checkpoint, resolve_resume
 from cktf_hf.demo import (BUILTIN_DATASET_CARD_NAMES, DEFAULT_TEACHER, RecipeArgumentParser, check_positive,
                           load_image_dataset, load_image_folders, load_or_build_student)
+from cktf_hf.demo.students import builds_fresh_student
 from cktf_hf.locations import check_output_dir_apart
 from cktf_hf.measure import ModelStats, count_parameters, measure_model
 from cktf_hf.hub import HubPushError
@@ -173,7 +174,8 @@ def parse_args(argv: Optional[list[str]] = None) -> Plan:
         for flag, folder in data.local_folders().items():
             check_output_dir_apart(args.output_dir, folder, f"the {flag} folder")
         if not do_train:  # results written into a run's folder describe that run's student
-            student.student = student_to_evaluate(args.output_dir, student.student, "student" in parser.given)
+            saved = "student" in parser.given and not builds_fresh_student(student.student)
+            student.student = student_to_evaluate(args.output_dir, student.student, saved)
     except ValueError as err:
         parser.error(str(err))
     return Plan(student, data, run, args, do_train, do_eval)

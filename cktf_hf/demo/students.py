@@ -79,6 +79,13 @@ def _patch_option(options: str, size: str, size_px: int) -> int:
     return patch
 
 
+def _looks_like_a_path(student: str) -> bool:
+    """A local path rather than a Hub id (``namespace/name``): starts with ``.``, ``/`` or ``~``, has more than one
+    separator, or sits in an existing folder."""
+    return (student.startswith((".", "/", "~", os.sep)) or student.count("/") > 1 or "\\" in student
+            or ("/" in student and os.path.isdir(student.partition("/")[0])))
+
+
 def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
     """``"teacher"`` → ``{}``; ``"teacher:depth=0.5,width=0.75,init=fresh"`` → ``{"depth": 0.5, "width": 0.75,
     "init": "fresh"}`` (the keyword arguments of :func:`cktf_hf.shrink_teacher`)."""
@@ -101,6 +108,12 @@ def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
         except ValueError:
             raise ValueError(f"{key} in --student {spec!r} must be a number, got {value!r}.") from None
     return shrink
+
+
+def builds_fresh_student(student: str) -> bool:
+    """Whether ``student`` names a student built afresh (a named size, the teacher shrunk), not a saved model."""
+    base = student.partition(":")[0]
+    return base in STUDENT_SIZES or base in DEPRECATED_STUDENT_NAMES or base == TEACHER_STUDENT
 
 
 def load_or_build_student(
@@ -127,6 +140,10 @@ def load_or_build_student(
         return shrink_teacher(teacher, **{"depth": 0.5, **options})
     labels = dict(num_labels=teacher_config.num_labels, id2label=dict(teacher_config.id2label),
                   label2id=dict(teacher_config.label2id))
+    if not os.path.isdir(student) and _looks_like_a_path(student):
+        raise FileNotFoundError(
+            f"--student {student!r}: no such folder. Pass a folder holding a saved model (config.json and weights), a "
+            f"Hub id (namespace/name), a size in {sorted(STUDENT_SIZES)}, or 'teacher:depth=0.5'.")
     if os.path.isdir(student) or "/" in student:
         config = AutoConfig.from_pretrained(student, trust_remote_code=trust_remote_code, **labels)
         return AutoModelForImageClassification.from_pretrained(student, config=config, ignore_mismatched_sizes=True,
