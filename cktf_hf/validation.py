@@ -274,6 +274,11 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
         where = f"{size:,} images, {largest:,} of the most frequent class"
     else:
         pool, where = size - 1, f"{size:,} images, none of the same image"
+    if settings.nce_k > pool and pool < 1:
+        raise ValueError(
+            f"negatives='memory_bank' needs other-class negatives, but the training set offers none ({where}): use "
+            "negatives='in_batch', or train on images of two classes or more."
+        )
     if settings.nce_k > pool:
         raise ValueError(
             f"nce_k={settings.nce_k:,} is larger than the {pool:,} other-class negatives the training set offers "

@@ -60,6 +60,7 @@ from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTraine
 from cktf_hf.checkpointing import last_complete_checkpoint, resolve_resume
 from cktf_hf.demo import (BUILTIN_DATASET_CARD_NAMES, DEFAULT_TEACHER, RecipeArgumentParser, check_positive,
                           load_image_dataset, load_image_folders, load_or_build_student)
+from cktf_hf.demo.datasets import check_held_out_split, check_image_folder
 from cktf_hf.demo.students import builds_fresh_student
 from cktf_hf.locations import check_output_dir_apart
 from cktf_hf.measure import ModelStats, count_parameters, measure_model
@@ -194,9 +195,11 @@ def main() -> None:
     teacher_config = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision, **remote)
     image_size = _processor_image_size(processor)
     set_seed(args.seed)  # a reproducible student initialisation
-    student = load_or_build_student(student_args.student, teacher_config, image_size, **remote)
-
-    train, evaluation = load_splits(data_args, args.seed, plan.do_train, plan.do_eval)
+    try:  # a bad --student or data: one error line naming it
+        student = load_or_build_student(student_args.student, teacher_config, image_size, **remote)
+        train, evaluation = load_splits(data_args, args.seed, plan.do_train, plan.do_eval)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
     train_view = train if train is not None else evaluation  # evaluation only: the trainer's probe batch
     train_view = train_view.with_transform(ImageClassificationTransform(processor, augment=data_args.augment))
     eval_view = None if evaluation is None else evaluation.with_transform(ImageClassificationTransform(processor))
@@ -256,8 +259,10 @@ def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
     shuffled with ``seed`` before ``--max_*_samples`` are taken."""
     columns = {"image_column": data.image_column_name, "label_column": data.label_column_name}
     if data.train_dir or data.validation_dir:
-        dataset = load_image_folders(data.train_dir, data.validation_dir, **columns)
+        dataset = load_image_folders(data.train_dir, data.validation_dir, **columns)  # checks the image files
     else:
+        if os.path.isdir(data.dataset_name):
+            check_image_folder(data.dataset_name, "--dataset_name")
         dataset = load_image_dataset(data.dataset_name, data.data_dir, config_name=data.dataset_config_name,
                                      **columns)
     eval_split = data.eval_split or next((s for s in ("validation", "test") if s in dataset), None)
@@ -269,6 +274,7 @@ def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
             raise SystemExit(f"error: the dataset has only the splits {list(dataset)}: pass --eval_split, "
                              "--validation_dir, or --train_val_split between 0 and 1.")
         stratify = "label" if isinstance(dataset[data.train_split].features.get("label"), datasets.ClassLabel) else None
+        check_held_out_split(dataset[data.train_split], data.train_val_split)
         held_out = dataset[data.train_split].train_test_split(test_size=data.train_val_split, seed=seed,
                                                               stratify_by_column=stratify)
         dataset[data.train_split], dataset["validation"] = held_out["train"], held_out["test"]
