@@ -93,12 +93,15 @@ class HubRepoError(HubPushError):
 
 
 @contextmanager
-def explain_repo_failure(args: Any) -> Iterator[None]:
-    """Turn a failure to create the Hub repo (``Trainer.init_hf_repo``, run by ``Trainer.__init__`` with
-    ``push_to_hub``) into a one-line :class:`HubRepoError` naming the repo, the endpoint and the fixes."""
+def explain_repo_failure(args: Any, in_init: bool = True) -> Iterator[None]:
+    """Turn a failure to create the Hub repo (``Trainer.init_hf_repo``) in ``Trainer.__init__`` (``in_init``, with
+    ``push_to_hub``) into a one-line :class:`HubRepoError` naming the repo, the endpoint and the fixes. Elsewhere
+    (``push_to_hub``) :func:`explain_push_failure` explains it, after saving the student."""
     try:
         yield
     except HUB_ERRORS as error:
+        if not in_init:
+            raise
         repo = args.hub_model_id or Path(args.output_dir).absolute().name
         raise HubRepoError(
             f"Creating the Hub repo {repo!r} at {constants.ENDPOINT} failed before training: {describe_error(error)}. "

@@ -270,7 +270,7 @@ class ContrastiveDistillationTrainer(Trainer):
             save_metrics_atomically(self.args.output_dir, split, metrics, combined)
 
     def init_hf_repo(self, *args: Any, **kwargs: Any) -> None:
-        with explain_repo_failure(self.args):  # an unreachable Hub: one error naming the endpoint
+        with explain_repo_failure(self.args, in_init=not hasattr(self, "state")):  # push_to_hub's: explained there
             super().init_hf_repo(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- the Hub
