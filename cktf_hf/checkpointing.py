@@ -104,11 +104,16 @@ class AtomicCheckpoints:
             save_final_model(output_dir, write)
 
 
-def _is_disk_full(error: BaseException) -> bool:
-    """ENOSPC, or torch's zip writer failing on a full disk (``unexpected pos 64 vs 0``, ``file write failed``)."""
+def _is_disk_full(error: BaseException, folder: str) -> bool:
+    """ENOSPC, or torch's zip writer failing (``unexpected pos 64 vs 0``, ``file write failed``) on a disk with less
+    than 64 MiB free."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return isinstance(error, RuntimeError) and ("unexpected pos" in str(error) or "write failed" in str(error))
+    if not (isinstance(error, RuntimeError) and ("unexpected pos" in str(error) or "write failed" in str(error))):
+        return False
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    return False
 
 
 @contextlib.contextmanager
@@ -117,7 +122,7 @@ def _explain_disk_full(staged: str, run_dir: str, main: bool) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as error:
-        if not _is_disk_full(error):
+        if not _is_disk_full(error, run_dir):
             raise
         if main:
             shutil.rmtree(staged, ignore_errors=True)  # frees what the cut-short checkpoint took
