@@ -42,6 +42,11 @@ RESULTS_FILES = ("train_results.json", "eval_results.json", "all_results.json", 
                  "example.png")  # what a run writes after training: its metrics and its model card
 
 
+def finished_run_files(evaluated: bool) -> tuple[str, ...]:
+    """What a finished run of the examples leaves in ``output_dir`` besides its student: its results and card."""
+    return ("train_results.json", "all_results.json", "README.md") + (("eval_results.json",) if evaluated else ())
+
+
 def refuse_finished_run(checkpoint: str, args: Any, expected: tuple[str, ...] = ()) -> bool:
     """Whether ``checkpoint`` ends a finished run whose final steps are still to do.
 

@@ -65,8 +65,8 @@ from cktf_hf.demo.students import builds_fresh_student
 from cktf_hf.locations import check_output_dir_apart
 from cktf_hf.measure import ModelStats, count_parameters, measure_model
 from cktf_hf.hub import HubPushError
-from cktf_hf.run_guard import (FinalStepsGuard, TrainingInterrupted, clear_previous_results, load_finished_run,
-                               refuse_finished_run, student_to_evaluate)
+from cktf_hf.run_guard import (FinalStepsGuard, TrainingInterrupted, clear_previous_results, finished_run_files,
+                               load_finished_run, refuse_finished_run, student_to_evaluate)
 from cktf_hf.transforms import ImageClassificationTransform
 
 # The script's defaults: the demo's (examples/recipes/demo.yaml spells them out). No objective field here: those are
@@ -215,15 +215,15 @@ def main() -> None:
         clear_previous_results(args.output_dir)  # they describe the student trained over
     final_steps = FinalStepsGuard()
     try:
-        with final_steps.installed():  # SIGTERM after training: the step under way ends, the rerun does the rest
+        with final_steps.installed():  # until the end: after training, the step under way ends, the rerun does the rest
             metrics = run_steps(plan, trainer, train, evaluation, resume, finishing, final_steps)
+            if trainer.is_world_process_zero():
+                print(summary(trainer, metrics, plan.do_train))
     except TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
     except HubPushError as err:
         raise SystemExit(f"error: {err}") from None
-    if trainer.is_world_process_zero():
-        print(summary(trainer, metrics, plan.do_train))
 
 
 def run_steps(plan: Plan, trainer: ContrastiveDistillationTrainer, train, evaluation, resume: Optional[str],
@@ -365,10 +365,9 @@ def checkpoint_to_resume(plan: Plan) -> tuple[Optional[str], bool]:
             )
     if checkpoint is None:
         return None, False
-    expected = ("train_results.json", "all_results.json", "README.md") + (("eval_results.json",) if plan.do_eval else ())
     try:
         checkpoint = resolve_resume(checkpoint, args.output_dir)
-        finishing = refuse_finished_run(checkpoint, args, expected)
+        finishing = refuse_finished_run(checkpoint, args, finished_run_files(plan.do_eval))
     except (ValueError, FileNotFoundError) as err:  # RunFinished is a ValueError
         raise SystemExit(f"error: {err}") from None
     print(f"Finishing the run of {checkpoint} (saving, evaluating, writing its card) without training again."
