@@ -18,7 +18,7 @@ from .objectives import (
     get_preset,
     list_objectives,
 )
-from .hub import HubPushError
+from .hub import HubPushError, HubRepoError
 from .shrink import shrink_teacher
 from .run_guard import OutputDirLocked, RunFinished, TrainingInterrupted
 from .trainer import ContrastiveDistillationTrainer
@@ -27,7 +27,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "CKTFObjective", "ContrastiveDistillationConfig", "ContrastiveDistillationTrainer", "DistillationCollator",
-    "HubPushError", "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler", "ObjectiveSettings",
-    "OutputDirLocked", "PRESETS", "RunFinished", "TrainingDiverged", "TrainingInterrupted", "detach_objective", "get_objective",
-    "get_preset", "list_objectives", "objective_of", "shrink_teacher",
+    "HubPushError", "HubRepoError", "InBatchInfoNCELoss", "IndexedDataset", "MemoryBankNCELoss", "NegativeSampler",
+    "ObjectiveSettings", "OutputDirLocked", "PRESETS", "RunFinished", "TrainingDiverged", "TrainingInterrupted",
+    "detach_objective", "get_objective", "get_preset", "list_objectives", "objective_of", "shrink_teacher",
 ]

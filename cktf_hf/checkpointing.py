@@ -9,10 +9,14 @@ once complete (model, optimizer, trainer state and distillation state), and only
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import re
 import shutil
-from typing import Any, Callable, Optional, Union
+import struct
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 from safetensors.torch import save_file
@@ -30,6 +34,7 @@ logger = logging.get_logger(__name__)
 
 STATE_NAME = "_cktf_distillation_state.safetensors"  # "_" keeps it out of every Hub push
 STAGING_DIR = "_cktf_incomplete"
+FINAL_STAGING_DIR = "_cktf_incomplete_final"  # where the final student is written before its files are moved in
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _WEIGHTS = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
@@ -70,7 +75,8 @@ class AtomicCheckpoints:
         trainer.accelerator.wait_for_everyone()
         self.staging, self._pending_push = True, None
         try:
-            write()
+            with _explain_disk_full(staged, run_dir, args.should_save):
+                write()
         finally:
             self.staging = False
         if state.best_model_checkpoint == staged:
@@ -78,8 +84,9 @@ class AtomicCheckpoints:
         if args.should_save:
             if args.push_to_hub and trainer.push_in_progress is not None and self._pending_push is None:
                 trainer.push_in_progress.wait_until_done()  # the staged folder is being uploaded as it is
-            state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))  # best_model_checkpoint under its final name
-            save_file(distillation_state(), os.path.join(staged, STATE_NAME))
+            with _explain_disk_full(staged, run_dir, True):
+                state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))  # best_model_checkpoint, final name
+                save_file(distillation_state(), os.path.join(staged, STATE_NAME))
         trainer.accelerator.wait_for_everyone()  # every process's files (rng_state_<rank>.pth) are in
         if args.should_save:
             _publish(staged, final)
@@ -87,6 +94,47 @@ class AtomicCheckpoints:
             if self._pending_push is not None:
                 self._pending_push = None
                 trainer._push_from_checkpoint(final)
+
+    def save_student(self, output_dir: str, write: Callable[[str], None]) -> None:
+        """Save the student with ``write(folder)``: in place within a staged checkpoint, else (the final student)
+        through :func:`save_final_model`."""
+        if self.staging:
+            write(output_dir)
+        else:
+            save_final_model(output_dir, write)
+
+
+def _is_disk_full(error: BaseException, folder: str) -> bool:
+    """ENOSPC, or torch's zip writer failing (``unexpected pos 64 vs 0``, ``file write failed``) on a disk with less
+    than 64 MiB free."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not (isinstance(error, RuntimeError) and ("unexpected pos" in str(error) or "write failed" in str(error))):
+        return False
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    return False
+
+
+@contextlib.contextmanager
+def _explain_disk_full(staged: str, run_dir: str, main: bool) -> Iterator[None]:
+    """Turn a disk-full error while writing ``staged`` into an ``OSError(ENOSPC)`` that says so and what was kept."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if not _is_disk_full(error, run_dir):
+            raise
+        if main:
+            shutil.rmtree(staged, ignore_errors=True)  # frees what the cut-short checkpoint took
+        kept = last_complete_checkpoint(run_dir)
+        raise OSError(errno.ENOSPC, (
+            f"The disk is full: saving the checkpoint {os.path.basename(staged)} into {run_dir!r} failed "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no space left'}). The partial "
+            "checkpoint was removed; "
+            + (f"the last complete checkpoint, {kept}, is kept. " if kept else "no earlier checkpoint exists. ")
+            + "Free disk space (or lower save_total_limit, or choose an output_dir on a larger disk) and rerun the "
+            "same command to resume."
+        )) from error
 
 
 def _publish(staged: str, final: str) -> None:
@@ -106,9 +154,96 @@ def _publish(staged: str, final: str) -> None:
 
 
 def missing_files(checkpoint: str) -> list[str]:
-    """What ``checkpoint`` lacks to resume distillation: model weights, trainer state, distillation state."""
+    """What ``checkpoint`` lacks to resume distillation: model weights, trainer state, distillation state; a file
+    that is there but damaged (a truncated safetensors file, unreadable JSON) is named with why."""
     missing = [] if any(os.path.isfile(os.path.join(checkpoint, f)) for f in _WEIGHTS) else [SAFE_WEIGHTS_NAME]
-    return missing + [f for f in (TRAINER_STATE_NAME, STATE_NAME) if not os.path.isfile(os.path.join(checkpoint, f))]
+    missing += [f for f in (TRAINER_STATE_NAME, STATE_NAME) if not os.path.isfile(os.path.join(checkpoint, f))]
+    if missing:
+        return missing
+    return [f"readable {name} ({problem})" for name in (SAFE_WEIGHTS_NAME, STATE_NAME, TRAINER_STATE_NAME)
+            if (problem := damage(os.path.join(checkpoint, name))) is not None]
+
+
+def damage(path: str) -> Optional[str]:
+    """Why the file at ``path`` cannot be read back (``None`` when it can, or is absent), by a cheap check: a
+    ``.safetensors`` file's header and length, a ``.json`` file's parse."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        if path.endswith(".safetensors"):
+            return _safetensors_damage(path)
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                json.load(f)
+    except (OSError, ValueError) as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'unreadable'}"
+    return None
+
+
+def _safetensors_damage(path: str) -> Optional[str]:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a header"
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            return f"its header says {length:,} bytes but the file has {size:,}"
+        header = json.loads(f.read(length))
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if size != 8 + length + end:
+        return f"truncated: {size:,} bytes where its header needs {8 + length + end:,}"
+    return None
+
+
+def student_missing(output_dir: str) -> list[str]:
+    """What ``output_dir`` lacks to hold a saved student: ``config.json`` and readable weights."""
+    missing = [] if os.path.isfile(os.path.join(output_dir, "config.json")) else ["config.json"]
+    weights = [f for f in _WEIGHTS if os.path.isfile(os.path.join(output_dir, f))]
+    if not weights:
+        return missing + [SAFE_WEIGHTS_NAME]
+    problem = damage(os.path.join(output_dir, weights[0]))
+    return missing + ([f"readable {weights[0]} ({problem})"] if problem else [])
+
+
+def save_final_model(output_dir: str, save: Callable[[str], None]) -> None:
+    """Save the final student with ``save(folder)`` into ``<output_dir>/_cktf_incomplete_final``, then move each file
+    into ``output_dir`` with ``os.replace`` (``config.json`` last): a death mid-save leaves the earlier files whole,
+    never a truncated ``model.safetensors``."""
+    staged = os.path.join(output_dir, FINAL_STAGING_DIR)
+    shutil.rmtree(staged, ignore_errors=True)
+    save(staged)
+    names = sorted(os.listdir(staged), key=lambda name: name == "config.json")
+    for name in names:
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staged, name), target)
+    os.rmdir(staged)
+
+
+def write_json_atomically(path: str, data: Any) -> None:
+    """``json.dump`` into ``path`` through a temporary name and ``os.replace``: readers see the old file or the new
+    one, never half of one."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=4, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def save_metrics_atomically(output_dir: str, split: str, metrics: dict[str, Any], combined: bool = True) -> None:
+    """``Trainer.save_metrics``'s files (``<split>_results.json`` and, with ``combined``, ``all_results.json``
+    updated), each written atomically."""
+    write_json_atomically(os.path.join(output_dir, f"{split}_results.json"), metrics)
+    if combined:
+        path = os.path.join(output_dir, "all_results.json")
+        everything = {}
+        if os.path.isfile(path) and damage(path) is None:
+            with open(path, encoding="utf-8") as f:
+                everything = json.load(f)
+        write_json_atomically(path, {**everything, **metrics})
 
 
 def last_complete_checkpoint(output_dir: str) -> Optional[str]:

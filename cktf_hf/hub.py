@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import httpx2
+from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import SAFE_WEIGHTS_NAME
@@ -84,6 +85,28 @@ def explain_push_failure(trainer: "Trainer", card_kwargs: Optional[dict[str, Any
             f"Pushing the student to the Hub repo {repo!r} failed: {describe_error(error)}. The student, its model "
             f"card and distillation_config.json are saved in {output_dir!r}. Retry with trainer.push_to_hub(), or "
             f"upload the folder later with `hf upload {repo} {output_dir}`."
+        ) from None
+
+
+class HubRepoError(HubPushError):
+    """Creating (or reaching) the Hub repo failed before training started."""
+
+
+@contextmanager
+def explain_repo_failure(args: Any, in_init: bool = True) -> Iterator[None]:
+    """Turn a failure to create the Hub repo (``Trainer.init_hf_repo``) in ``Trainer.__init__`` (``in_init``, with
+    ``push_to_hub``) into a one-line :class:`HubRepoError` naming the repo, the endpoint and the fixes. Elsewhere
+    (``push_to_hub``) :func:`explain_push_failure` explains it, after saving the student."""
+    try:
+        yield
+    except HUB_ERRORS as error:
+        if not in_init:
+            raise
+        repo = args.hub_model_id or Path(args.output_dir).absolute().name
+        raise HubRepoError(
+            f"Creating the Hub repo {repo!r} at {constants.ENDPOINT} failed before training: {describe_error(error)}. "
+            "Nothing was trained. Check the network, HF_ENDPOINT and your token (HF_TOKEN or `hf auth login`), or "
+            "train without push_to_hub (--push_to_hub false) and upload later with `hf upload`."
         ) from None
 
 

@@ -77,7 +77,11 @@ def probe(model: nn.Module, pixel_values: torch.Tensor, side: str) -> ModelFeatu
     if expected is not None and pixel_values.shape[1] != expected:
         raise ValueError(
             f"The {side} expects {expected}-channel images but the batch has pixel_values of shape "
-            f"{tuple(pixel_values.shape)}; convert images to RGB in the transform (ImageClassificationTransform does)."
+            f"{tuple(pixel_values.shape)}; "
+            + ("convert images to RGB in the transform (ImageClassificationTransform does)." if expected == 3 else
+               f"give it {expected}-channel images: ImageClassificationTransform converts every image to RGB (3 "
+               f"channels), so use a transform of your own that keeps {expected} (e.g. image.convert('L') for 1), "
+               "or a model that takes RGB images.")
         )
     capture = ClassifierInputCapture(model)
     was_training = model.training

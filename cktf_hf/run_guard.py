@@ -1,5 +1,5 @@
-"""What guards one ``train()`` run: a lock on the output folder, a clean stop on SIGTERM, and no resume past the end
-of a finished run."""
+"""What guards one ``train()`` run: a lock on the output folder, a clean stop on SIGTERM, no resume past the end of a
+finished run, and a finished run whose final steps (save, evaluate, card) were cut short finished without training."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import TrainOutput
 from transformers.utils import logging
 
-from .checkpointing import resolve_resume
+from .checkpointing import last_complete_checkpoint, resolve_resume, student_missing
 from .locations import check_output_dir_apart
 
 logger = logging.get_logger(__name__)
@@ -37,33 +38,105 @@ class RunFinished(ValueError):
     """The checkpoint to resume ends its run, and the arguments ask for no longer a schedule."""
 
 
-def refuse_finished_run(checkpoint: str, args: Any) -> None:
-    """Raise :class:`RunFinished` when ``checkpoint`` reached its run's last step and ``args`` (``max_steps``, else
-    ``num_train_epochs``) asks for no more: transformers would resume it one step past its end and rewrite its
-    student. A checkpoint cut short, or a longer schedule, resumes."""
+RESULTS_FILES = ("train_results.json", "eval_results.json", "all_results.json", "README.md", "training_curves.png",
+                 "example.png")  # what a run writes after training: its metrics and its model card
+
+
+def finished_run_files(evaluated: bool) -> tuple[str, ...]:
+    """What a finished run of the examples leaves in ``output_dir`` besides its student: its results and card."""
+    return ("train_results.json", "all_results.json", "README.md") + (("eval_results.json",) if evaluated else ())
+
+
+def refuse_finished_run(checkpoint: str, args: Any, expected: tuple[str, ...] = ()) -> bool:
+    """Whether ``checkpoint`` ends a finished run whose final steps are still to do.
+
+    When ``checkpoint`` reached its run's last step and ``args`` (``max_steps``, else ``num_train_epochs``) asks for no
+    more, transformers would resume it one step past its end and rewrite its student: if ``output_dir`` holds the
+    student (readable) and every file of ``expected``, this raises :class:`RunFinished`; if something is missing (a
+    death during the final save, evaluation or card), it returns True: :func:`load_finished_run` then loads the
+    final student so that those steps can be done again. False: a checkpoint cut short, or a longer schedule."""
     state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
     if state.global_step < state.max_steps:
-        return
+        return False
     longer = (args.max_steps > state.global_step if args.max_steps > 0
               else args.num_train_epochs > state.num_train_epochs)
-    if not longer:
-        raise RunFinished(
-            f"The checkpoint to resume, {checkpoint}, holds a finished run (step {state.global_step} of "
-            f"{state.max_steps}), and this run's schedule is no longer: resuming would train past its end and rewrite "
-            "its student. Pass a longer max_steps or num_train_epochs to continue it, train from scratch (no "
-            "resume_from_checkpoint; --overwrite_output_dir in the examples), or choose another output_dir."
-        )
+    if longer:
+        return False
+    missing = student_missing(args.output_dir) + [
+        name for name in expected if not os.path.isfile(os.path.join(args.output_dir, name))]
+    if missing:
+        logger.warning("%s holds a finished run (step %d of %d), but %s lacks %s: loading its final student to finish "
+                       "the steps after training, without training again.", checkpoint, state.global_step,
+                       state.max_steps, args.output_dir, ", ".join(missing))
+        return True
+    raise RunFinished(
+        f"The checkpoint to resume, {checkpoint}, holds a finished run (step {state.global_step} of "
+        f"{state.max_steps}), and this run's schedule is no longer: resuming would train past its end and rewrite "
+        "its student. Pass a longer max_steps or num_train_epochs to continue it, train from scratch (no "
+        "resume_from_checkpoint; --overwrite_output_dir in the examples), or choose another output_dir."
+    )
 
 
-def checked_start(trainer: Any, resume_from_checkpoint: Union[str, bool, None]) -> Optional[str]:
-    """The checkpoint ``trainer.train`` resumes from (see :func:`~cktf_hf.checkpointing.resolve_resume`), refused when
-    it ends a finished run; ``output_dir`` refused when it is, or contains, the teacher's folder."""
+def checked_start(trainer: Any, resume_from_checkpoint: Union[str, bool, None]) -> tuple[Optional[str], bool]:
+    """The checkpoint ``trainer.train`` resumes from (see :func:`~cktf_hf.checkpointing.resolve_resume`), and whether
+    it ends a finished run to finish (:func:`refuse_finished_run`, which refuses a finished and complete one);
+    ``output_dir`` refused when it is, or contains, the teacher's folder."""
     teacher = trainer.accelerator.unwrap_model(trainer.teacher)
     check_output_dir_apart(trainer.args.output_dir, getattr(teacher, "name_or_path", None), "the teacher's folder")
     checkpoint = resolve_resume(resume_from_checkpoint, trainer.args.output_dir)
-    if checkpoint is not None:
-        refuse_finished_run(checkpoint, trainer.args)
-    return checkpoint
+    return checkpoint, checkpoint is not None and refuse_finished_run(checkpoint, trainer.args)
+
+
+def load_finished_run(trainer: Any, checkpoint: str) -> TrainOutput:
+    """Load a finished run's final student (the best one with ``load_best_model_at_end``), its distillation state and
+    its trainer state from its last ``checkpoint``, as ``train()`` would have left them; the metrics are those of
+    ``train_results.json`` when the run wrote it."""
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    best = trainer.state.best_model_checkpoint
+    if trainer.args.load_best_model_at_end and best and os.path.isdir(best):
+        trainer._load_best_model()
+    results = os.path.join(trainer.args.output_dir, "train_results.json")
+    metrics = {"epoch": trainer.state.epoch}
+    if os.path.isfile(results):
+        with contextlib.suppress(OSError, ValueError), open(results, encoding="utf-8") as f:
+            metrics = {**metrics, **json.load(f)}
+    return TrainOutput(trainer.state.global_step, metrics.get("train_loss", float("nan")), metrics)
+
+
+def clear_previous_results(output_dir: str) -> list[str]:
+    """Remove the results files and model card an earlier run left in ``output_dir`` (before training over it from
+    scratch: they describe another student). Returns the names removed."""
+    removed = [name for name in RESULTS_FILES if os.path.isfile(os.path.join(output_dir, name))]
+    for name in removed:
+        os.remove(os.path.join(output_dir, name))
+    if removed:
+        logger.warning("Removed the previous run's %s from %s.", ", ".join(removed), output_dir)
+    return removed
+
+
+def student_to_evaluate(output_dir: str, requested: str, names_saved_model: bool) -> str:
+    """The student an evaluation-only run evaluates, its results going to ``output_dir``: the run's own student when
+    ``output_dir`` holds one (a ``requested`` saved model, ``names_saved_model``, must then be that one: a fresh
+    architecture is not), ``requested`` into a folder without a run. A run without its student (checkpoints, no saved
+    model) is refused: its results would describe another model."""
+    if not student_missing(output_dir):
+        if names_saved_model and os.path.abspath(requested) != os.path.abspath(output_dir):
+            raise ValueError(
+                f"output_dir {output_dir!r} holds a finished run's student and results: evaluating {requested!r} "
+                "there would replace them with another model's. Drop --student to evaluate that run's student, or "
+                "choose another output_dir for this evaluation."
+            )
+        return output_dir
+    ran = last_complete_checkpoint(output_dir) is not None or os.path.isfile(
+        os.path.join(output_dir, "train_results.json"))
+    if ran:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a training run but no saved student: an evaluation there would describe "
+            "another model. Rerun that run's training command to finish it (it saves, evaluates and writes the card), "
+            "or choose another output_dir for this evaluation."
+        )
+    return requested
 
 
 class OutputDirLock:
@@ -161,22 +234,48 @@ class StopOnSigterm(TrainerCallback):
             control.should_save = control.should_evaluate = False
         return control
 
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
+    def installed(self) -> contextlib.AbstractContextManager[None]:
         """Handle SIGTERM for the duration of the block (main thread only; elsewhere signals cannot be handled)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+        return _handling_sigterm(self, "finishing this step, saving a checkpoint, then stopping")
 
-        def handler(signum: int, frame: Any) -> None:
-            logger.warning("SIGTERM received: finishing this step, saving a checkpoint, then stopping.")
-            self.requested = True
 
-        previous = signal.signal(signal.SIGTERM, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+class FinalStepsGuard:
+    """SIGTERM after training (final save, evaluation, model card, push): the step under way finishes, then
+    :meth:`stop_if_requested` raises :class:`TrainingInterrupted`; rerunning the same command does the rest."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def installed(self) -> contextlib.AbstractContextManager[None]:
+        """Handle SIGTERM for the duration of the block (install it around ``train()`` and the steps after it)."""
+        return _handling_sigterm(self, "finishing the step under way, then stopping")
+
+    def stop_if_requested(self, done: str, output_dir: str) -> None:
+        """Raise :class:`TrainingInterrupted` when SIGTERM came; ``done`` names the last step completed."""
+        if self.requested:
+            raise TrainingInterrupted(
+                f"Stopped on SIGTERM after {done}. Training is finished and its last checkpoint is in {output_dir!r}: "
+                "rerun the same command to do the remaining steps (save, evaluation, model card, push) without "
+                "training again."
+            )
+
+
+@contextlib.contextmanager
+def _handling_sigterm(owner: Any, action: str) -> Iterator[None]:
+    """Set ``owner.requested`` on SIGTERM within the block (main thread only), restoring the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        logger.warning("SIGTERM received: %s.", action)
+        owner.requested = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -17,18 +17,19 @@ from transformers.utils import logging
 
 from .attachment import attach_objective, is_objective_key
 from .cache import TeacherCache, cache_key, check_deterministic
-from .checkpointing import STATE_NAME, AtomicCheckpoints, tensors_to_save, warn_inexact_resume
+from .checkpointing import (STATE_NAME, AtomicCheckpoints, save_metrics_atomically, tensors_to_save,
+                            warn_inexact_resume)
 from .config import ContrastiveDistillationConfig
 from .data import DistillationCollator, prepare_training_data
 from .divergence import GradientGuard, check_loss, check_weights
-from .hub import explain_push_failure
+from .hub import explain_push_failure, explain_repo_failure
 from .metrics import make_compute_metrics
 from .model_card import DEFAULT_TAGS, DistillationCardInfo, write_model_card
 from .model_io import ClassifierInputCapture, run_model
 from .objective_state import load_objective_state
 from .objectives import CKTFObjective, PairFeatures
 from .pairing import FeatureReader, LayerPair, PairingPlan, PairingRow, plan_pairs
-from .run_guard import checked_start, guarded_run
+from .run_guard import checked_start, guarded_run, load_finished_run
 from .teacher import load_teacher, teacher_fingerprint, teacher_input_for
 from .training_clock import TrainingClock
 from .validation import check_teacher_accuracy, validate_training_setup
@@ -227,8 +228,11 @@ class ContrastiveDistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ checkpoints
     def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``, holding a lock on ``output_dir``, stopping cleanly on SIGTERM, and resuming
-        (``resume_from_checkpoint=True``) from the last complete checkpoint, unless that ends a finished run."""
-        checkpoint = checked_start(self, resume_from_checkpoint)  # before anything is written
+        (``resume_from_checkpoint=True``) from the last complete checkpoint, unless that ends a finished run (refused;
+        one without its saved student is loaded from its last checkpoint, not trained again)."""
+        checkpoint, finished = checked_start(self, resume_from_checkpoint)  # before anything is written
+        if finished:
+            return load_finished_run(self, checkpoint)
         with guarded_run(self):
             return super().train(checkpoint, *args, **kwargs)
 
@@ -273,12 +277,23 @@ class ContrastiveDistillationTrainer(Trainer):
                                f"unexpected {list(result.unexpected_keys)}.")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        check_weights(self.model, f"to save the student to {output_dir or self.args.output_dir}")
-        super()._save(output_dir, state_dict)  # training_args.bin holds no token (TokensNeverPickled)
-        self.args.save_distillation_config(
-            output_dir if output_dir is not None else self.args.output_dir, layer_pairing=self.pairing.dicts,
-            teacher_fingerprint=self.teacher_fingerprint,
-        )
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        check_weights(self.model, f"to save the student to {output_dir}")
+        self._checkpoints.save_student(output_dir, functools.partial(self._write_student, state_dict=state_dict))
+
+    def _write_student(self, folder: str, state_dict: Optional[dict] = None) -> None:
+        super()._save(folder, state_dict)  # training_args.bin holds no token (TokensNeverPickled)
+        self.args.save_distillation_config(folder, layer_pairing=self.pairing.dicts,
+                                           teacher_fingerprint=self.teacher_fingerprint)
+
+    def save_metrics(self, split: str, metrics: dict[str, float], combined: bool = True) -> None:
+        """``Trainer.save_metrics``, each file written under a temporary name and renamed (main process only)."""
+        if self.is_world_process_zero():
+            save_metrics_atomically(self.args.output_dir, split, metrics, combined)
+
+    def init_hf_repo(self, *args: Any, **kwargs: Any) -> None:
+        with explain_repo_failure(self.args, in_init=not hasattr(self, "state")):  # push_to_hub's: explained there
+            super().init_hf_repo(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- the Hub
     def create_model_card(self, **card_kwargs: Any) -> None:

@@ -496,7 +496,8 @@ def _check_negatives(args: "ContrastiveDistillationConfig", settings: Any, size:
     if pool == 0:
         raise ValueError(
             f"negatives='memory_bank' needs negatives of another class, and the training set offers none ({where}). "
-            "Train on images of two classes or more, or use a preset without contrastive terms (e.g. preset='kd')."
+            "Use negatives='in_batch', train on images of two classes or more, or use a preset without contrastive "
+            "terms (e.g. preset='kd')."
         )
     if settings.nce_k > pool:
         raise ValueError(

@@ -60,9 +60,13 @@ from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTraine
 from cktf_hf.checkpointing import last_complete_checkpoint, resolve_resume
 from cktf_hf.demo import (BUILTIN_DATASET_CARD_NAMES, DEFAULT_TEACHER, RecipeArgumentParser, check_positive,
                           load_image_dataset, load_image_folders, load_or_build_student)
+from cktf_hf.demo.datasets import check_held_out_split, check_image_folder
+from cktf_hf.demo.students import builds_fresh_student
 from cktf_hf.locations import check_output_dir_apart
 from cktf_hf.measure import ModelStats, count_parameters, measure_model
-from cktf_hf.run_guard import TrainingInterrupted, refuse_finished_run
+from cktf_hf.hub import HubPushError
+from cktf_hf.run_guard import (FinalStepsGuard, TrainingInterrupted, clear_previous_results, finished_run_files,
+                               load_finished_run, refuse_finished_run, student_to_evaluate)
 from cktf_hf.transforms import ImageClassificationTransform
 
 # The script's defaults: the demo's (examples/recipes/demo.yaml spells them out). No objective field here: those are
@@ -167,11 +171,14 @@ def parse_args(argv: Optional[list[str]] = None) -> Plan:
                          "given: add --do_eval, or drop --eval_strategy.")
         parser.set_defaults(eval_strategy="no")  # --do_train alone: no evaluation at all
     student, data, run, args = parser.parse_command_line(command_line)
-    for flag, folder in data.local_folders().items():
-        try:
+    try:
+        for flag, folder in data.local_folders().items():
             check_output_dir_apart(args.output_dir, folder, f"the {flag} folder")
-        except ValueError as err:
-            parser.error(str(err))
+        if not do_train:  # results written into a run's folder describe that run's student
+            saved = "student" in parser.given and not builds_fresh_student(student.student)
+            student.student = student_to_evaluate(args.output_dir, student.student, saved)
+    except ValueError as err:
+        parser.error(str(err))
     return Plan(student, data, run, args, do_train, do_eval)
 
 
@@ -181,48 +188,69 @@ def main() -> None:
     log_level = args.get_process_log_level()
     logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(log_level)
-    resume = checkpoint_to_resume(args, run_args.overwrite_output_dir) if plan.do_train else None
+    resume, finishing = checkpoint_to_resume(plan) if plan.do_train else (None, False)
 
     remote = {"trust_remote_code": args.trust_remote_code}
     processor = AutoImageProcessor.from_pretrained(args.teacher, revision=args.teacher_revision, **remote)
     teacher_config = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision, **remote)
     image_size = _processor_image_size(processor)
     set_seed(args.seed)  # a reproducible student initialisation
-    student = load_or_build_student(student_args.student, teacher_config, image_size, **remote)
-
-    train, evaluation = load_splits(data_args, args.seed, plan.do_train, plan.do_eval)
+    try:  # a bad --student or data: one error line naming it
+        student = load_or_build_student(student_args.student, teacher_config, image_size, **remote)
+        train, evaluation = load_splits(data_args, args.seed, plan.do_train, plan.do_eval)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
     train_view = train if train is not None else evaluation  # evaluation only: the trainer's probe batch
     train_view = train_view.with_transform(ImageClassificationTransform(processor, augment=data_args.augment))
     eval_view = None if evaluation is None else evaluation.with_transform(ImageClassificationTransform(processor))
 
-    trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train_view,
-                                             eval_dataset=eval_view, processing_class=processor)
+    try:
+        trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train_view,
+                                                 eval_dataset=eval_view, processing_class=processor)
+    except HubPushError as err:  # the Hub repo could not be created: one line, before training
+        raise SystemExit(f"error: {err}") from None
     if trainer.is_world_process_zero():
         print(startup_summary(trainer, student_args.student, data_args, train, evaluation), flush=True)
-    metrics: dict[str, float] = {}
+    if plan.do_train and run_args.overwrite_output_dir and trainer.is_world_process_zero():
+        clear_previous_results(args.output_dir)  # they describe the student trained over
+    final_steps = FinalStepsGuard()
+    try:
+        with final_steps.installed():  # until the end: after training, the step under way ends, the rerun does the rest
+            metrics = run_steps(plan, trainer, train, evaluation, resume, finishing, final_steps)
+            if trainer.is_world_process_zero():
+                print(summary(trainer, metrics, plan.do_train))
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    except HubPushError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def run_steps(plan: Plan, trainer: ContrastiveDistillationTrainer, train, evaluation, resume: Optional[str],
+              finishing: bool, final_steps: FinalStepsGuard) -> dict[str, float]:
+    """Train (or, for a finished run whose final steps were cut short, load its final student), save, evaluate, write
+    the card and push; a SIGTERM after training stops between these steps. Returns the evaluation metrics."""
+    args, metrics = plan.args, {}
     if plan.do_train:
-        try:
-            result = trainer.train(resume_from_checkpoint=resume)
-        except TrainingInterrupted as stop:
-            print(stop, file=sys.stderr)
-            sys.exit(128 + signal.SIGTERM)
-        trainer.save_model()  # main process only
+        result = load_finished_run(trainer, resume) if finishing else trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()  # main process only; through a temporary folder
         train_metrics = {**result.metrics, "train_samples": len(train)}
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
+        final_steps.stop_if_requested("saving the student", args.output_dir)
     if plan.do_eval:
         metrics = {**trainer.evaluate(), **trainer.evaluate_teacher(), "eval_samples": len(evaluation)}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+        final_steps.stop_if_requested("the evaluation", args.output_dir)
     if plan.do_train:
-        card_kwargs = {"dataset": _dataset_label(data_args), "dataset_split": data_args.eval_split}
+        card_kwargs = {"dataset": _dataset_label(plan.data), "dataset_split": plan.data.eval_split}
         if args.push_to_hub:
             trainer.push_to_hub(**card_kwargs)
         else:
             trainer.create_model_card(**card_kwargs)  # main process only
-    if trainer.is_world_process_zero():
-        print(summary(trainer, metrics, plan.do_train))
+    return metrics
 
 
 def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
@@ -231,8 +259,10 @@ def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
     shuffled with ``seed`` before ``--max_*_samples`` are taken."""
     columns = {"image_column": data.image_column_name, "label_column": data.label_column_name}
     if data.train_dir or data.validation_dir:
-        dataset = load_image_folders(data.train_dir, data.validation_dir, **columns)
+        dataset = load_image_folders(data.train_dir, data.validation_dir, **columns)  # checks the image files
     else:
+        if os.path.isdir(data.dataset_name):
+            check_image_folder(data.dataset_name, "--dataset_name")
         dataset = load_image_dataset(data.dataset_name, data.data_dir, config_name=data.dataset_config_name,
                                      **columns)
     eval_split = data.eval_split or next((s for s in ("validation", "test") if s in dataset), None)
@@ -244,6 +274,7 @@ def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
             raise SystemExit(f"error: the dataset has only the splits {list(dataset)}: pass --eval_split, "
                              "--validation_dir, or --train_val_split between 0 and 1.")
         stratify = "label" if isinstance(dataset[data.train_split].features.get("label"), datasets.ClassLabel) else None
+        check_held_out_split(dataset[data.train_split], data.train_val_split)
         held_out = dataset[data.train_split].train_test_split(test_size=data.train_val_split, seed=seed,
                                                               stratify_by_column=stratify)
         dataset[data.train_split], dataset["validation"] = held_out["train"], held_out["test"]
@@ -318,10 +349,12 @@ def describe_objective(trainer: ContrastiveDistillationTrainer) -> str:
     return f"preset {args.preset}: {', '.join(terms)}; τ={settings.temperature:g}, {negatives}"
 
 
-def checkpoint_to_resume(args: ContrastiveDistillationConfig, overwrite: bool) -> Optional[str]:
+def checkpoint_to_resume(plan: Plan) -> tuple[Optional[str], bool]:
     """``--resume_from_checkpoint``, else the last complete checkpoint of ``output_dir``; a non-empty ``output_dir``
-    without one needs ``--overwrite_output_dir``. The library's refusals (an incomplete checkpoint, a finished run)
-    come here, before anything loads, as ``trainer.train`` would give them."""
+    without one needs ``--overwrite_output_dir``. The library's refusals (an incomplete checkpoint, a finished run
+    with its student, results and card) come here, before anything loads, as ``trainer.train`` would give them; True
+    with a finished run that lacks some of those: it is finished without training."""
+    args, overwrite = plan.args, plan.run.overwrite_output_dir
     checkpoint = args.resume_from_checkpoint
     if checkpoint is None and not overwrite and os.path.isdir(args.output_dir):
         checkpoint = last_complete_checkpoint(args.output_dir)  # skips incomplete ones, with a warning
@@ -331,13 +364,16 @@ def checkpoint_to_resume(args: ContrastiveDistillationConfig, overwrite: bool) -
                 "--overwrite_output_dir to train into it anyway, or choose another --output_dir."
             )
     if checkpoint is None:
-        return None
+        return None, False
     try:
-        refuse_finished_run(resolve_resume(checkpoint, args.output_dir), args)
+        checkpoint = resolve_resume(checkpoint, args.output_dir)
+        finishing = refuse_finished_run(checkpoint, args, finished_run_files(plan.do_eval))
     except (ValueError, FileNotFoundError) as err:  # RunFinished is a ValueError
         raise SystemExit(f"error: {err}") from None
-    print(f"Resuming from {checkpoint}; pass --overwrite_output_dir to train from scratch instead.", file=sys.stderr)
-    return checkpoint
+    print(f"Finishing the run of {checkpoint} (saving, evaluating, writing its card) without training again."
+          if finishing else f"Resuming from {checkpoint}; pass --overwrite_output_dir to train from scratch instead.",
+          file=sys.stderr)
+    return checkpoint, finishing
 
 
 def _processor_image_size(processor) -> int:

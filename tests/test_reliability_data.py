@@ -405,3 +405,98 @@ def test_a_resume_that_no_longer_fits_says_what_changed(tmp_path):
     (checkpoint / STATE_NAME).write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=rf"{re.escape(str(checkpoint / STATE_NAME))} is unreadable.*corrupted"):
         first._load_from_checkpoint(str(checkpoint))
+
+
+# ------------------------------------------------------------------- issue 27: edges and messages that name the fix
+def test_the_default_student_on_a_299_px_teacher_gets_bounded_patches():
+    from transformers import ResNetConfig
+
+    from cktf_hf.demo.students import MAX_PATCH_TOKENS, student_config
+
+    teacher = ResNetConfig(num_labels=3)
+    with pytest.warns(UserWarning, match="using 13-px patches"):
+        config = student_config("cktf-vit-tiny:patch=7", teacher, 299)  # 299 = 13 × 23: not 1-px patches
+    assert config.patch_size == 13 and (299 // 13) ** 2 <= MAX_PATCH_TOKENS
+    with pytest.raises(ValueError, match=r"12,544 patches, more than the 1,024.*Patch sizes that work at 224 px: "
+                                         r"\[7, 8, 14, 16, 28, 32, 56, 112\]"):
+        student_config("cktf-vit-tiny:patch=2", teacher, 224)
+    with pytest.raises(ValueError, match=r"257-px image: no patch size of 2 px or more.*near it that work: \[254"):
+        student_config("cktf-vit-tiny:patch=7", teacher, 257)  # a prime size
+    with pytest.raises(ValueError, match=r"Cannot read 'patch=²'.*in the digits 0-9"):
+        student_config("cktf-vit-tiny:patch=²", teacher, 28)
+
+
+def _class_folders(root: Path, classes=("cat", "dog"), count: int = 3) -> Path:
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), color=i * 40).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_folders_are_checked_before_training_naming_the_bad_file(tmp_path):
+    from cktf_hf.demo import load_image_folders
+
+    folder = _class_folders(tmp_path / "train")
+    (folder / "dog" / "empty.png").write_bytes(b"")
+    (folder / "cat" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match=r"--train_dir .*2 of 8 image files cannot be read: .*cat/broken.jpg \(.*"
+                                         r"dog/empty.png \(an empty file \(0 bytes\)\).*Remove or replace them"):
+        load_image_folders(str(folder))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"--train_dir .*empty holds no image files: expected .*/<class_name>/<image>"):
+        load_image_folders(str(tmp_path / "empty"))
+    one = _class_folders(tmp_path / "one", classes=("cat",))
+    with pytest.raises(ValueError, match=r"holds images of one class only \('cat'\).*its own folder"):
+        load_image_folders(str(one))
+
+
+def test_a_held_out_split_with_fewer_images_than_classes_names_the_fraction_that_works():
+    from cktf_hf.demo.datasets import check_held_out_split
+
+    split = datasets.Dataset.from_dict({"label": [0, 1, 2] * 12})
+    with pytest.raises(ValueError, match=r"--train_val_split 0.01 holds out 1 of the 36 training images, fewer than "
+                                         r"its 3 classes.*--train_val_split 0.084 or more"):
+        check_held_out_split(split, 0.01)
+    check_held_out_split(split, 0.084)  # 4 images: one per class fits
+
+
+def test_a_missing_student_folder_is_named_as_a_folder(tmp_path):
+    from transformers import ResNetConfig
+
+    from cktf_hf.demo import load_or_build_student
+
+    (tmp_path / "models").mkdir()
+    for missing in ("./no_student", str(tmp_path / "no_student"), f"{tmp_path / 'models'}/student"):
+        with pytest.raises(FileNotFoundError, match=r"--student .*no such folder.*Hub id"):
+            load_or_build_student(missing, ResNetConfig(num_labels=3), 16)
+
+
+def test_a_one_channel_teacher_is_not_told_to_convert_to_rgb():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from cktf_hf.model_io import probe
+
+    gray = ViTForImageClassification(ViTConfig(image_size=16, patch_size=4, num_channels=1, hidden_size=16,
+                                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(ValueError) as raised:
+        probe(gray, torch.zeros(2, 3, 16, 16), "teacher")
+    assert "expects 1-channel images" in str(raised.value) and "image.convert('L')" in str(raised.value)
+    assert "convert images to RGB" not in str(raised.value)
+
+
+def test_an_unknown_label_column_on_a_builtin_dataset_is_refused():
+    from cktf_hf.demo import load_image_dataset
+
+    with pytest.raises(ValueError, match=r"--label_column_name 'fine_label' is not a column of the dataset; its "
+                                         r"columns are \['image', 'label'\]"):
+        load_image_dataset("digits", label_column="fine_label")
+    assert set(load_image_dataset("digits", label_column="label")["train"].features) == {"image", "label"}
+
+
+def test_memory_bank_advice_never_suggests_nce_k_0(tmp_path):
+    one_class = tiny.digits("train", 200).filter(lambda row: row["labels"] == 0)
+    with pytest.raises(ValueError) as raised:
+        _trainer(tmp_path, tiny.vit(64, 4), dataset=one_class, negatives="memory_bank")
+    assert "offers none" in str(raised.value) and "negatives='in_batch'" in str(raised.value)
+    assert "at most 0" not in str(raised.value)

@@ -62,3 +62,23 @@ def test_push_to_hub_saves_the_student_before_any_hub_call(fake_hub, tmp_path):
     assert "saved in" in str(raised.value)
     assert {"model.safetensors", "distillation_config.json", "README.md"} <= {p.name for p in output.iterdir()}
     assert not fake_hub.requests_to("POST")  # nothing reached the Hub
+
+
+def test_an_unreachable_hub_endpoint_is_one_error_naming_it_before_training(monkeypatch, tmp_path):
+    import socket
+
+    from fake_hub import patch_hf_clients
+    from cktf_hf.hub import HubRepoError
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    patch_hf_clients(monkeypatch, endpoint, "hf_fake_token", tmp_path / "cache")
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path / "out"), push_to_hub=True, hub_model_id="me/student",
+                                         max_steps=1, per_device_train_batch_size=16, report_to="none")
+    with pytest.raises(HubRepoError) as raised:
+        ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
+                                       train_dataset=tiny.digits("train", 32))
+    message = str(raised.value)
+    assert "\n" not in message and endpoint in message and "'me/student'" in message
+    assert "Nothing was trained" in message and raised.value.__cause__ is None

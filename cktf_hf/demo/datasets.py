@@ -15,6 +15,7 @@ Images stay grayscale in storage; :class:`cktf_hf.transforms.ImageClassification
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -301,9 +302,8 @@ def load_image_dataset(
     key = str(name).strip()
     builtin = key.lower().replace("-", "_")
     if builtin in BUILTIN_DATASETS:
-        if builtin == "fashion_mnist":
-            return load_fashion_mnist(data_dir)
-        return BUILTIN_DATASETS[builtin]()
+        ds = load_fashion_mnist(data_dir) if builtin == "fashion_mnist" else BUILTIN_DATASETS[builtin]()
+        return _normalise_columns(ds, image_column, label_column)  # an unknown column name is refused
     if os.path.isdir(key):
         ds = load_local_folder(key, config_name, data_dir)
     elif key == "imagefolder":
@@ -396,8 +396,52 @@ def load_image_folders(
             continue
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"--{split if split == 'train' else 'validation'}_dir {folder}: no such folder.")
+        check_image_folder(folder, f"--{split if split == 'train' else 'validation'}_dir",
+                           classes=2 if split == "train" else 1)
         data_files[split] = os.path.join(folder, "**")
     if not data_files:
         raise ValueError("load_image_folders needs train_dir or validation_dir.")
     ds = datasets.load_dataset("imagefolder", data_files=data_files)
     return _normalise_columns(ds, image_column, label_column)
+
+
+def check_held_out_split(split: datasets.Dataset, fraction: float) -> None:
+    """``--train_val_split``'s share of ``split`` must hold an image of every class (a stratified split needs it)."""
+    held_out, classes = math.ceil(fraction * len(split)), len(set(split["label"]))
+    if held_out < classes:
+        raise ValueError(f"--train_val_split {fraction:g} holds out {held_out} of the {len(split):,} training images, "
+                         f"fewer than its {classes} classes: a stratified evaluation split needs one image of each. "
+                         f"Pass --train_val_split {math.ceil(classes / len(split) * 1000) / 1000:g} or more, or "
+                         "--validation_dir / --eval_split.")
+
+
+def check_image_folder(folder: str, flag: str, classes: int = 2, listed: int = 5) -> None:
+    """Before training: ``folder`` (``class_name/image`` files) holds images of at least ``classes`` class folders,
+    and every image file's header reads (``PIL.Image.open`` without decoding the pixels); errors name ``flag``, the
+    bad files (up to ``listed``) and the fix."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+                   if os.path.splitext(name)[1].lower() in ImageFolder.EXTENSIONS)
+    if not files:
+        raise ValueError(f"{flag} {folder} holds no image files: expected {folder}/<class_name>/<image> files (png, "
+                         "jpg, ...), one folder per class.")
+    found = sorted({os.path.basename(os.path.dirname(path)) for path in files})
+    if len(found) < classes:
+        raise ValueError(f"{flag} {folder} holds images of one class only ({found[0]!r}): a classifier learns from "
+                         f"{classes} classes or more. Put each class's images in its own folder, "
+                         f"{folder}/<class_name>/<image>.")
+    bad = []
+    for path in files:
+        try:
+            if os.path.getsize(path) == 0:
+                raise ValueError("an empty file (0 bytes)")
+            with Image.open(path) as image:
+                image.size  # noqa: B018 (the header read)
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+            bad.append(f"{path} ({str(error).splitlines()[0] if str(error) else type(error).__name__})")
+    if bad:
+        raise ValueError(f"{flag} {folder}: {len(bad)} of {len(files):,} image files cannot be read: "
+                         + "; ".join(bad[:listed]) + ("; ..." if len(bad) > listed else "")
+                         + ". Remove or replace them, then rerun.")

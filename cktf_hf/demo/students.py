@@ -24,6 +24,7 @@ STUDENT_SIZES: dict[str, tuple[int, int, int, int]] = {
     "cktf-vit-small": (128, 6, 4, 512),
     "cktf-vit-base": (192, 8, 4, 768),
 }
+MAX_PATCH_TOKENS = 1024  # patches per image a named student may have (a 32 x 32 grid)
 DEPRECATED_STUDENT_NAMES = {name.removeprefix("cktf-"): name for name in STUDENT_SIZES}
 TEACHER_STUDENT = "teacher"
 
@@ -65,18 +66,44 @@ def student_config(size: str, teacher_config: PretrainedConfig, image_size: Opti
 
 
 def _patch_option(options: str, size: str, size_px: int) -> int:
-    """The ``patch=N`` of a named student's options. When N does not divide the image size, the divisor nearest to N
-    (the smaller on a tie) is used, with a warning, so that a default such as ``patch=7`` works with any teacher."""
+    """The ``patch=N`` of a named student's options. When N does not divide the image size, the workable divisor
+    nearest to N (the smaller on a tie) is used, with a warning, so that a default such as ``patch=7`` works with any
+    teacher; a workable patch is at least 2 px (or N itself) and cuts the image into at most ``MAX_PATCH_TOKENS``."""
     key, sep, value = (part.strip() for part in options.partition("="))
-    if key != "patch" or not sep or not value.isdigit() or not 0 < int(value) <= size_px:
+    if key != "patch" or not sep or not (value.isascii() and value.isdigit()) or not 0 < int(value) <= size_px:
         raise ValueError(f"Cannot read {options!r} in student {size}:{options}: write {size}:patch=N with N a "
-                         f"patch size in pixels, at most the image size ({size_px} px).")
+                         f"patch size in pixels, at most the image size ({size_px} px), in the digits 0-9.")
     wanted = int(value)
-    patch = min((d for d in range(1, size_px + 1) if size_px % d == 0), key=lambda d: (abs(d - wanted), d))
-    if patch != wanted:
-        warnings.warn(f"{size}:patch={wanted} does not divide the {size_px}-px image: using {patch}-px patches.",
-                      UserWarning, stacklevel=3)
+    workable = workable_patches(size_px)
+    if wanted in workable or (size_px % wanted == 0 and (size_px // wanted) ** 2 <= MAX_PATCH_TOKENS):
+        return wanted
+    if not workable or size_px % wanted == 0:
+        near = sorted((px for px in range(max(size_px - 16, 2), size_px + 17) if workable_patches(px)),
+                      key=lambda px: (abs(px - size_px), px))
+        problem = (f"{(size_px // wanted) ** 2:,} patches, more than the {MAX_PATCH_TOKENS:,} a named student allows "
+                   "(attention memory grows with their square)" if size_px % wanted == 0 else
+                   f"no patch size of 2 px or more divides it into at most {MAX_PATCH_TOKENS:,} patches")
+        raise ValueError(
+            f"{size}:patch={wanted} on the {size_px}-px image: {problem}. "
+            + (f"Patch sizes that work at {size_px} px: {workable}. Pick one of those"
+               if workable else f"Image sizes near it that work: {sorted(near[:6])}. Resize to one of those")
+            + ", or use 'teacher:depth=0.5' (the teacher shrunk) as the student.")
+    patch = min(workable, key=lambda d: (abs(d - wanted), d))
+    warnings.warn(f"{size}:patch={wanted} does not divide the {size_px}-px image: using {patch}-px patches "
+                  f"({(size_px // patch) ** 2:,} tokens).", UserWarning, stacklevel=3)
     return patch
+
+
+def workable_patches(size_px: int) -> list[int]:
+    """Patch sizes of at least 2 px that divide ``size_px`` into 2 to ``MAX_PATCH_TOKENS`` patches per image."""
+    return [d for d in range(2, size_px) if size_px % d == 0 and (size_px // d) ** 2 <= MAX_PATCH_TOKENS]
+
+
+def _looks_like_a_path(student: str) -> bool:
+    """A local path rather than a Hub id (``namespace/name``): starts with ``.``, ``/`` or ``~``, has more than one
+    separator, or sits in an existing folder."""
+    return (student.startswith((".", "/", "~", os.sep)) or student.count("/") > 1 or "\\" in student
+            or ("/" in student and os.path.isdir(student.partition("/")[0])))
 
 
 def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
@@ -103,6 +130,12 @@ def parse_teacher_student(spec: str) -> dict[str, Union[float, str]]:
     return shrink
 
 
+def builds_fresh_student(student: str) -> bool:
+    """Whether ``student`` names a student built afresh (a named size, the teacher shrunk), not a saved model."""
+    base = student.partition(":")[0]
+    return base in STUDENT_SIZES or base in DEPRECATED_STUDENT_NAMES or base == TEACHER_STUDENT
+
+
 def load_or_build_student(
     student: str, teacher_config: PretrainedConfig, image_size: Optional[int] = None,
     teacher: Optional[Union[PreTrainedModel, str]] = None, trust_remote_code: bool = False,
@@ -127,6 +160,10 @@ def load_or_build_student(
         return shrink_teacher(teacher, **{"depth": 0.5, **options})
     labels = dict(num_labels=teacher_config.num_labels, id2label=dict(teacher_config.id2label),
                   label2id=dict(teacher_config.label2id))
+    if not os.path.isdir(student) and _looks_like_a_path(student):
+        raise FileNotFoundError(
+            f"--student {student!r}: no such folder. Pass a folder holding a saved model (config.json and weights), a "
+            f"Hub id (namespace/name), a size in {sorted(STUDENT_SIZES)}, or 'teacher:depth=0.5'.")
     if os.path.isdir(student) or "/" in student:
         config = AutoConfig.from_pretrained(student, trust_remote_code=trust_remote_code, **labels)
         return AutoModelForImageClassification.from_pretrained(student, config=config, ignore_mismatched_sizes=True,
