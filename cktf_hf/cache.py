@@ -26,9 +26,11 @@ import torch
 from datasets.arrow_writer import ArrowWriter
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from .data import IndexedDataset
+from .data import DistillationCollator, IndexedDataset
 from .model_io import ModelFeatures
 from .objectives import PairFeatures
 from .pairing import FeatureReader, LayerPair
@@ -293,3 +295,22 @@ def _features(columns: dict[str, Any]) -> datasets.Features:
         features[name] = (datasets.Sequence(datasets.Value("float32"), length=shape[0]) if len(shape) == 1
                           else kinds[len(shape)](shape=shape, dtype="float32"))
     return datasets.Features(features)
+
+
+def load_teacher_cache(trainer: Any) -> TeacherCache:
+    """Build (main process first) or load the teacher-output cache of ``trainer``'s training set (a
+    :class:`~cktf_hf.ContrastiveDistillationTrainer`, read duck-typed), batched as training batches it."""
+    args, dataset = trainer.args, trainer.train_dataset
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher)
+    key = cache_key(teacher, dataset, trainer.reader, batch_size=args.per_device_train_batch_size,
+                    teacher_dtype=str(next(teacher.parameters()).dtype),
+                    **trainer.pairing.teacher_input.fingerprint())  # nothing when the teacher takes the batch as is
+
+    def batches():
+        # The training batch size: kernels chosen by batch shape then compute what training would.
+        loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, shuffle=False,
+                            collate_fn=DistillationCollator())
+        yield from tqdm(loader, desc="Caching teacher outputs", disable=args.disable_tqdm)
+
+    with args.main_process_first(desc="teacher-output cache"):
+        return TeacherCache.build_or_load(args.teacher_cache_dir, key, trainer._run_teacher, batches, trainer.reader)

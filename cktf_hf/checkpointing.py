@@ -30,6 +30,8 @@ from transformers.utils import (
     logging,
 )
 
+from .attachment import is_objective_key
+
 logger = logging.get_logger(__name__)
 
 STATE_NAME = "_cktf_distillation_state.safetensors"  # "_" keeps it out of every Hub push
@@ -312,3 +314,15 @@ def _shards_optimizer(args: Any) -> bool:
 def tensors_to_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A module's state as contiguous CPU tensors, for ``safetensors``."""
     return {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+
+
+def reload_student(student: Any, checkpoint: str) -> None:
+    """Load ``checkpoint``'s student weights into ``student`` through ``from_pretrained`` (which knows transformers 5's
+    renamed weights, e.g. ViT's ``attention.attention.query`` ↔ ``q_proj``); the objective's keys may be missing,
+    nothing else may."""
+    reloaded = type(student).from_pretrained(checkpoint, dtype=student.dtype)
+    result = student.load_state_dict(reloaded.state_dict(), strict=False)
+    missing = [k for k in result.missing_keys if not is_objective_key(k)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"Checkpoint {checkpoint} does not fit the student: missing {missing}, "
+                           f"unexpected {list(result.unexpected_keys)}.")

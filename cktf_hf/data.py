@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
@@ -169,3 +170,10 @@ def prepare_training_data(
     sampler = NegativeSampler(len(dataset), settings.nce_k, labels, seed=seed,
                               shared=settings.negative_sampling == "shared")
     return dataset, collator or DistillationCollator(sampler), len(dataset)
+
+
+def first_examples(dataset: Any, count: int) -> list[Any]:
+    """Up to ``count`` examples from the start of a map-style or an iterable dataset."""
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return [dataset[i] for i in range(min(count, len(dataset)))]
+    return list(itertools.islice(iter(dataset), count))

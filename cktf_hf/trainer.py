@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 from collections import defaultdict
 from typing import Any, Optional, Union
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, set_seed
 from transformers.utils import logging
 
-from .attachment import attach_objective, is_objective_key
-from .cache import TeacherCache, cache_key, check_deterministic
-from .checkpointing import (STATE_NAME, AtomicCheckpoints, save_metrics_atomically, tensors_to_save,
-                            warn_inexact_resume)
+from .attachment import attach_objective
+from .cache import check_deterministic, load_teacher_cache
+from .checkpointing import (STATE_NAME, AtomicCheckpoints, reload_student, save_metrics_atomically,
+                            tensors_to_save, warn_inexact_resume)
 from .config import ContrastiveDistillationConfig
-from .data import DistillationCollator, prepare_training_data
+from .data import first_examples, prepare_training_data
 from .divergence import GradientGuard, check_loss, check_weights
 from .hub import explain_push_failure, explain_repo_failure
 from .metrics import make_compute_metrics
@@ -119,7 +116,7 @@ class ContrastiveDistillationTrainer(Trainer):
         logger.info("CKTF layer pairing:\n%s", self.pairing.table)
         self.teacher_check_accuracy = check_teacher_accuracy(self.teacher, eval_dataset, self.data_collator, args,
                                                              self.label_alignment)  # None when not checked
-        self.teacher_cache = self._load_teacher_cache() if args.teacher_cache_dir else None
+        self.teacher_cache = load_teacher_cache(self) if args.teacher_cache_dir else None
 
     @property
     def pairs(self) -> list[LayerPair]:
@@ -130,22 +127,6 @@ class ContrastiveDistillationTrainer(Trainer):
     def pairing_rows(self) -> list[PairingRow]:
         """The layer-pairing table's rows (pair, student/teacher layer and shape, weight)."""
         return self.pairing.rows
-
-    def _load_teacher_cache(self) -> TeacherCache:
-        """Build (main process first) or load the teacher-output cache of the training set."""
-        args, dataset = self.args, self.train_dataset
-        key = cache_key(self.accelerator.unwrap_model(self.teacher), dataset, self.reader,
-                        batch_size=args.per_device_train_batch_size, teacher_dtype=str(self._teacher_dtype),
-                        **self.pairing.teacher_input.fingerprint())  # nothing when the teacher takes the batch as is
-
-        def batches():
-            # The training batch size: kernels chosen by batch shape then compute what training would.
-            loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, shuffle=False,
-                                collate_fn=DistillationCollator())
-            yield from tqdm(loader, desc="Caching teacher outputs", disable=args.disable_tqdm)
-
-        with args.main_process_first(desc="teacher-output cache"):
-            return TeacherCache.build_or_load(args.teacher_cache_dir, key, self._run_teacher, batches, self.reader)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -268,13 +249,7 @@ class ContrastiveDistillationTrainer(Trainer):
         self._reload_student(self.state.best_model_checkpoint)
 
     def _reload_student(self, checkpoint: str, model: Optional[nn.Module] = None) -> None:
-        student = self.accelerator.unwrap_model(model if model is not None else self.model)
-        reloaded = type(student).from_pretrained(checkpoint, dtype=student.dtype)
-        result = student.load_state_dict(reloaded.state_dict(), strict=False)
-        missing = [k for k in result.missing_keys if not is_objective_key(k)]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(f"Checkpoint {checkpoint} does not fit the student: missing {missing}, "
-                               f"unexpected {list(result.unexpected_keys)}.")
+        reload_student(self.accelerator.unwrap_model(model if model is not None else self.model), checkpoint)
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -313,9 +288,3 @@ class ContrastiveDistillationTrainer(Trainer):
         with explain_push_failure(self, card_kwargs=kwargs):
             return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
 
-
-def first_examples(dataset: Any, count: int) -> list[Any]:
-    """Up to ``count`` examples from the start of a map-style or an iterable dataset."""
-    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        return [dataset[i] for i in range(min(count, len(dataset)))]
-    return list(itertools.islice(iter(dataset), count))
