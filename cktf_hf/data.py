@@ -43,9 +43,6 @@ def dataset_labels(dataset: Any, label_column: Optional[str] = None) -> Optional
     return None
 
 
-NEGATIVE_SAMPLING = ("per_sample", "shared")
-
-
 class NegativeSampler:
     """Draws K negative dataset indices per sample: from other classes when labels are known (CRD's "exact" mode),
     else uniformly over the dataset. With ``shared=True`` it draws K indices once for the whole batch instead (uniform

@@ -202,6 +202,7 @@ POSITIVES = ("bank", "current")
 BANK_WARM_STARTS = ("none", "skip_unwritten")
 BANK_LOSSES = ("nce", "infonce")
 NEGATIVE_MODES = ("memory_bank", "in_batch")
+NEGATIVE_SAMPLING = ("per_sample", "shared")  # memory-bank negatives drawn per sample or once per batch
 
 
 def bank_infonce(logits: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -15,10 +15,9 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, Union, get_type_hints
 
-from ..data import NEGATIVE_SAMPLING
 from ..features import STAGE_POOLING, TOKEN_POOLING, Pooling
 from ..projectors import PROJECTOR_KINDS, TEACHER_PROJECTORS
-from .contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, NEGATIVE_MODES, POSITIVES
+from .contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, NEGATIVE_MODES, NEGATIVE_SAMPLING, POSITIVES
 from .registry import check_choice, get_objective
 
 FINAL = "final"
