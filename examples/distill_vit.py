@@ -60,7 +60,7 @@ from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTraine
 from cktf_hf.checkpointing import last_complete_checkpoint, resolve_resume
 from cktf_hf.demo import (BUILTIN_DATASET_CARD_NAMES, DEFAULT_TEACHER, RecipeArgumentParser, check_positive,
                           load_image_dataset, load_image_folders, load_or_build_student)
-from cktf_hf.demo.datasets import check_held_out_split, check_image_folder
+from cktf_hf.demo.datasets import check_held_out_split, check_image_folder, is_image_folder
 from cktf_hf.demo.students import builds_fresh_student
 from cktf_hf.locations import check_output_dir_apart
 from cktf_hf.measure import ModelStats, count_parameters, measure_model
@@ -261,7 +261,7 @@ def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
     if data.train_dir or data.validation_dir:
         dataset = load_image_folders(data.train_dir, data.validation_dir, **columns)  # checks the image files
     else:
-        if os.path.isdir(data.dataset_name):
+        if os.path.isdir(data.dataset_name) and is_image_folder(data.dataset_name):
             check_image_folder(data.dataset_name, "--dataset_name")
         dataset = load_image_dataset(data.dataset_name, data.data_dir, config_name=data.dataset_config_name,
                                      **columns)

@@ -415,6 +415,21 @@ def check_held_out_split(split: datasets.Dataset, fraction: float) -> None:
                          "--validation_dir / --eval_split.")
 
 
+def is_image_folder(folder: str) -> bool:
+    """Whether ``load_dataset(folder)`` reads ``folder`` as an image folder (``class_name/image`` files): not a
+    ``save_to_disk`` folder, and images the most common of its data files, as ``datasets`` infers the builder."""
+    from datasets.load import infer_module_for_data_files_list
+
+    saved = (datasets.config.DATASETDICT_JSON_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME)
+    if any(os.path.isfile(os.path.join(folder, name)) for name in saved):
+        return False
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]  # a clone's .git holds no data
+        files += [os.path.join(root, name) for name in names]
+    return infer_module_for_data_files_list(files)[0] == "imagefolder"
+
+
 def check_image_folder(folder: str, flag: str, classes: int = 2, listed: int = 5) -> None:
     """Before training: ``folder`` (``class_name/image`` files) holds images of at least ``classes`` class folders,
     and every image file's header reads (``PIL.Image.open`` without decoding the pixels); errors name ``flag``, the
