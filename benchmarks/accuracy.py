@@ -43,6 +43,7 @@ from harness.paths import CACHE_DIR, RESULTS_DIR, absolute, repo_relative
 
 from cktf_hf import PRESETS
 from cktf_hf.demo import DEFAULT_TEACHER
+from cktf_hf.formatting import format_duration
 from cktf_hf.measure import count_parameters
 
 ALIASES = {"kd+cktf": "cktf+kd"}  # the paper's "KD + CKTF" is the cktf+kd preset
@@ -226,7 +227,7 @@ def cache_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _describe(run: dict[str, Any]) -> str:
     return (f"{run['method']:<14} {run['student']:<13} lr {run['learning_rate']:<6g} seed {run['seed']}: "
             f"val {stats.pct(run['val'])} → test {stats.pct(run['test'])} (epoch {run['selected_epoch']}), "
-            f"last {stats.pct(run['test_last'])}, {run['wall_time_s']:.0f} s")
+            f"last {stats.pct(run['test_last'])}, {format_duration(run['wall_time_s'])}")
 
 
 def _keep_chosen_students(grid_tasks: list[dict[str, Any]], chosen: float) -> None:
@@ -306,7 +307,7 @@ def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, A
                 # One at a time: two students may share a cache (e.g. KD reads the logits alone).
                 pool.run_tasks(prepare_cache, [cache_task], args.jobs, _init_worker, initargs, pool=workers,
                                describe=lambda r: f"teacher outputs of {r['method']} / {r['student']} cached "
-                                                  f"({r['seconds']:.0f} s)")
+                                                  f"({format_duration(r['seconds'])})")
             return pool.run_tasks(run_one, tasks, args.jobs, _init_worker, initargs, describe=_describe,
                                   journal=path, resume=resume, pool=workers, result_fields=RUN_FIELDS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Optional
 
+from cktf_hf.formatting import format_count, format_duration, format_epochs
 from harness import figure, report, stats
 from harness.paths import portable_path, repo_relative
 from harness.report import environment
@@ -176,7 +177,7 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
                f"runs of {len(unreported)} other row(s) with these settings ({', '.join(unreported)}): name them "
                "too (--report_only trains nothing) to report every row." if unreported else "")
     flag = report.describe_short_rows(short)
-    text = [f"teacher {type(bench['teacher']).__name__} ({bench['teacher_params']:,} parameters): "
+    text = [f"teacher {type(bench['teacher']).__name__} ({format_count(bench['teacher_params'], 'exact')} parameters): "
             f"{stats.pct(teacher_accuracy)} %"]
     text += [f"teacher − scratch ({s}, test at the validation-selected epoch): {100 * g['gap']:+.2f} pts — "
              f"{'OK' if g['passed'] else 'FAILED'} (needs ≥ {100 * gap:.0f})" for s, g in gap_check.items()]
@@ -202,8 +203,9 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
          if outcome["not_run"] else "")
         + (f"**{partial}**\n\n" if partial else "")
         + (f"Report written from the run journal (--report_only); the runs' times sum to "
-           f"{payload['runs_wall_time_s'] / 3600:.1f} hours (more than the wall time where --jobs ran them side by "
-           "side)." if args.report_only else f"Total wall time: {payload['total_wall_time_s'] / 60:.1f} min."),
+           f"{format_duration(payload['runs_wall_time_s'], 'hours')} (more than the wall time where --jobs ran them "
+           "side by side)." if args.report_only else
+           f"Total wall time: {format_duration(payload['total_wall_time_s'], 'min')}."),
     ])
     paths = report.write_results(args.output, args.name, payload, markdown)
     panels = [figure.Panel(f"teacher → {s}", figure.panel_rows([r for r in rows if r["student"] == s],
@@ -221,7 +223,7 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
     for notice in (note, flag, partial):
         if notice:
             print(notice)
-    print(f"total wall time {payload['total_wall_time_s']:.0f} s; wrote {', '.join(paths.values())}")
+    print(f"total wall time {format_duration(payload['total_wall_time_s'])}; wrote {', '.join(paths.values())}")
     return payload
 
 
@@ -250,10 +252,11 @@ def _summary_table(rows: list[dict[str, Any]], methods: list[str], students: lis
 def _table(rows: list[dict[str, Any]], asked: int) -> tuple[list[str], list[list[str]]]:
     header = ["method", "student", "params", "lr", "val top-1", "test top-1 (selected epoch)", "test top-1 (last)",
               "selected epoch", "wall time / run", "seeds"]
-    table = [[r["method"], r["student"], f"{r['parameters'] / 1e6:.2f}M", f"{r['learning_rate']:g}",
+    table = [[r["method"], r["student"], format_count(r["parameters"], "millions"), f"{r['learning_rate']:g}",
               stats.pct(r["val_mean"], r["val_std"]), stats.pct(r["test_mean"], r["test_std"]),
-              stats.pct(r["test_last_mean"], r["test_last_std"]), f"{r['selected_epoch_mean']:g}",
-              f"{r['wall_time_mean_s']:.0f} s", str(r["n"]) if r["n"] >= asked else f"{r['n']} of {asked} (FEWER)"]
+              stats.pct(r["test_last_mean"], r["test_last_std"]), format_epochs(r["selected_epoch_mean"]),
+              format_duration(r["wall_time_mean_s"], "s"),
+              str(r["n"]) if r["n"] >= asked else f"{r['n']} of {asked} (FEWER)"]
              for r in rows]
     return header, table
 

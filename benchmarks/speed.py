@@ -45,6 +45,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from cktf_hf.formatting import format_accuracy, format_count, format_ms, format_ratio
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TEACHER = os.path.join(ROOT, "examples", "teachers", "fashion-mnist-resnet")
@@ -283,11 +285,20 @@ def machine(device: str) -> str:
            f"torch threads, torch {torch.__version__}"
 
 
-def _ratio(result: dict, name: str, base: str) -> float:
+def _ratio(steps: dict, name: str, base: str) -> float:
     """Median over rounds of ``name``'s step time over ``base``'s in the same round."""
-    steps = result["steps"]
     return statistics.median(a["median_step_s"] / b["median_step_s"]
                              for a, b in zip(steps[name]["rounds"], steps[base]["rounds"]))
+
+
+def _times(steps: dict, name: str, base: str) -> str:
+    """A table cell: ``name``'s step time as a multiple of ``base``'s (:func:`_ratio`); ``–`` without ``base``."""
+    return f"{_ratio(steps, name, base):.2f}" if base in steps else "–"
+
+
+def _mib(n_bytes: float) -> str:
+    """A table cell in whole MiB (the tables' "MB")."""
+    return f"{n_bytes / 2**20:.0f}"
 
 
 def checks(result: dict) -> list[dict]:
@@ -300,30 +311,30 @@ def checks(result: dict) -> list[dict]:
 
     for name, limit in ((DEFAULT, 1.25), (SHARED_4096, 1.5)):  # issue 29, first
         if name in steps and KD in steps:
-            r = _ratio(result, name, KD)
-            add(f"{name} ≤ {limit}× KD (issue 29)", r, r <= limit, f"{r:.2f}×")
+            r = _ratio(steps, name, KD)
+            add(f"{name} ≤ {limit}× KD (issue 29)", r, r <= limit, format_ratio(r))
     for name in (SHARED_4096, SHARED_16384):
         if name in steps and KD in steps:
-            r = _ratio(result, name, KD)
-            add(f"{name} ≤ 1.25× KD", r, r <= 1.25, f"{r:.2f}×")
+            r = _ratio(steps, name, KD)
+            add(f"{name} ≤ 1.25× KD", r, r <= 1.25, format_ratio(r))
     if CACHED in steps and STUDENT in steps:
-        r = _ratio(result, CACHED, STUDENT)
-        add(f"{CACHED} ≤ 1.3× student alone", r, r <= 1.3, f"{r:.2f}×")
+        r = _ratio(steps, CACHED, STUDENT)
+        add(f"{CACHED} ≤ 1.3× student alone", r, r <= 1.3, format_ratio(r))
     points = {(p["formulation"], p["batch_size"], p["nce_k"]): p for p in result["loss_alone"]}
     key = (result["batch_size"], LOSS_CHECK_K)
     if ("shared",) + key in points and ("reference",) + key in points:
         shared, reference = points[("shared",) + key], points[("reference",) + key]
         speedup = reference["ms"] / shared["ms"]
         add(f"loss alone, batch {key[0]}, K={key[1]}: shared ≥ 10× faster than the reference formulation", speedup,
-            speedup >= 10, f"{speedup:.1f}×")
+            speedup >= 10, format_ratio(speedup))
         memory = shared["peak_extra_memory_bytes"] / max(reference["peak_extra_memory_bytes"], 1)
         add(f"loss alone, batch {key[0]}, K={key[1]}: shared peak memory ≤ ½ the reference's", memory, memory <= 0.5,
-            f"{memory:.3f}× ({shared['peak_extra_memory_bytes'] / 2**20:.0f} vs "
-            f"{reference['peak_extra_memory_bytes'] / 2**20:.0f} MB)")
+            f"{memory:.3f}× ({_mib(shared['peak_extra_memory_bytes'])} vs "
+            f"{_mib(reference['peak_extra_memory_bytes'])} MB)")
     if BIG_N in steps and SHARED_4096 in steps:
-        r = _ratio(result, BIG_N, SHARED_4096)
+        r = _ratio(steps, BIG_N, SHARED_4096)
         add("step time flat from N=60,000 to N=600,000 (shared, K=4096): within 10%", r, abs(r - 1) <= 0.10,
-            f"{r:.2f}×")
+            format_ratio(r))
     return out
 
 
@@ -334,24 +345,24 @@ def render(result: dict) -> str:
              "| configuration | N | median step (ms) | × student alone | × KD | peak memory (MB) |",
              "|---|---|---|---|---|---|"]
     for name, row in steps.items():
-        student = f"{_ratio(result, name, STUDENT):.2f}" if STUDENT in steps else "–"
-        kd = f"{_ratio(result, name, KD):.2f}" if KD in steps else "–"
-        lines.append(f"| {name} | {row['num_samples']:,} | {row['median_step_s'] * 1000:.1f} | {student} | {kd} | "
-                     f"{row['peak_memory_bytes'] / 2**20:.0f} |")
+        lines.append(f"| {name} | {format_count(row['num_samples'], 'exact')} | {row['median_step_s'] * 1000:.1f} | "
+                     f"{_times(steps, name, STUDENT)} | {_times(steps, name, KD)} | {_mib(row['peak_memory_bytes'])} |")
     check = result.get("cache_accuracy_check", {})
     if check:
         lines += ["", "Same short run with and without the teacher cache (test accuracy on 2,000 images):", ""]
-        lines += [f"- {name}: {row['accuracy']:.2%} after {row['train_steps']} steps" for name, row in check.items()]
+        lines += [f"- {name}: {format_accuracy(row['accuracy'])} after {row['train_steps']} steps"
+                  for name, row in check.items()]
     lines += ["", f"Contrastive loss alone (both directions, forward + backward, N = "
-                  f"{result['loss_alone'][0]['num_samples']:,}; peak memory: extra over one call):", "",
+                  f"{format_count(result['loss_alone'][0]['num_samples'], 'exact')}; peak memory: extra over one "
+                  "call):", "",
               "| batch | K | per-sample (ms) | shared (ms) | reference gather (ms) | shared speed-up | "
               "per-sample / shared / reference peak (MB) |", "|---|---|---|---|---|---|---|"]
     points = {(p["formulation"], p["batch_size"], p["nce_k"]): p for p in result["loss_alone"]}
     for batch, k in dict.fromkeys((p["batch_size"], p["nce_k"]) for p in result["loss_alone"]):
         row = [points[(f, batch, k)] for f in LOSS_FORMULATIONS]
-        memory = " / ".join(f"{p['peak_extra_memory_bytes'] / 2**20:.0f}" for p in row)
+        memory = " / ".join(_mib(p["peak_extra_memory_bytes"]) for p in row)
         lines.append(f"| {batch} | {k} | {row[0]['ms']:.1f} | {row[1]['ms']:.1f} | {row[2]['ms']:.1f} | "
-                     f"{row[2]['ms'] / row[1]['ms']:.1f}× | {memory} |")
+                     f"{format_ratio(row[2]['ms'], row[1]['ms'])} | {memory} |")
     lines += ["", "Targets (issues 29 and 13):", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {c['target']} | {c['measured']} | {'met' if c['met'] else 'NOT met'} |" for c in result["checks"]]
     return "\n".join(lines)
@@ -363,24 +374,24 @@ def real_checks(result: dict) -> list[dict]:
     for scenario, steps in result["scenarios"].items():
         for name, limit in ((DEFAULT, 1.15), (REAL_BANK, 1.25)):
             if name in steps and KD in steps:
-                r = _ratio({"steps": steps}, name, KD)
+                r = _ratio(steps, name, KD)
                 out.append({"target": f"{scenario}: {name} ≤ {limit}× KD", "value": round(r, 4), "met": r <= limit,
-                            "measured": f"{r:.2f}×"})
+                            "measured": format_ratio(r)})
     return out
 
 
 def render_real(result: dict) -> str:
     lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; random weights from "
-             f"configs, 224-px random images, 1,000 classes, bank N = {REAL_NUM_SAMPLES:,}; {result['rounds']} "
+             f"configs, 224-px random images, 1,000 classes, bank N = {format_count(REAL_NUM_SAMPLES, 'exact')}; "
+             f"{result['rounds']} "
              "interleaved round(s), each configuration in its own process.", ""]
     for scenario, steps in result["scenarios"].items():
         lines += [f"**{scenario}**", "", "| method | ms/step | images/s | × KD | × student alone | peak memory (MB) |",
                   "|---|---|---|---|---|---|"]
         for name, row in steps.items():
-            kd = f"{_ratio({'steps': steps}, name, KD):.2f}" if KD in steps else "–"
-            alone = f"{_ratio({'steps': steps}, name, STUDENT):.2f}" if STUDENT in steps else "–"
-            lines.append(f"| {name} | {row['median_step_s'] * 1000:.0f} | {result['batch_size'] / row['median_step_s']:.1f}"
-                         f" | {kd} | {alone} | {row['peak_memory_bytes'] / 2**20:.0f} |")
+            lines.append(f"| {name} | {row['median_step_s'] * 1000:.0f} | "
+                         f"{result['batch_size'] / row['median_step_s']:.1f} | {_times(steps, name, KD)} | "
+                         f"{_times(steps, name, STUDENT)} | {_mib(row['peak_memory_bytes'])} |")
         lines.append("")
     lines += ["Targets (issue 29, for a GPU):", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {c['target']} | {c['measured']} | {'met' if c['met'] else 'NOT met'} |" for c in result["checks"]]
@@ -463,7 +474,7 @@ def main() -> None:
         if output.returncode:
             raise RuntimeError(f"loss alone {formulation} {batch} {k} failed:\n{output.stderr[-3000:]}")
         point = json.loads(output.stdout.rsplit("RESULT ", 1)[1])
-        print(f"loss alone {formulation} batch {batch} K {k}: {point['ms']:.1f} ms", flush=True)
+        print(f"loss alone {formulation} batch {batch} K {k}: {format_ms(point['ms'])} ms", flush=True)
         return point
 
     if real:
@@ -473,7 +484,8 @@ def main() -> None:
                 for name in opts.configs:
                     run = worker(name, "--scale", "real", "--scenario", scenario)
                     scenarios[scenario].setdefault(name, {"rounds": []})["rounds"].append(run)
-                    print(f"round {round_ + 1}/{rounds} {scenario} {name}: {run['median_step_s'] * 1000:.0f} ms/step",
+                    print(f"round {round_ + 1}/{rounds} {scenario} {name}: "
+                          f"{format_ms(run['median_step_s'] * 1000)} ms/step",
                           flush=True)
         for rows in scenarios.values():
             _summarise(rows)
@@ -488,7 +500,7 @@ def main() -> None:
             run = worker(name)
             row = steps_result.setdefault(name, {"rounds": []})
             row["rounds"].append(run)
-            print(f"round {round_ + 1}/{rounds} {name}: {run['median_step_s'] * 1000:.1f} ms/step", flush=True)
+            print(f"round {round_ + 1}/{rounds} {name}: {format_ms(run['median_step_s'] * 1000)} ms/step", flush=True)
     _summarise(steps_result)
     accuracy_steps = opts.accuracy_steps or (100 if opts.quick else 300)
     cache_check = {name: worker(name, "--eval_samples", "2000", "--accuracy_steps", str(accuracy_steps))

@@ -53,6 +53,7 @@ from harness.protocol import load_protocol
 
 from cktf_hf.demo import DEFAULT_TEACHER
 from cktf_hf.demo.transfer import TRANSFER_METHODS, distill_unlabelled, linear_probe, without_labels
+from cktf_hf.formatting import format_duration, format_epochs
 from cktf_hf.measure import count_parameters
 
 REFERENCES = ["random", "teacher"]
@@ -217,8 +218,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 def _describe(run: dict[str, Any]) -> str:
     return (f"{run['part']:<11} {run['method']:<14} {run['student']:<12} seed {run['seed']}: probe val "
             f"{stats.pct(run['val'])} → test {stats.pct(run['test'])} (epoch {run['selected_epoch']}), last "
-            f"{stats.pct(run['test_last'])}; distillation {run['distill_wall_time_s']:.0f} s, probe "
-            f"{run['probe_wall_time_s']:.0f} s")
+            f"{stats.pct(run['test_last'])}; distillation {format_duration(run['distill_wall_time_s'])}, probe "
+            f"{format_duration(run['probe_wall_time_s'])}")
 
 
 # ------------------------------------------------------------------------------------------------ target (d)
@@ -365,7 +366,7 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], runs: list[dic
     asked = {f"{s['row']}": len(s["asked"]) for s in short}
     table = [[r["part"], r["method"], r["student"], stats.pct(r["val_mean"], r["val_std"]),
               stats.pct(r["test_mean"], r["test_std"]), stats.pct(r["test_last_mean"], r["test_last_std"]),
-              f"{r['selected_epoch_mean']:g}", f"{r['distill_wall_time_mean_s']:.0f} s",
+              format_epochs(r["selected_epoch_mean"]), format_duration(r["distill_wall_time_mean_s"], "s"),
               f"{r['n']} of {asked[key]} (FEWER)" if (key := f"{r['part']} / {r['method']} / {r['student']}") in asked
               else str(r["n"])] for r in rows]
     target_lines = _describe_target(targets["d"])
@@ -386,8 +387,8 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], runs: list[dic
         report.markdown_table(header, table),
         "## Target\n\n" + "\n".join(f"- {line}" if not line.startswith("  ") else line for line in target_lines),
         f"Report written from the run journal (--report_only); the runs' times sum to "
-        f"{sum(r['wall_time_s'] for r in runs) / 60:.1f} min." if args.report_only else
-        f"Total wall time: {payload['total_wall_time_s'] / 60:.1f} min.",
+        f"{format_duration(sum(r['wall_time_s'] for r in runs), 'min')}." if args.report_only else
+        f"Total wall time: {format_duration(payload['total_wall_time_s'], 'min')}.",
     ])
     paths = report.write_results(args.output, args.name, payload, markdown)
     figure.dot_panels(paths["png"], _panels(rows, runs), f"Fashion-MNIST teacher → MNIST ({args.name})\nlinear-probe "
@@ -400,7 +401,7 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], runs: list[dic
     for notice in (note, flag):
         if notice:
             print(notice)
-    print(f"total wall time {payload['total_wall_time_s']:.0f} s; wrote {', '.join(paths.values())}")
+    print(f"total wall time {format_duration(payload['total_wall_time_s'])}; wrote {', '.join(paths.values())}")
     return payload
 
 

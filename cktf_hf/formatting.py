@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Optional
 
 __all__ = [
     "format_accuracy",
@@ -17,8 +17,15 @@ __all__ = [
 ]
 
 
-def format_count(n: int) -> str:
-    """``85806346`` → ``"85,806,346 (85.8M)"``; ``950`` → ``"950"``."""
+def format_count(n: int, style: Literal["both", "exact", "millions"] = "both") -> str:
+    """``85806346`` → ``"85,806,346 (85.8M)"``; ``950`` → ``"950"``. ``style="exact"`` keeps the first part
+    (``"85,806,346"``), ``style="millions"`` writes millions with two decimals (``214_000`` → ``"0.21M"``)."""
+    if style == "exact":
+        return f"{n:,}"
+    if style == "millions":
+        return f"{n / 1e6:.2f}M"
+    if style != "both":
+        raise ValueError(f"style must be 'both', 'exact' or 'millions', got {style!r}.")
     for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= scale:
             return f"{n:,} ({n / scale:.1f}{unit})"
@@ -40,14 +47,24 @@ def format_ms(ms: float) -> str:
     return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
-def format_ratio(numerator: float, denominator: float) -> str:
-    """``teacher / student`` as ``"3.52×"`` (``"11.6×"`` from 10 up)."""
+def format_ratio(numerator: float, denominator: float = 1.0) -> str:
+    """``teacher / student`` as ``"3.52×"`` (``"11.6×"`` from 10 up); a ratio already worked out is
+    ``format_ratio(ratio)``."""
     ratio = numerator / denominator
     return f"{ratio:.2f}×" if ratio < 10 else f"{ratio:.1f}×"
 
 
-def format_duration(seconds: float) -> str:
-    """Wall time: ``4.45`` → ``"4.5 s"``, ``252`` → ``"4 min 12 s"``, ``3725`` → ``"1 h 02 min"``."""
+_DURATION_UNITS = {"s": (1, "{:.0f} s"), "min": (60, "{:.1f} min"), "hours": (3600, "{:.1f} hours")}
+
+
+def format_duration(seconds: float, unit: Optional[Literal["s", "min", "hours"]] = None) -> str:
+    """Wall time: ``4.45`` → ``"4.5 s"``, ``252`` → ``"4 min 12 s"``, ``3725`` → ``"1 h 02 min"``; in one ``unit``
+    (a table column, a total): ``"s"`` → ``"252 s"``, ``"min"`` → ``"4.2 min"``, ``"hours"`` → ``"1.0 hours"``."""
+    if unit is not None:
+        if unit not in _DURATION_UNITS:
+            raise ValueError(f"unit must be one of {sorted(_DURATION_UNITS)} or None, got {unit!r}.")
+        scale, pattern = _DURATION_UNITS[unit]
+        return pattern.format(seconds / scale)
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes = int(round(seconds)) // 60
@@ -56,9 +73,11 @@ def format_duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def format_accuracy(value: float) -> str:
-    """A fraction (or a percentage above 1) as ``"91.23%"``."""
-    return f"{100 * value:.2f}%" if value <= 1 else f"{value:.2f}%"
+def format_accuracy(value: float, percent_sign: bool = True) -> str:
+    """A fraction (or a percentage above 1) as ``"91.23%"``; ``percent_sign=False`` for a column headed ``%``
+    (``"91.23"``)."""
+    percent = f"{100 * value:.2f}" if value <= 1 else f"{value:.2f}"
+    return percent + "%" if percent_sign else percent
 
 
 def format_epochs(epochs: float) -> str:

@@ -83,16 +83,12 @@ def _cpu_name() -> Optional[str]:
 
 
 def measure_latency(
-    model: nn.Module,
-    pixel_shape: tuple[int, int, int],
-    batch_sizes: Sequence[int] = (1, 32),
-    min_run_time: float = 0.2,
-    num_threads: Optional[int] = None,
-    repeats: int = 3,
+    model: nn.Module, pixel_shape: tuple[int, int, int], batch_sizes: Sequence[int] = (1, 32), **timing_kwargs: Any
 ) -> tuple[dict[int, float], str]:
-    """CPU forward latency in milliseconds per batch size and a readable description of the set-up (see
-    :func:`time_forward_passes`, which also returns the spread of the repeats)."""
-    timings = time_forward_passes(model, pixel_shape, batch_sizes, min_run_time, num_threads, repeats)
+    """CPU forward latency in milliseconds per batch size and a readable description of the set-up: what
+    :func:`time_forward_passes` measures (same keyword arguments: ``min_run_time``, ``num_threads``, ``repeats``),
+    without the spread of the repeats."""
+    timings = time_forward_passes(model, pixel_shape, batch_sizes, **timing_kwargs)
     return timings.median_ms, timings.setup
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
 
+from cktf_hf.formatting import format_accuracy
+
 
 @dataclass
 class Row:
@@ -55,11 +57,13 @@ def _draw(ax, panel: Panel, xlabel: str) -> None:
     for i, row in enumerate(rows):
         ax.plot([100 * v for v in row.values], [i] * len(row.values), "o", color="tab:blue", markersize=3.5,
                 alpha=0.6)
-        ax.text(1.01, i, f"{100 * row.mean:.2f}", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+        ax.text(1.01, i, format_accuracy(row.mean, percent_sign=False), transform=ax.get_yaxis_transform(),
+                va="center", fontsize=7)
     spans = [100 * v for r in rows for v in r.values] + [100 * v for v in panel.references.values()]
     for name, value in panel.references.items():
         color, style = REFERENCE_STYLES.get(name, ("tab:green", "--"))
-        ax.axvline(100 * value, color=color, linestyle=style, linewidth=1, label=f"{name} {100 * value:.2f}")
+        ax.axvline(100 * value, color=color, linestyle=style, linewidth=1,
+                   label=f"{name} {format_accuracy(value, percent_sign=False)}")
     low, high = _limits(spans)
     ax.set_xlim(low, high)
     ax.set_yticks(y, [r.label for r in rows], fontsize=8)

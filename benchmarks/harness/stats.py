@@ -7,6 +7,9 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from cktf_hf.formatting import format_accuracy
+
+
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     values = list(values)
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -36,7 +39,9 @@ METRIC_NAMES = {"test": "test top-1 at the validation-selected epoch", "test_las
 
 
 def pct(mean: float, std: Optional[float] = None) -> str:
-    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+    """An accuracy (fraction) in a column headed ``%``, with its std: ``"91.23 ± 0.45"``."""
+    shown = format_accuracy(mean, percent_sign=False)
+    return shown if std is None else f"{shown} ± {format_accuracy(std, percent_sign=False)}"
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], metric: str = "test") -> dict[str, Any]:
