@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Optional, Union
 
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.repocard import metadata_load
 from transformers.utils import logging
@@ -32,6 +33,7 @@ __all__ = [
     "gather_card_facts",
     "hyperparameters_from_args",
     "inherited_license",
+    "is_hub_dataset",
     "latest_metrics",
     "objective_from_args",
     "read_metric",
@@ -69,7 +71,7 @@ class DistillationCardInfo:
     ``pair``, ``student_layer``, ``student_shape``, ``teacher_layer``, ``teacher_shape``, ``weight``) as the trainer
     writes them to ``distillation_config.json``, ``hyperparameters`` the training settings (see
     :func:`hyperparameters_from_args`). ``teacher_on_hub`` defaults to "a Hub id, no local path"
-    (:func:`cktf_hf.locations.is_hub_id`), ``dataset_on_hub`` likewise.
+    (:func:`cktf_hf.locations.is_hub_id`), ``dataset_on_hub`` to :func:`is_hub_dataset`.
 
     The evidence: ``eval_samples`` / ``train_samples`` (images evaluated / trained on), ``epochs``, ``steps`` and
     ``train_runtime`` (seconds of training, summed over ``training_segments`` when the run was resumed),
@@ -79,7 +81,9 @@ class DistillationCardInfo:
     ``finetuned_from`` is the student's own starting checkpoint (a Hub id, the card's ``base_model``, or a local
     folder, named in the text only); none for a student trained from scratch. ``license`` is the card's license;
     ``license_from_teacher`` says it was read from the teacher's card. ``dataset_ids`` (default: ``dataset_id`` when
-    on the Hub) is the ``datasets`` metadata.
+    on the Hub) is the ``datasets`` metadata. ``teacher_unknown_classes`` are the dataset's classes the teacher does not
+    know (its accuracy counts their images as misses); ``teacher_scorable`` False: the teacher's classes could not be
+    matched with the dataset's, and the card gives no teacher accuracy (see :class:`cktf_hf.validation.LabelAlignment`).
     """
 
     teacher: str
@@ -94,6 +98,8 @@ class DistillationCardInfo:
     teacher_stats: Optional[ModelStats] = None
     student_stats: Optional[ModelStats] = None
     teacher_metrics: Optional[dict[str, float]] = None
+    teacher_scorable: bool = True
+    teacher_unknown_classes: list[str] = field(default_factory=list)
     student_metrics: Optional[dict[str, float]] = None
     baselines: Optional[dict[str, Any]] = None
     dataset_id: Optional[str] = None
@@ -131,11 +137,13 @@ class DistillationCardInfo:
         if self.teacher_source is None:
             self.teacher_source = "hub" if self.teacher_on_hub else "local folder"
         if self.dataset_on_hub is None:
-            self.dataset_on_hub = bool(self.dataset_id) and is_hub_id(self.dataset_id)
+            self.dataset_on_hub = bool(self.dataset_id) and is_hub_dataset(self.dataset_id)
         if self.dataset_ids is None:
             self.dataset_ids = [self.dataset_id] if self.dataset_id and self.dataset_on_hub else []
         if self.checkpoint not in (None, "best", "last"):
             raise ValueError(f"checkpoint must be 'best', 'last' or None, got {self.checkpoint!r}.")
+        if not self.teacher_scorable:
+            self.teacher_metrics = None  # scored on labels it cannot predict: no accuracy of the teacher
 
     @classmethod
     def from_trainer(cls, trainer: Any, **card_kwargs: Any) -> "DistillationCardInfo":
@@ -149,12 +157,16 @@ class DistillationCardInfo:
 
     @property
     def dataset_display_name(self) -> Optional[str]:
-        """``dataset_name``, else the Hub id, else the local folder's own name."""
+        """``dataset_name``, else the Hub id, else the local folder's own name (a packaged builder's name, which
+        reads local files: ``local parquet files``)."""
         if self.dataset_name and not (self.dataset_name == self.dataset_id and not self.dataset_on_hub):
             return self.dataset_name
         if not self.dataset_id:
             return None
-        return self.dataset_id if self.dataset_on_hub else os.path.basename(os.path.normpath(self.dataset_id))
+        if self.dataset_on_hub:
+            return self.dataset_id
+        return f"local {self.dataset_id} files" if _is_builder(self.dataset_id) else \
+            os.path.basename(os.path.normpath(self.dataset_id))
 
     @property
     def title(self) -> str:
@@ -182,7 +194,8 @@ def gather_card_facts(
     """Everything the card says about a run of ``trainer``: the latest ``evaluate()`` / ``evaluate_teacher()`` metrics
     and the training table from its log history, the wall time over resumed segments, the data sizes, the objective,
     the pairing and the hyperparameters; parameters, size and (unless ``card_latency=False``) CPU latency at the
-    configured batch sizes of both models are measured now.
+    configured batch sizes of both models are measured now. The trainer's ``label_alignment`` says which of the
+    dataset's classes the teacher does not know, or that it cannot be scored on this data at all.
 
     The keyword arguments are those of ``Trainer.create_model_card``: ``tags`` are added to ours, ``dataset`` /
     ``dataset_tags`` names that are Hub ids go into the ``datasets`` metadata (the first ``dataset`` is the evaluated
@@ -214,6 +227,7 @@ def gather_card_facts(
     run = summarise_log_history(state.log_history)
     earlier_seconds, earlier_count = earlier_segments(state)
     ran = run.train_runtime is not None
+    alignment = getattr(trainer, "label_alignment", None)
     return DistillationCardInfo(
         teacher=teacher_name,
         teacher_on_hub=teacher_on_hub,
@@ -227,6 +241,8 @@ def gather_card_facts(
         teacher_stats=measure_model(teacher, pixel_shape, latency_batches),
         student_stats=measure_model(student, pixel_shape, latency_batches),
         teacher_metrics=latest_metrics(state.log_history, "teacher_"),
+        teacher_scorable=getattr(alignment, "teacher_scorable", True),
+        teacher_unknown_classes=list(getattr(alignment, "unknown_to_teacher", None) or []),
         student_metrics=latest_metrics(state.log_history, "eval_"),
         baselines=baselines,
         dataset_id=names[0] if names else None,
@@ -306,19 +322,31 @@ def inherited_license(location: str, revision: Optional[str] = None) -> Optional
     return str(declared) if declared else None
 
 
+def is_hub_dataset(name: str) -> bool:
+    """Whether the dataset ``name`` has a Hub page, so that the card's ``datasets`` metadata may hold it: a Hub id
+    (:func:`cktf_hf.locations.is_hub_id`) that is not one of datasets' packaged builders (``parquet``, ``arrow``,
+    ``csv``, ``json``, ``imagefolder``, ``audiofolder``, ``text``, ``webdataset``, ...), which read local files."""
+    return bool(name) and not _is_builder(name) and is_hub_id(name)
+
+
+def _is_builder(name: str) -> bool:
+    return name.strip().lower() in _PACKAGED_DATASETS_MODULES
+
+
 def _dataset_names(dataset: Optional[Union[str, list[str]]], dataset_tags: Optional[Union[str, list[str]]]
                    ) -> tuple[list[str], list[str]]:
     """The datasets named for the card, and those of them that go into the ``datasets`` metadata: every name that is
-    a Hub id (a left-out name is logged, never silently dropped)."""
+    on the Hub (:func:`is_hub_dataset`; a left-out name is logged, never silently dropped)."""
     def as_list(value: Optional[Union[str, list[str]]]) -> list[str]:
         return [value] if isinstance(value, str) else list(value or [])
 
     names = as_list(dataset)
     hub_ids = []
     for name in names + as_list(dataset_tags):
-        if not is_hub_id(name):
-            logger.warning("Dataset %r is a local path or not a Hub id: the model card names it in the text only, "
-                           "not in its `datasets` metadata.", public_name(name))
+        if not is_hub_dataset(name):
+            logger.warning("Dataset %r is local data (a folder, a packaged builder such as parquet) or not a Hub id: "
+                           "the model card names it in the text only, not in its `datasets` metadata.",
+                           public_name(name))
         elif name not in hub_ids:
             hub_ids.append(name)
     return names, hub_ids

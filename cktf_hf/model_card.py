@@ -59,6 +59,7 @@ __all__ = [
     "format_bytes",
     "format_count",
     "format_duration",
+    "format_latency",
     "format_ms",
     "format_ratio",
     "framework_versions",
@@ -75,7 +76,6 @@ DEFAULT_TAGS = ["knowledge-distillation", "cktf", "image-classification"]
 # The Hub's model tree: a student whose weights started from a checkpoint is a fine-tune of it (the Hub's relations
 # are adapter, merge, quantized and finetune).
 BASE_MODEL_RELATION = "finetune"
-_is_hub_name = is_hub_id  # the name tests/test_examples.py imports; the rule lives in cktf_hf.locations
 
 _OBJECTIVE_LABELS = {"preset": "Preset", **ObjectiveSettings.labels()}  # the spec keeps each knob's label
 # Links and code, where a backslash would be taken literally.
@@ -172,7 +172,8 @@ def _latency_verdict(student: ModelStats, teacher: ModelStats, batch: int) -> st
     return "faster" if s_high < t_low else "slower" if s_low > t_high else "same"
 
 
-def _format_latency(stats: ModelStats, batch: int) -> str:
+def format_latency(stats: ModelStats, batch: int) -> str:
+    """The latency at ``batch`` in ms with the spread of its repeated measurements: ``"1.52 (1.47–1.60)"``."""
     low, high = stats.latency_range_ms.get(batch, (None, None))
     spread = f" ({format_ms(low)}–{format_ms(high)})" if low is not None and high is not None else ""
     return format_ms(stats.latency_ms[batch]) + spread
@@ -199,8 +200,8 @@ def _compression(info: DistillationCardInfo) -> tuple[list[dict[str, Optional[st
             within = _latency_verdict(student, teacher, b) == "same"
             ratio = format_ratio(teacher.latency_ms[b], student.latency_ms[b]) + (" (within the spread)" if within
                                                                                   else "")
-        rows.append(row(f"CPU latency, batch {b} (ms)", _format_latency(student, b),
-                        teacher and _format_latency(teacher, b), ratio))
+        rows.append(row(f"CPU latency, batch {b} (ms)", format_latency(student, b),
+                        teacher and format_latency(teacher, b), ratio))
     fewer = teacher is not None and teacher.parameters > student.parameters
     return rows, format_ratio(teacher.parameters, student.parameters) if fewer else None
 
@@ -221,6 +222,27 @@ def _speed(info: DistillationCardInfo) -> tuple[Optional[str], list[dict[str, An
     first = batches[0]
     return (f"{format_ratio(t_stats.latency_ms[first], s_stats.latency_ms[first])} faster at batch size {first}",
             [], [])
+
+
+def _quoted(names: list[str], limit: int = 8) -> str:
+    """``'Bag', 'Coat' and 3 more``."""
+    shown = ", ".join(f"'{name}'" for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _retention_reason(info: DistillationCardInfo, teacher_top1: Optional[float], student_top1: Optional[float]
+                      ) -> Optional[str]:
+    """Why the student keeps more than 100 % of the teacher's accuracy (None at 100 % or less): it scores above the
+    teacher on this evaluation set, where the teacher's accuracy counts the images of classes it does not know as
+    misses (when there are such classes)."""
+    if not teacher_top1 or student_top1 is None or student_top1 <= teacher_top1:
+        return None
+    reason = "the student scores above the teacher on this evaluation set"
+    unknown = info.teacher_unknown_classes
+    if unknown:
+        reason += (f", where the teacher's accuracy counts the images of the {len(unknown)} "
+                   f"class{'es' if len(unknown) > 1 else ''} it does not know as misses")
+    return reason
 
 
 def _training_table(info: DistillationCardInfo) -> tuple[list[str], list[list[str]]]:
@@ -344,6 +366,11 @@ def build_model_card(info: DistillationCardInfo, template_path: Optional[str] = 
                   "top5": format_accuracy(r["top5"]) if r["top5"] is not None else None} for r in results],
         results_top5=bool(results) and all(r["top5"] is not None for r in results),
         retention=(f"{100 * student_top1 / teacher_top1:.1f}%" if teacher_top1 and student_top1 is not None else None),
+        retention_reason=_retention_reason(info, teacher_top1, student_top1),
+        teacher_unknown=(_quoted(info.teacher_unknown_classes) if info.teacher_unknown_classes and info.teacher_scorable
+                         else None),
+        teacher_unknown_count=len(info.teacher_unknown_classes),
+        teacher_not_scored=not info.teacher_scorable,
         compression=compression,
         compression_ratio=compression_ratio,
         not_smaller=bool(s_stats and t_stats and s_stats.parameters >= t_stats.parameters),

@@ -40,7 +40,9 @@ Rerunning with the same ``--output_dir`` resumes from its last complete checkpoi
 names another one), unless that run is finished and the schedule is no longer (``trainer.train`` refuses it); an
 ``--output_dir`` that holds files but no checkpoint is refused unless ``--overwrite_output_dir`` is given, and one that
 is, or contains, the teacher's folder or a data folder always. On SIGTERM the run saves a checkpoint and exits with
-status 143; rerun the same command to resume.
+status 143; rerun the same command to resume. A known user error (a teacher near chance, class names that do not
+match, nce_k too large for the data, a folder that does not load, a checkpoint whose objective changed, ...) ends in
+one ``error:`` line that names the fix, with exit status 2.
 """
 
 from __future__ import annotations
@@ -58,16 +60,19 @@ from transformers.utils import logging
 
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer, MemoryBankNCELoss
 from cktf_hf.checkpointing import last_complete_checkpoint, resolve_resume
-from cktf_hf.demo import (BUILTIN_DATASET_CARD_NAMES, DEFAULT_TEACHER, RecipeArgumentParser, check_positive,
-                          load_image_dataset, load_image_folders, load_or_build_student)
+from cktf_hf.demo import (DEFAULT_TEACHER, RecipeArgumentParser, check_positive, describe_dataset, load_image_dataset,
+                          load_image_folders, load_or_build_student)
 from cktf_hf.demo.datasets import check_held_out_split, check_image_folder, is_image_folder
 from cktf_hf.demo.students import builds_fresh_student
+from cktf_hf.formatting import format_accuracy, format_bytes, format_count, format_ratio
 from cktf_hf.locations import check_output_dir_apart
 from cktf_hf.measure import ModelStats, count_parameters, measure_model
+from cktf_hf.model_card import format_latency
 from cktf_hf.hub import HubPushError
-from cktf_hf.run_guard import (FinalStepsGuard, TrainingInterrupted, clear_previous_results, finished_run_files,
-                               load_finished_run, refuse_finished_run, student_to_evaluate)
+from cktf_hf.run_guard import (FinalStepsGuard, OutputDirLocked, TrainingInterrupted, clear_previous_results,
+                               finished_run_files, load_finished_run, refuse_finished_run, student_to_evaluate)
 from cktf_hf.transforms import ImageClassificationTransform
+from cktf_hf.validation import TEACHER_CHECK_SAMPLES
 
 # The script's defaults: the demo's (examples/recipes/demo.yaml spells them out). No objective field here: those are
 # the preset's unless the user sets them (the default preset, cktf, has in-batch negatives: the reference memory bank
@@ -182,8 +187,26 @@ def parse_args(argv: Optional[list[str]] = None) -> Plan:
     return Plan(student, data, run, args, do_train, do_eval)
 
 
+# The errors whose message says what to change: the library's and the demo's refusals (TeacherCheckFailed, the label
+# spaces, nce_k, the shrink, a folder that does not load, a checkpoint whose objective changed, a finished run: all
+# ValueErrors), a missing folder, a Hub repo that cannot be made, an output_dir another run writes.
+USER_ERRORS = (ValueError, FileNotFoundError, HubPushError, OutputDirLocked)
+
+
 def main() -> None:
-    plan = parse_args()
+    """Parse, run, and turn a known user error into one ``error:`` line with exit status 2, as the argument parser
+    does (no traceback); SIGTERM ends with status 143 once the step under way is saved."""
+    try:
+        run(parse_args())
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    except USER_ERRORS as err:
+        build_parser().error(" ".join(str(err).split()))
+
+
+def run(plan: Plan) -> None:
+    """Load the teacher, the student and the data, print what is about to run, then run it (see :func:`run_steps`)."""
     student_args, data_args, run_args, args = plan.student, plan.data, plan.run, plan.args
     log_level = args.get_process_log_level()
     logging.set_verbosity(log_level)
@@ -195,35 +218,23 @@ def main() -> None:
     teacher_config = AutoConfig.from_pretrained(args.teacher, revision=args.teacher_revision, **remote)
     image_size = _processor_image_size(processor)
     set_seed(args.seed)  # a reproducible student initialisation
-    try:  # a bad --student or data: one error line naming it
-        student = load_or_build_student(student_args.student, teacher_config, image_size, **remote)
-        train, evaluation = load_splits(data_args, args.seed, plan.do_train, plan.do_eval)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+    student = load_or_build_student(student_args.student, teacher_config, image_size, **remote)
+    train, evaluation = load_splits(data_args, args.seed, plan.do_train, plan.do_eval)
     train_view = train if train is not None else evaluation  # evaluation only: the trainer's probe batch
     train_view = train_view.with_transform(ImageClassificationTransform(processor, augment=data_args.augment))
     eval_view = None if evaluation is None else evaluation.with_transform(ImageClassificationTransform(processor))
 
-    try:
-        trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train_view,
-                                                 eval_dataset=eval_view, processing_class=processor)
-    except HubPushError as err:  # the Hub repo could not be created: one line, before training
-        raise SystemExit(f"error: {err}") from None
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, train_dataset=train_view,
+                                             eval_dataset=eval_view, processing_class=processor)
     if trainer.is_world_process_zero():
         print(startup_summary(trainer, student_args.student, data_args, train, evaluation), flush=True)
     if plan.do_train and run_args.overwrite_output_dir and trainer.is_world_process_zero():
         clear_previous_results(args.output_dir)  # they describe the student trained over
     final_steps = FinalStepsGuard()
-    try:
-        with final_steps.installed():  # until the end: after training, the step under way ends, the rerun does the rest
-            metrics = run_steps(plan, trainer, train, evaluation, resume, finishing, final_steps)
-            if trainer.is_world_process_zero():
-                print(summary(trainer, metrics, plan.do_train))
-    except TrainingInterrupted as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
-    except HubPushError as err:
-        raise SystemExit(f"error: {err}") from None
+    with final_steps.installed():  # until the end: after training, the step under way ends, the rerun does the rest
+        metrics = run_steps(plan, trainer, train, evaluation, resume, finishing, final_steps)
+        if trainer.is_world_process_zero():
+            print(summary(trainer, metrics, plan.do_train))
 
 
 def run_steps(plan: Plan, trainer: ContrastiveDistillationTrainer, train, evaluation, resume: Optional[str],
@@ -240,7 +251,10 @@ def run_steps(plan: Plan, trainer: ContrastiveDistillationTrainer, train, evalua
         trainer.save_state()
         final_steps.stop_if_requested("saving the student", args.output_dir)
     if plan.do_eval:
-        metrics = {**trainer.evaluate(), **trainer.evaluate_teacher(), "eval_samples": len(evaluation)}
+        metrics = trainer.evaluate()
+        if trainer.label_alignment.teacher_scorable:  # else its classes are not the dataset's: no score to give
+            metrics.update(trainer.evaluate_teacher())
+        metrics["eval_samples"] = len(evaluation)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         final_steps.stop_if_requested("the evaluation", args.output_dir)
@@ -262,17 +276,17 @@ def load_splits(data: DataArguments, seed: int, do_train: bool, do_eval: bool):
         dataset = load_image_folders(data.train_dir, data.validation_dir, **columns)  # checks the image files
     else:
         if os.path.isdir(data.dataset_name) and is_image_folder(data.dataset_name):
-            check_image_folder(data.dataset_name, "--dataset_name")
+            check_image_folder(data.dataset_name, "--dataset_name")  # its image files, before training
         dataset = load_image_dataset(data.dataset_name, data.data_dir, config_name=data.dataset_config_name,
                                      **columns)
     eval_split = data.eval_split or next((s for s in ("validation", "test") if s in dataset), None)
     for split, needed in ((data.train_split, do_train or eval_split is None), (eval_split, do_eval)):
         if needed and split is not None and split not in dataset:
-            raise SystemExit(f"error: the dataset has no split {split!r}; its splits are {list(dataset)}.")
+            raise ValueError(f"the dataset has no split {split!r}; its splits are {list(dataset)}.")
     if do_eval and eval_split is None:
         if not 0 < data.train_val_split < 1:
-            raise SystemExit(f"error: the dataset has only the splits {list(dataset)}: pass --eval_split, "
-                             "--validation_dir, or --train_val_split between 0 and 1.")
+            raise ValueError(f"the dataset has only the splits {list(dataset)}: pass --eval_split, --validation_dir, "
+                             "or --train_val_split between 0 and 1.")
         stratify = "label" if isinstance(dataset[data.train_split].features.get("label"), datasets.ClassLabel) else None
         check_held_out_split(dataset[data.train_split], data.train_val_split)
         held_out = dataset[data.train_split].train_test_split(test_size=data.train_val_split, seed=seed,
@@ -301,16 +315,18 @@ def _classes(split: datasets.Dataset) -> str:
 
 
 def _dataset_label(data: DataArguments) -> str:
-    """The dataset as the model card names it: a folder's name, a built-in's Hub id (or description), a Hub id."""
+    """The dataset as the model card names it (:func:`cktf_hf.demo.describe_dataset`): a Hub id, which the card's
+    ``datasets`` metadata takes, or words for local data (``my_images (local folder)``), which it names in its text
+    only."""
     if data.train_dir or data.validation_dir:
-        return os.path.basename(os.path.normpath(data.train_dir or data.validation_dir))
-    return BUILTIN_DATASET_CARD_NAMES.get(data.dataset_name, data.dataset_name)
+        return describe_dataset(data.train_dir or data.validation_dir).name
+    return describe_dataset(data.dataset_name, data.data_dir).name
 
 
 def startup_summary(trainer: ContrastiveDistillationTrainer, student_name: str, data: DataArguments,
                     train: Optional[datasets.Dataset], evaluation: Optional[datasets.Dataset]) -> str:
-    """What is about to run: teacher, student and projector sizes, the objective as resolved, the data, and the layer
-    pairing."""
+    """What is about to run: teacher, student and projector sizes, the objective as resolved, the data, how its classes
+    were matched with the teacher's, the teacher check's score, and the layer pairing."""
     args = trainer.args
     student = trainer.accelerator.unwrap_model(trainer.model)
     teacher = trainer.accelerator.unwrap_model(trainer.teacher)
@@ -330,10 +346,24 @@ def startup_summary(trainer: ContrastiveDistillationTrainer, student_name: str, 
         f"\"trainable parameters\" count, {student_params + projector_params:,}, includes them)",
         f"  objective   {describe_objective(trainer)}",
         f"  data        {_dataset_label(data)}: " + ", ".join(data_lines),
+        *([f"  {trainer.label_alignment.summary}"] if trainer.label_alignment.summary else []),
+        f"  teacher check  {_teacher_check(trainer, evaluation)}",
         "  layer pairing:",
         *("    " + line for line in trainer.pairing.table.splitlines()),
     ]
     return "\n".join(lines)
+
+
+def _teacher_check(trainer: ContrastiveDistillationTrainer, evaluation: Optional[datasets.Dataset]) -> str:
+    """The teacher's score on a sample of the evaluation images before training, or why it was not scored."""
+    if trainer.teacher_check_accuracy is not None:
+        return (f"the teacher scores {format_accuracy(trainer.teacher_check_accuracy)} on up to "
+                f"{TEACHER_CHECK_SAMPLES} evaluation images")
+    if not trainer.label_alignment.teacher_scorable:
+        return "not run: the teacher's classes are not the dataset's, it cannot be scored on this data"
+    if not trainer.args.teacher_check:
+        return "off (--teacher_check false)"
+    return "not run: no evaluation images" if evaluation is None else "not run: the evaluation data has no labels"
 
 
 def describe_objective(trainer: ContrastiveDistillationTrainer) -> str:
@@ -359,17 +389,14 @@ def checkpoint_to_resume(plan: Plan) -> tuple[Optional[str], bool]:
     if checkpoint is None and not overwrite and os.path.isdir(args.output_dir):
         checkpoint = last_complete_checkpoint(args.output_dir)  # skips incomplete ones, with a warning
         if checkpoint is None and [entry for entry in os.listdir(args.output_dir) if not entry.startswith("_cktf")]:
-            raise SystemExit(
-                f"error: --output_dir {args.output_dir} already holds files and no checkpoint to resume from. Pass "
+            raise ValueError(
+                f"--output_dir {args.output_dir} already holds files and no checkpoint to resume from. Pass "
                 "--overwrite_output_dir to train into it anyway, or choose another --output_dir."
             )
     if checkpoint is None:
         return None, False
-    try:
-        checkpoint = resolve_resume(checkpoint, args.output_dir)
-        finishing = refuse_finished_run(checkpoint, args, finished_run_files(plan.do_eval))
-    except (ValueError, FileNotFoundError) as err:  # RunFinished is a ValueError
-        raise SystemExit(f"error: {err}") from None
+    checkpoint = resolve_resume(checkpoint, args.output_dir)  # RunFinished is a ValueError
+    finishing = refuse_finished_run(checkpoint, args, finished_run_files(plan.do_eval))
     print(f"Finishing the run of {checkpoint} (saving, evaluating, writing its card) without training again."
           if finishing else f"Resuming from {checkpoint}; pass --overwrite_output_dir to train from scratch instead.",
           file=sys.stderr)
@@ -382,8 +409,9 @@ def _processor_image_size(processor) -> int:
 
 
 def summary(trainer: ContrastiveDistillationTrainer, metrics: dict[str, float], trained: bool) -> str:
-    """Teacher vs student: accuracy (when evaluated), then parameters, weight size and CPU latency measured now
-    (latency when ``card_latency`` is on)."""
+    """Teacher vs student, formatted as the model card formats them: accuracy (when evaluated; the teacher's when it
+    can be scored), then parameters, weight size and CPU latency with the spread of its repeats, measured now (latency
+    when ``card_latency`` is on)."""
     args = trainer.args
     batch_sizes = args.card_latency_batch_sizes if args.card_latency else ()
     teacher, student = (measure_model(trainer.accelerator.unwrap_model(model), trainer.pairing.pixel_shape,
@@ -391,12 +419,15 @@ def summary(trainer: ContrastiveDistillationTrainer, metrics: dict[str, float], 
                         for model in (trainer.teacher, trainer.model))
     rows = []
     if "eval_accuracy" in metrics:
-        rows.append(("accuracy (top-1)", f"{metrics['teacher_accuracy']:.2%}", f"{metrics['eval_accuracy']:.2%}"))
-    rows += [("parameters", f"{teacher.parameters:,}", f"{student.parameters:,}"),
-             ("size on disk", f"{teacher.size_bytes / 1e6:.2f} MB", f"{student.size_bytes / 1e6:.2f} MB")]
-    rows += [(f"CPU latency, batch {b}", f"{teacher.latency_ms[b]:.2f} ms", f"{student.latency_ms[b]:.2f} ms")
+        teacher_accuracy = metrics.get("teacher_accuracy")
+        rows.append(("accuracy (top-1)",
+                     "not scored" if teacher_accuracy is None else format_accuracy(teacher_accuracy),
+                     format_accuracy(metrics["eval_accuracy"])))
+    rows += [("parameters", format_count(teacher.parameters), format_count(student.parameters)),
+             ("size on disk", format_bytes(teacher.size_bytes), format_bytes(student.size_bytes))]
+    rows += [(f"CPU latency, batch {b} (ms)", format_latency(teacher, b), format_latency(student, b))
              for b in sorted(student.latency_ms)]
-    lines = ["", f"{'':<22}{'teacher':>16}{'student':>16}", *(f"{a:<22}{b:>16}{c:>16}" for a, b, c in rows),
+    lines = ["", f"{'':<26}{'teacher':>24}{'student':>24}", *(f"{a:<26}{b:>24}{c:>24}" for a, b, c in rows),
              _compression(teacher, student)]
     if trained:
         lines.append(f"student, model card, distillation_config.json and the metrics (all_results.json) written to "
@@ -407,9 +438,10 @@ def summary(trainer: ContrastiveDistillationTrainer, metrics: dict[str, float], 
 
 
 def _compression(teacher: ModelStats, student: ModelStats) -> str:
-    ratio = teacher.parameters / student.parameters
-    line = f"compression {ratio:.1f}x fewer parameters" if ratio >= 1 else (
-        f"no compression: the student has {1 / ratio:.1f}x the teacher's parameters")
+    line = (f"compression {format_ratio(teacher.parameters, student.parameters)} fewer parameters"
+            if teacher.parameters >= student.parameters else
+            f"no compression: the student has {format_ratio(student.parameters, teacher.parameters)} the teacher's "
+            "parameters")
     return line + (f"; latency measured as: {student.latency_setup}" if student.latency_setup else "")
 
 

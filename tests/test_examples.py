@@ -44,16 +44,21 @@ SCRIPT = str(ROOT / "examples" / "distill_vit.py")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run_script(workspace, launcher: list[str], output: Path, *extra: str, use_cpu: bool = True,
-               env: dict | None = None) -> subprocess.CompletedProcess:
-    command = launcher + [
-        SCRIPT, "--teacher", str(workspace / "teacher"),
+def script_arguments(workspace, output: Path, *extra: str, use_cpu: bool = True) -> list[str]:
+    """The script's tiny settings on the workspace's teacher and images, then ``extra`` (later flags win)."""
+    return [
+        "--teacher", str(workspace / "teacher"),
         "--dataset", str(workspace / "images"), "--eval_split", "train", "--student", "cktf-vit-nano",
         "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "8", "--nce_k", "8",
         "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--card_latency", "false",
         "--teacher_check", "false",  # an untrained teacher
         *(["--use_cpu"] if use_cpu else []), *extra,
     ]
+
+
+def run_script(workspace, launcher: list[str], output: Path, *extra: str, use_cpu: bool = True,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    command = launcher + [SCRIPT, *script_arguments(workspace, output, *extra, use_cpu=use_cpu)]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**ENV, **(env or {})},
                           cwd=str(workspace))
 
@@ -295,46 +300,150 @@ def test_trust_remote_code_reaches_every_loader(workspace, tmp_path):
     assert "student     " + str(remote) + ": RemoteResNetForImageClassification" in result.stdout
 
 
-def test_the_card_names_a_builtin_dataset_by_its_hub_id_or_in_words():
+def _load_script(name: str):
+    """examples/distill_vit.py as a module (its functions, without running it)."""
     import importlib.util
 
-    from cktf_hf.model_card import _is_hub_name
-
-    spec = importlib.util.spec_from_file_location("distill_vit_script", SCRIPT)
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
     script = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = script  # dataclasses look their module up
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_card_names_a_dataset_by_its_hub_id_or_in_words(tmp_path):
+    """Only a Hub id reaches the card's `datasets` metadata: a packaged builder with --data_dir (the way to a folder of
+    parquet files) was written as `datasets: [parquet]`, a link to a Hub page that does not exist."""
+    from cktf_hf.card_facts import is_hub_dataset
+
+    script = _load_script("distill_vit_script")
     label = lambda **kw: script._dataset_label(script.DataArguments(**kw))  # noqa: E731
     assert label(dataset_name="fashion_mnist") == "zalando-datasets/fashion_mnist"
-    assert not _is_hub_name(label(dataset_name="mnist"))  # a 5,000-image subset is not the Hub's `mnist`
+    assert not is_hub_dataset(label(dataset_name="mnist"))  # a 5,000-image subset is not the Hub's `mnist`
     assert label(dataset_name="uoft-cs/cifar10") == "uoft-cs/cifar10"
-    assert label(train_dir="/data/my_images/") == "my_images"
+    (tmp_path / "my_images").mkdir()
+    assert label(train_dir=f"{tmp_path}/my_images/") == "my_images (local folder)"
+    assert label(dataset_name=str(tmp_path / "my_images")) == "my_images (local folder)"
+    for builder in ("parquet", "imagefolder"):
+        named = label(dataset_name=builder, data_dir=str(tmp_path / "my_images"))
+        assert named == f"my_images (local {builder} files)" and not is_hub_dataset(named)
 
 
 def test_the_end_of_run_summary_is_built_from_the_metrics_and_measure(tmp_path):
-    """No model card, no benchmark results file: the metrics of this run, and the models measured now."""
-    import importlib.util
-
+    """No model card, no benchmark results file: the metrics of this run and the models measured now, formatted as the
+    card formats them (cktf_hf.formatting), with the spread of the repeated latency timings."""
     import tiny
     from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-    from cktf_hf.measure import count_parameters
+    from cktf_hf.formatting import format_bytes, format_count, format_ratio
+    from cktf_hf.measure import measure_model
 
-    spec = importlib.util.spec_from_file_location("distill_vit_summary", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script
-    spec.loader.exec_module(script)
+    script = _load_script("distill_vit_summary")
     args = ContrastiveDistillationConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                                          card_latency_batch_sizes=[2])
     teacher, student = tiny.vit(64, 4), tiny.vit(32, 2, seed=1)
     trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher,
                                              train_dataset=tiny.digits("train", 8))
+    sizes = [measure_model(model, (3, 16, 16), []) for model in (teacher, student)]
     lines = script.summary(trainer, {"eval_accuracy": 0.5, "teacher_accuracy": 0.75}, trained=True).splitlines()
     assert lines[2].split() == ["accuracy", "(top-1)", "75.00%", "50.00%"]
-    assert lines[3].split() == ["parameters", f"{count_parameters(teacher):,}", f"{count_parameters(student):,}"]
-    assert lines[5].startswith("CPU latency, batch 2") and len(lines[5].split()) == 8  # two timings, in ms
-    ratio = count_parameters(teacher) / count_parameters(student)
-    assert lines[6].startswith(f"compression {ratio:.1f}x fewer parameters; latency measured as: CPU")
+    assert re.fullmatch(rf"parameters +{re.escape(format_count(sizes[0].parameters))} +"
+                        rf"{re.escape(format_count(sizes[1].parameters))}", lines[3])
+    assert re.fullmatch(rf"size on disk +{re.escape(format_bytes(sizes[0].size_bytes))} +"
+                        rf"{re.escape(format_bytes(sizes[1].size_bytes))}", lines[4])
+    ms = r"\d+(\.\d+)?"
+    timing = rf"{ms} \({ms}–{ms}\)"  # the median of the repeats (their lowest–highest)
+    assert re.fullmatch(rf"CPU latency, batch 2 \(ms\) +{timing} +{timing}", lines[5]), lines[5]
+    assert lines[6].startswith(f"compression {format_ratio(sizes[0].parameters, sizes[1].parameters)} fewer "
+                               "parameters; latency measured as: CPU")
+    no_teacher_score = script.summary(trainer, {"eval_accuracy": 0.5}, trained=True).splitlines()
+    assert no_teacher_score[2].split() == ["accuracy", "(top-1)", "not", "scored", "50.00%"]
     trainer.args.card_latency = False
     evaluation_only = script.summary(trainer, {}, trained=False)
     assert "accuracy" not in evaluation_only and "CPU latency" not in evaluation_only
     assert "evaluation only: metrics written to" in evaluation_only
+
+
+def test_the_startup_summary_gives_the_teacher_checks_score(tmp_path):
+    import tiny
+    from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+
+    script = _load_script("distill_vit_startup")
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                         teacher_check=False)
+    trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
+                                             train_dataset=tiny.digits("train", 8))
+    startup = lambda: script.startup_summary(trainer, "cktf-vit-nano", script.DataArguments(), None, None)  # noqa: E731
+    assert "  teacher check  off (--teacher_check false)" in startup()
+    trainer.teacher_check_accuracy = 0.875  # what check_teacher_accuracy found
+    assert "  teacher check  the teacher scores 87.50% on up to 256 evaluation images" in startup()
+
+
+# --------------------------------------------------------------------------- known user errors: one `error:` line
+def _main(monkeypatch, workspace, output: Path, *extra: str):
+    """examples/distill_vit.py's main() in this process, on the test settings and ``extra``."""
+    script = _load_script("distill_vit_main")
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *script_arguments(workspace, output, *extra)])
+    return script.main()
+
+
+def _error_line(capsys, monkeypatch, workspace, output: Path, *extra: str) -> str:
+    """The one `error:` line main() ends with: exit status 2, as the argument parser's own refusals (no traceback)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        _main(monkeypatch, workspace, output, *extra)
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def _renamed_images(workspace, folder: Path, names: dict[str, str]) -> Path:
+    """The workspace's image folder with class folders renamed (``names``: old → new)."""
+    for name in CLASSES:
+        shutil.copytree(workspace / "images" / name, folder / names.get(name, name))
+    return folder
+
+
+def test_known_user_errors_are_one_error_line_with_the_fix_and_status_2(workspace, tmp_path, capsys, monkeypatch):
+    """The teacher check, nce_k, the label spaces and a folder that does not load ended in tracebacks; the shrink
+    refusal in exit status 1."""
+    line = lambda *extra: _error_line(capsys, monkeypatch, workspace, tmp_path / "out", *extra)  # noqa: E731
+    refused = line("--teacher_check", "true")  # an untrained teacher: near chance
+    assert "The teacher scores" in refused and "set teacher_check=False (--teacher_check false)" in refused
+    assert "nce_k=1,000 is larger than the 24 other-class negatives" in line("--negatives", "memory_bank", "--nce_k",
+                                                                              "1000")
+    refused = line("--student", "teacher:depth=0.5")
+    assert "depth=0.5 removes no layer" in refused and "Shrink it with width < 1" in refused
+    triangles = _renamed_images(workspace, tmp_path / "triangles", {"stripe": "triangle"})
+    refused = line("--dataset", str(triangles))
+    assert "class names differ from the teacher's id2label" in refused and "--label_map" in refused
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.parquet").write_bytes(b"not a parquet file")
+    refused = line("--dataset", str(broken))
+    assert f"Could not load the folder '{broken}' as a dataset" in refused and "parquet, arrow" in refused
+
+
+def test_a_checkpoint_whose_objective_changed_is_one_error_line(workspace, tmp_path, capsys, monkeypatch):
+    every_two = ("--save_strategy", "steps", "--save_steps", "2")
+    _main(monkeypatch, workspace, tmp_path / "run", "--max_steps", "2", *every_two)
+    refused = _error_line(capsys, monkeypatch, workspace, tmp_path / "run", "--max_steps", "4", *every_two,
+                          "--preset", "crd")
+    assert "The distillation state in" in refused and "does not fit this run" in refused
+    assert "the checkpoint has terms this run lacks" in refused
+
+
+def test_a_teacher_that_cannot_be_scored_is_not_evaluated(workspace, tmp_path, capsys, monkeypatch):
+    """None of the dataset's classes is the teacher's (allowed): no teacher accuracy in the summary, the results or
+    the card (evaluate_teacher scored the teacher's own classes against the dataset's labels)."""
+    shapes = _renamed_images(workspace, tmp_path / "shapes", {"circle": "a", "square": "b", "stripe": "c"})
+    capsys.readouterr()
+    _main(monkeypatch, workspace, tmp_path / "out", "--dataset", str(shapes), "--allow_label_mismatch", "true")
+    out = capsys.readouterr().out
+    assert "classes: 0 of the dataset's 3 classes are the teacher's" in out
+    assert "teacher check  not run: the teacher's classes are not the dataset's" in out
+    assert re.search(r"accuracy \(top-1\)\s+not scored\s+\d+\.\d\d%", out)
+    results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert "eval_accuracy" in results and not any(key.startswith("teacher_") for key in results)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| Teacher (" not in card and "The teacher has no accuracy here" in card

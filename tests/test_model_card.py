@@ -398,6 +398,20 @@ def test_datasets_metadata_honours_hub_names_and_keeps_local_paths_out(stats, tm
     assert "the `test` split of my-images" in card.text and "huggingface.co/datasets" not in card.text
 
 
+@pytest.mark.parametrize("builder", ["parquet", "arrow", "csv", "json", "imagefolder", "audiofolder", "text",
+                                     "webdataset"])
+def test_a_packaged_builder_is_local_data_never_a_hub_id(stats, builder):
+    """`--dataset_name parquet --data_dir X` wrote `datasets: [parquet]`, a link to a Hub page that does not exist."""
+    from cktf_hf.card_facts import is_hub_dataset
+
+    assert not is_hub_dataset(builder) and not is_hub_dataset(builder.upper()) and is_hub_dataset("fashion_mnist")
+    card = build_model_card(_full_info(stats, dataset_id=builder, dataset_name=None))
+    data = ModelCard(str(card)).data.to_dict()
+    assert "datasets" not in data and "huggingface.co/datasets" not in card.text
+    assert f"the `test` split of local {builder} files" in card.text
+    assert data["model-index"][0]["results"][0]["dataset"]["type"] == f"local {builder} files"
+
+
 def test_teacher_fingerprint_is_shown(stats):
     fingerprint = {"source": "hub", "repo_id": TEACHER_ID, "commit": "0123abcd" * 5,
                    "weights_sha256": {"model.safetensors": "f" * 64}}
@@ -733,3 +747,68 @@ def test_wall_time_is_summed_over_resumed_segments_and_an_unevaluated_card_says_
     text = (tmp_path / "run" / "README.md").read_text()
     assert "over 2 training segments (the run was interrupted and resumed" in text
     assert "This student was not evaluated" in text and "| Model |" not in text  # --do_train only: no accuracy
+
+
+# ------------------------------------------------------------------ retention and a teacher that cannot score classes
+def test_a_retention_above_100_percent_says_why_and_unknown_classes_count_as_misses(stats):
+    """A teacher scored with classes it does not know (allow_label_mismatch) had the card say the student "keeps
+    116.0 %" of its accuracy, with no word on why."""
+    above = dict(student_metrics={"accuracy": 0.58}, teacher_metrics={"accuracy": 0.5}, baselines=None)
+    text = build_model_card(_full_info(stats, **above, teacher_unknown_classes=["Bag", "Coat"])).text
+    assert ("It keeps 116.0% of the teacher's top-1 accuracy: the student scores above the teacher on this "
+            "evaluation set, where the teacher's accuracy counts the images of the 2 classes it does not know as "
+            "misses.") in text
+    assert ("The teacher does not know 2 of the dataset's classes ('Bag', 'Coat'): it never\npredicts them, so its "
+            "accuracy counts their images as misses.") in text
+    text = build_model_card(_full_info(stats, **above)).text
+    assert ("It keeps 116.0% of the teacher's top-1 accuracy: the student scores above the teacher on this "
+            "evaluation set.") in text and "does not know" not in text
+    text = build_model_card(_full_info(stats)).text  # 91.23 % against 95.12 %: no reason to give
+    assert "It keeps 95.9% of the teacher's top-1 accuracy." in text and "scores above" not in text
+
+
+def test_a_teacher_that_cannot_be_scored_has_no_accuracy_in_the_card(stats):
+    card = build_model_card(_full_info(stats, teacher_scorable=False, baselines=None))
+    assert "| Teacher (" not in card.text and "It keeps" not in card.text
+    assert "The teacher has no accuracy here: its classes could not be matched with the dataset's" in card.text
+    _assert_clean(card.text)
+
+
+def _named_digits(names: list[str], count: int):
+    """tiny.digits with a ClassLabel column of class ``names`` (what validation matches with the teacher's)."""
+    import datasets
+    import tiny
+
+    data = tiny.digits("train", count)
+    return data.cast_column("labels", datasets.ClassLabel(names=names)).with_format("torch")
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.mark.parametrize("names, scorable, unknown", [
+    ([str(i) for i in range(9)] + ["ten"], True, ["ten"]),  # one class the teacher does not know
+    (WORDS, False, WORDS),                                  # none it knows
+])
+def test_card_facts_follow_the_trainers_label_alignment(tmp_path, names, scorable, unknown):
+    import tiny
+    from cktf_hf import ContrastiveDistillationTrainer
+
+    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to="none",
+                                         card_latency=False, allow_label_mismatch=True, teacher_check=False)
+    trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2), teacher_model=tiny.vit(64, 4), args=args,
+                                             train_dataset=_named_digits(names, 16))
+    assert trainer.label_alignment.teacher_scorable is scorable
+    trainer.state.log_history += [{"eval_accuracy": 0.6, "epoch": 1.0, "step": 2}, {"teacher_accuracy": 0.5, "step": 2}]
+    card = _card_of(trainer)
+    info = trainer.card_info
+    assert info.teacher_scorable is scorable and info.teacher_unknown_classes == unknown
+    if scorable:
+        assert info.teacher_metrics == {"accuracy": 0.5}
+        assert ("It keeps 120.0% of the teacher's top-1 accuracy: the student scores above the teacher on this "
+                "evaluation set, where the teacher's accuracy counts the images of the 1 class it does not know as "
+                "misses.") in card.text
+        assert "The teacher does not know 1 of the dataset's classes ('ten')" in card.text
+    else:
+        assert info.teacher_metrics is None and "It keeps" not in card.text and "| Teacher (" not in card.text
+        assert "The teacher has no accuracy here" in card.text and "does not know" not in card.text
