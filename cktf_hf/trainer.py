@@ -253,6 +253,8 @@ class ContrastiveDistillationTrainer(Trainer):
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save and not self.is_distributed_loading_by_transformers:
+            return  # transformers 5 calls _save on every rank; only the writer stages and moves the files
         check_weights(self.model, f"to save the student to {output_dir}")
         self._checkpoints.save_student(output_dir, functools.partial(self._write_student, state_dict=state_dict))
 
