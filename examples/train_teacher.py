@@ -56,6 +56,7 @@ import datasets
 
 from cktf_hf.demo import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, RecipeArgumentParser, check_positive,
                           load_image_dataset)
+from cktf_hf.checkpointing import reload_student
 from cktf_hf.metrics import make_compute_metrics
 from cktf_hf.transforms import ImageClassificationTransform, to_rgb
 
@@ -187,6 +188,15 @@ def prepare_splits(ds: datasets.DatasetDict, data_args: DataArguments, seed: int
     return train, evaluation
 
 
+class TeacherTrainer(Trainer):
+    """The plain ``Trainer``, resuming the model through ``from_pretrained``: transformers 5 saves ViT's weights under
+    their old names, and the plain ``load_state_dict`` of a resume misses them (a warning, then fresh weights)."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        target = model if model is not None else self.model
+        reload_student(self.accelerator.unwrap_model(target), resume_from_checkpoint)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, TeacherModelArguments, TrainingArguments]:
     """The command line over a recipe (``recipe.yaml`` / ``args.json`` first, or ``--config FILE``). Neither
     ``--do_train`` nor ``--do_eval`` given (on the command line or in the recipe): both."""
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     eval_ds = eval_ds.with_transform(ImageClassificationTransform(processor))
 
-    trainer = Trainer(
+    trainer = TeacherTrainer(
         model=model,
         args=training_args,
         train_dataset=train_ds if training_args.do_train else None,

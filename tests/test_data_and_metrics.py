@@ -472,3 +472,25 @@ def test_shipped_teacher_loads_and_is_accurate():
         logits = model(pixel_values=torch.stack(batch["pixel_values"])).logits
     accuracy = (logits.argmax(-1) == torch.tensor(batch["labels"])).float().mean().item()
     assert accuracy >= 0.9, accuracy  # 0.9328 on the full 10k test split (README.md)
+
+
+def test_train_teacher_resumes_a_vit_with_its_saved_weights(tmp_path, monkeypatch):
+    """transformers 5 saves ViT's weights under their old names; a resume must read them back, not start afresh."""
+    from transformers import TrainingArguments, ViTConfig, ViTForImageClassification
+
+    spec = importlib.util.spec_from_file_location("train_teacher", REPO / "examples" / "train_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_teacher", module)
+    spec.loader.exec_module(module)
+    config = ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=2)
+    torch.manual_seed(0)
+    saved = ViTForImageClassification(config)
+    saved.save_pretrained(tmp_path / "checkpoint-1")
+    torch.manual_seed(1)
+    fresh = ViTForImageClassification(config)
+    trainer = module.TeacherTrainer(model=fresh, args=TrainingArguments(output_dir=str(tmp_path / "out"),
+                                                                        report_to=[]))
+    trainer._load_from_checkpoint(str(tmp_path / "checkpoint-1"))
+    for name, value in saved.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
