@@ -58,7 +58,8 @@ FROM_PROTOCOL = {"students": (None, "students"), "methods": (None, "methods"), "
                  "val_size": ("budget", "val_images"), "test_subset": ("budget", "test_images"),
                  "epochs": ("budget", "epochs"), "batch_size": ("budget", "batch_size"),
                  "nce_k": ("budget", "nce_k"), "teacher": (None, "teacher"), "name": (None, "name"),
-                 "teacher_cache": (None, "teacher_cache"), "save_students": (None, "save_students")}
+                 "teacher_cache": (None, "teacher_cache"), "save_students": (None, "save_students"),
+                 "widen_at_edges": ("grid", "widen_at_edges")}
 
 _WORKER: dict[str, Any] = {}
 
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--students", help=f"Comma-separated, from {', '.join(data.KNOWN_STUDENTS)}.")
     parser.add_argument("--lr_grid", help="Comma-separated peak learning rates tried with the first seed, chosen on "
                                           "validation; one value = no grid.")
+    parser.add_argument("--widen_at_edges", type=int,
+                        help="When the rate chosen is the grid's largest (smallest), also try twice (half) it, up to "
+                             "this many times per side, until the choice is interior (default 0: the grid as given).")
     parser.add_argument("--val_size", type=int, help="Validation images held out of the training split.")
     parser.add_argument("--train_subset", type=int, help="Training images, disjoint from validation (0 = all).")
     parser.add_argument("--test_subset", type=int, help="Test images (0 = all 10,000).")
@@ -126,6 +130,9 @@ def _fill_from_protocol(args: argparse.Namespace, error: Any) -> None:
         if student not in data.KNOWN_STUDENTS:
             error(f"unknown student {student!r}; choose from {data.KNOWN_STUDENTS}")
     args.train_subset, args.test_subset = args.train_subset or 0, args.test_subset or 0
+    args.widen_at_edges = int(args.widen_at_edges or 0)
+    if args.widen_at_edges < 0:
+        error("--widen_at_edges must be 0 or more")
     args.quick = args.protocol.get("mode") == "quick"
 
 
@@ -230,6 +237,57 @@ def _describe(run: dict[str, Any]) -> str:
             f"last {stats.pct(run['test_last'])}, {format_duration(run['wall_time_s'])}")
 
 
+def widened_rate(rates: list[float], chosen: float, widenings: dict[str, int], cap: int) -> Optional[float]:
+    """The rate to try next when ``chosen`` sits at an edge of ``rates``: twice the largest or half the smallest, at
+    most ``cap`` times per side (counted in ``widenings``); None when the choice is interior or the cap is reached."""
+    if len(rates) < 2:
+        return None
+    for side, edge, factor in (("up", max(rates), 2.0), ("down", min(rates), 0.5)):
+        if chosen == edge and widenings[side] < cap:
+            widenings[side] += 1
+            return edge * factor
+    return None
+
+
+def run_grid(method: str, args: argparse.Namespace, grid_task: Any, execute: Any, resume: bool,
+             grid: dict[str, Any], not_run: list[str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Phase 1 of one method: every student runs the grid with the first seed, widened at its edges
+    (``--widen_at_edges``, every method alike), and its rate is chosen on validation. Returns the grid runs and the
+    chosen rate per student; ``grid`` records each student's rates, choice and whether it still sits at an edge."""
+    rates = {s: list(args.lr_grid) for s in args.students}
+    widenings = {s: {"up": 0, "down": 0} for s in args.students}
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in args.students}
+    pending = {s: list(args.lr_grid) for s in args.students}
+    while pending:
+        tasks = [grid_task(s, lr) for s, lrs in pending.items() for lr in lrs]
+        for result, task in zip(execute(tasks, resume), tasks):
+            if result is not None:
+                runs[task["student"]].append(result)
+        resume = True
+        complete = [s for s in pending if len(runs[s]) == len(rates[s])]
+        not_run.extend(f"{method} / {s}" for s in pending if s not in complete)  # only with --report_only
+        pending = {}
+        for student in complete:
+            step = widened_rate(rates[student], train.choose_learning_rate(runs[student]), widenings[student],
+                                args.widen_at_edges)
+            if step is not None:
+                rates[student].append(step)
+                pending[student] = [step]
+    chosen = {}
+    for student in args.students:
+        if len(runs[student]) < len(rates[student]):
+            continue
+        chosen[student] = choice = train.choose_learning_rate(runs[student])
+        grid[f"{method}/{student}"] = {
+            "method": method, "student": student, "chosen": choice,
+            "val": {f"{r['learning_rate']:g}": r["val"] for r in runs[student]},
+            "widened": [f"{lr:g}" for lr in rates[student][len(args.lr_grid):]],
+            "at_edge": len(rates[student]) > 1 and choice in (min(rates[student]), max(rates[student]))}
+        if not args.report_only:
+            _keep_chosen_students([grid_task(student, lr) for lr in rates[student]], choice)
+    return [r for s in args.students if s in chosen for r in runs[s]], chosen
+
+
 def _keep_chosen_students(grid_tasks: list[dict[str, Any]], chosen: float) -> None:
     """Delete the saved students of the grid runs at the rates not chosen."""
     for task in grid_tasks:
@@ -319,24 +377,12 @@ def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, A
                          for m in args.methods for s in args.students for seed in args.seeds], resume)
                 resume = True
             for method in args.methods:
-                grid_tasks = [task(method, s, args.seeds[0], lr, "grid") for s in args.students for lr in args.lr_grid]
-                grid_runs = execute(grid_tasks, resume)
+                grid_runs, chosen = run_grid(method, args, lambda s, lr: task(method, s, args.seeds[0], lr, "grid"),
+                                             execute, resume, grid, not_run)
                 resume = True  # the journal now holds this invocation's runs too
-                chosen = {}
-                for student in args.students:
-                    mine = [r for r in grid_runs if r is not None and r["student"] == student]
-                    if len(mine) < len(args.lr_grid):  # only with --report_only
-                        not_run.append(f"{method} / {student}")
-                        continue
-                    chosen[student] = train.choose_learning_rate(mine)
-                    grid[f"{method}/{student}"] = {"method": method, "student": student, "chosen": chosen[student],
-                                                   "val": {f"{r['learning_rate']:g}": r["val"] for r in mine}}
-                    if not args.report_only:
-                        _keep_chosen_students([t for t in grid_tasks if t["student"] == student], chosen[student])
                 seed_tasks = [task(method, s, seed, chosen[s], "seeds") for seed in args.seeds[1:]
                               for s in args.students if s in chosen]
                 seed_runs = [r for r in execute(seed_tasks, True) if r is not None]
-                grid_runs = [r for r in grid_runs if r is not None and r["student"] in chosen]
                 runs += grid_runs + seed_runs
                 final += [r for r in grid_runs if r["learning_rate"] == chosen[r["student"]]] + seed_runs
         finally:

@@ -187,7 +187,10 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
         f"Fashion-MNIST: {sizes['train']} training images and a disjoint {sizes['val']}-image validation split (both "
         f"fixed, stratified, from the training images), {sizes['test']} test images; {args.epochs:g} epochs, batch "
         f"{args.batch_size}, AdamW, cosine, K {args.nce_k}; learning rate per method and student chosen from "
-        f"{args.lr_grid} on validation with seed {args.seeds[0]}, then seeds {args.seeds}; device {args.device}"
+        f"{args.lr_grid} on validation with seed {args.seeds[0]}"
+        + (f" (a rate chosen at an edge of the rates tried adds twice (half) it, up to {args.widen_at_edges} times per "
+           "side, for every method alike)" if getattr(args, "widen_at_edges", 0) else "")
+        + f", then seeds {args.seeds}; device {args.device}"
         + (f"; overrides on every method: {args.overrides}" if args.overrides else "")
         + ". Epochs are selected on the validation split; the test split is only reported: top-1 % at the selected"
           " epoch (and after the last one), mean ± std over seeds."
@@ -231,7 +234,9 @@ def _settings(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, Any]
     return {
         "mode": "quick" if args.quick else "full", "dataset": "fashion_mnist", "train_subset": sizes["train"],
         "val_images": sizes["val"], "test_images": sizes["test"], "seeds": args.seeds, "grid_seed": args.seeds[0],
-        "lr_grid": args.lr_grid, "methods": args.methods, "method_fields": {m: {"preset": m} for m in args.methods},
+        "lr_grid": args.lr_grid,
+        **({"widen_at_edges": args.widen_at_edges} if getattr(args, "widen_at_edges", 0) else {}),
+        "methods": args.methods, "method_fields": {m: {"preset": m} for m in args.methods},
         "students": args.students, "epochs": args.epochs, "batch_size": args.batch_size,
         "optimizer": "AdamW (weight decay 0.05)", "schedule": "5% linear warmup, cosine decay", "nce_k": args.nce_k,
         "augmentation": "none", "selection": "epoch and learning rate on the validation split; test reported at the "
@@ -262,7 +267,17 @@ def _table(rows: list[dict[str, Any]], asked: int) -> tuple[list[str], list[list
 
 
 def _grid_table(grid: list[dict[str, Any]], lr_grid: list[float]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "student"] + [f"lr {lr:g}" for lr in lr_grid] + ["chosen"]
+    """Validation accuracy per rate tried (the protocol's grid, then any rate added at an edge), the rate chosen and
+    whether it still sits at an edge of the rates tried."""
+    rates = sorted({float(lr) for g in grid for lr in g["val"]} | set(lr_grid))
+    widened = any(g.get("widened") for g in grid) or any(g.get("at_edge") for g in grid)
+    header = ["method", "student"] + [f"lr {lr:g}" for lr in rates] + ["chosen"] + (["at an edge"] if widened else [])
     table = [[g["method"], g["student"]] + [stats.pct(g["val"][f"{lr:g}"]) if f"{lr:g}" in g["val"] else "—"
-                                            for lr in lr_grid] + [f"{g['chosen']:g}"] for g in grid]
+                                            for lr in rates] + [f"{g['chosen']:g}"]
+             + ([_edge_note(g)] if widened else []) for g in grid]
     return header, table
+
+
+def _edge_note(grid_row: dict[str, Any]) -> str:
+    added = f" (added {', '.join(grid_row['widened'])})" if grid_row.get("widened") else ""
+    return ("yes" if grid_row.get("at_edge") else "no") + added

@@ -730,3 +730,64 @@ def test_the_vit_tiny_row_label_builds_the_library_student_without_a_deprecation
     assert labelled.config.hidden_size == 64 and labelled.config.num_hidden_layers == 4
     for (name, a), (_, b) in zip(labelled.state_dict().items(), named.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def _grid_outcome(val_of_rate, widen_at_edges: int, lr_grid=(1e-3, 2e-3, 4e-3), report_only: bool = False,
+                  known=None):
+    """``accuracy.run_grid`` for one method on two students, each run's validation accuracy ``val_of_rate(student,
+    rate)``; ``known``: the runs a journal holds (with ``report_only`` the others are missing)."""
+    import argparse
+
+    accuracy = _load("benchmarks/accuracy.py", "accuracy")
+    args = argparse.Namespace(lr_grid=list(lr_grid), students=["vit-tiny", "resnet-small"],
+                              widen_at_edges=widen_at_edges, report_only=report_only, seeds=[0])
+    executed = []
+
+    def execute(tasks, resume):
+        executed.append([(t["student"], t["learning_rate"]) for t in tasks])
+        return [None if report_only and (t["student"], t["learning_rate"]) not in known else
+                {"student": t["student"], "learning_rate": t["learning_rate"],
+                 "val": val_of_rate(t["student"], t["learning_rate"])} for t in tasks]
+
+    grid, not_run = {}, []
+    runs, chosen = accuracy.run_grid("kd", args, lambda s, lr: {"student": s, "learning_rate": lr}, execute, False,
+                                     grid, not_run)
+    return runs, chosen, grid, not_run, executed
+
+
+def test_a_rate_chosen_at_an_edge_widens_the_grid_until_it_is_interior():
+    # vit-tiny peaks at 1.6e-2 (two doublings past the grid), resnet-small at 5e-4 (one halving), never higher.
+    peak = {"vit-tiny": 1.6e-2, "resnet-small": 5e-4}
+    runs, chosen, grid, not_run, executed = _grid_outcome(
+        lambda s, lr: 0.9 - abs(__import__("math").log2(lr / peak[s])) / 100, widen_at_edges=3)
+    assert chosen == pytest.approx({"vit-tiny": 1.6e-2, "resnet-small": 5e-4})
+    assert executed[0] == [(s, lr) for s in ("vit-tiny", "resnet-small") for lr in (1e-3, 2e-3, 4e-3)]
+    assert executed[1:] == [[("vit-tiny", 8e-3), ("resnet-small", 5e-4)],
+                            [("vit-tiny", 1.6e-2), ("resnet-small", 2.5e-4)],
+                            [("vit-tiny", 3.2e-2)]]
+    assert grid["kd/vit-tiny"]["widened"] == ["0.008", "0.016", "0.032"] and not grid["kd/vit-tiny"]["at_edge"]
+    assert grid["kd/resnet-small"]["widened"] == ["0.0005", "0.00025"] and not grid["kd/resnet-small"]["at_edge"]
+    assert len(runs) == 6 + 5 and not not_run
+
+
+def test_widening_stops_at_its_cap_and_says_the_choice_sits_at_an_edge():
+    runs, chosen, grid, _, executed = _grid_outcome(lambda s, lr: lr, widen_at_edges=1)  # always the largest
+    assert chosen == {"vit-tiny": 8e-3, "resnet-small": 8e-3} and len(executed) == 2
+    assert grid["kd/vit-tiny"]["at_edge"] and grid["kd/vit-tiny"]["widened"] == ["0.008"]
+    _, chosen, grid, _, executed = _grid_outcome(lambda s, lr: lr, widen_at_edges=0)
+    assert chosen["vit-tiny"] == 4e-3 and len(executed) == 1 and grid["kd/vit-tiny"]["at_edge"]
+    _, chosen, grid, _, executed = _grid_outcome(lambda s, lr: lr, widen_at_edges=3, lr_grid=(2e-3,))
+    assert chosen["vit-tiny"] == 2e-3 and len(executed) == 1 and not grid["kd/vit-tiny"]["at_edge"]  # no grid
+
+
+def test_the_report_reads_the_widened_grid_back_and_flags_a_missing_step():
+    def val(s, lr):
+        return lr if s == "vit-tiny" else -lr  # vit-tiny widens upwards, resnet-small downwards
+
+    known = {("vit-tiny", lr) for lr in (1e-3, 2e-3, 4e-3, 8e-3)} | {("resnet-small", lr) for lr in (1e-3, 2e-3, 4e-3)}
+    _, chosen, grid, not_run, _ = _grid_outcome(val, widen_at_edges=1, report_only=True, known=known)
+    assert chosen == {"vit-tiny": 8e-3} and not_run == ["kd / resnet-small"]  # its 5e-4 run is not in the journal
+    compression_report = _load("benchmarks/compression_report.py", "compression_report")
+    header, table = compression_report._grid_table(list(grid.values()), [1e-3, 2e-3, 4e-3])
+    assert header[-3:] == ["lr 0.008", "chosen", "at an edge"]
+    assert table[0][-2:] == ["0.008", "yes (added 0.008)"]

@@ -30,6 +30,8 @@ NEW_PRESETS = {  # preset → the terms it logs
     "timm-logit": {"ce", "kd"},
     "timm-feature": {"ce", "timm-feature"},
     "fbt-contrast": {"ce", "fbt-contrast", "ofa", "ofa-branches"},
+    "ofa+cktf-recipe": {"ce", "ofa", "ofa-branches", "contrast_final"},
+    "timm-feature+cktf-recipe": {"ce", "timm-feature", "contrast_final"},
 }
 STUDENTS = {"cnn": lambda: tiny.resnet((8, 16), seed=1), "vit": lambda: tiny.vit(32, 2, seed=1)}
 
@@ -63,10 +65,12 @@ def test_new_presets_train_their_terms(tmp_path, preset, student):
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == 3 and all(math.isfinite(entry["loss"]) for entry in logged)
-    assert NEW_PRESETS[preset] <= set(logged[0]) and not {"contrast_final", "contrast_s0_t0"} & set(logged[0])
+    assert NEW_PRESETS[preset] <= set(logged[0])
+    combined = preset.endswith("+cktf-recipe")  # the default's contrast on every pair, beside the method's terms
+    assert bool({"contrast_final", "contrast_s0_t0"} & set(logged[0])) == combined
     # the training-only parts (OFA's branches, timm's projector, FBT's heads and temperature) learn
     changed = {k for k, v in trainer.objective.state_dict().items() if not torch.equal(v, before[k])}
-    for term in NEW_PRESETS[preset] - {"ce", "kd", "ofa"}:
+    for term in NEW_PRESETS[preset] - {"ce", "kd", "ofa", "contrast_final"}:
         assert any(k.startswith(f"classic.{term}.") for k in changed), term
     if "ofa-branches" in NEW_PRESETS[preset]:
         branches = trainer.objective.classic["ofa-branches"].branches
@@ -230,3 +234,12 @@ def test_registry_knows_the_new_terms():
     assert {"ofa", "ofa-branches", "timm-feature", "fbt-contrast"} <= set(list_objectives())
     assert get_objective("ofa-branches").inputs == "student_stages" and get_objective("ofa").needs_labels
     assert np.isclose(get_objective("fbt-contrast")(8, 8).contrast.temperature.item(), 0.07)
+
+
+@pytest.mark.parametrize("method", ["ofa", "timm-feature"])
+def test_combined_rows_are_the_default_plus_the_methods_terms(method):
+    from dataclasses import replace
+
+    combined, default = get_preset(f"{method}+cktf-recipe"), get_preset("cktf")
+    assert combined.classic == get_preset(method).classic and not default.classic
+    assert replace(combined, classic={}) == default

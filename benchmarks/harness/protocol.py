@@ -35,7 +35,7 @@ BUDGET = {
     "transfer": ("train_images", "probe_val_images", "test_images", "epochs", "probe_epochs", "batch_size",
                  "learning_rate", "probe_learning_rate", "nce_k"),
 }
-GRID = ("learning_rates",)
+GRID = ("learning_rates", "widen_at_edges")
 TARGETS = {"compression": ("min_teacher_gap", "recipe", "ordering", "combined"), "transfer": ()}
 TARGET_FIELDS = {"recipe": ("method", "rivals"), "ordering": ("label", "order"),
                  "combined": ("needed", "counted", "pairs")}

@@ -58,6 +58,9 @@ PRESETS["timm-logit"] = ObjectiveSettings(**{**_ONLY_CE, "kd_weight": 1.0}, kd_t
 PRESETS["timm-feature"] = ObjectiveSettings(**_ONLY_CE, classic={"timm-feature": 1.0})
 # FBT without its fusion model: a pooled symmetric InfoNCE of learnable temperature on the final pair, plus OFA's loss.
 PRESETS["fbt-contrast"] = ObjectiveSettings(**_ONLY_CE, classic={"fbt-contrast": 1.0, "ofa": 1.0, "ofa-branches": 1.0})
+# Their combined rows: the default itself (its contrast and weights) plus the method's own terms.
+PRESETS["ofa+cktf-recipe"] = replace(PRESETS["cktf-recipe"], classic=dict(PRESETS["ofa"].classic))
+PRESETS["timm-feature+cktf-recipe"] = replace(PRESETS["cktf-recipe"], classic=dict(PRESETS["timm-feature"].classic))
 
 
 def get_preset(name: str) -> ObjectiveSettings:
