@@ -102,6 +102,17 @@ def test_ofa_loss_at_eps_one_is_kd_plus_the_teachers_entropy():
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_ofa_loss_at_eps_one_runs_without_labels_other_eps_do_not():
+    # At ε = 1 the labels cancel, so unlabelled images (the transfer protocol) can be distilled with OFA.
+    z_s, z_t = random_logits(4)
+    labels = torch.tensor([4, 3, 2, 1, 0, 0])
+    loss = OFALoss(1.0, 2.0)
+    assert not loss.labels_required and OFALoss(1.5).labels_required
+    torch.testing.assert_close(loss(z_s, z_t), loss(z_s, z_t, labels), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="eps=1.5 needs the labels"):
+        OFALoss(1.5)(z_s, z_t)
+
+
 def test_ofa_loss_eps_above_one_depends_on_labels_and_teacher_is_detached():
     z_s, z_t = random_logits(2)
     z_s.requires_grad_(True)

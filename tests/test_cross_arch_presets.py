@@ -243,3 +243,15 @@ def test_combined_rows_are_the_default_plus_the_methods_terms(method):
     combined, default = get_preset(f"{method}+cktf-recipe"), get_preset("cktf")
     assert combined.classic == get_preset(method).classic and not default.classic
     assert replace(combined, classic={}) == default
+
+
+@pytest.mark.parametrize("method", ["ofa", "timm-feature"])
+def test_transfer_protocol_distils_unlabelled_images_with_todays_methods(tmp_path, method):
+    from cktf_hf.demo.transfer import distill_unlabelled, without_labels
+
+    student = tiny.vit(32, 2, seed=1)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    distilled, _ = distill_unlabelled(student, tiny.resnet((16, 32, 64)), without_labels(tiny.digits("train", 32)),
+                                      method, str(tmp_path), epochs=1, batch_size=16, nce_k=16)
+    assert not hasattr(distilled, OBJECTIVE_ATTRIBUTE)  # branches and projectors are not part of the student
+    assert any(not torch.equal(v, before[k]) for k, v in distilled.state_dict().items())

@@ -31,6 +31,10 @@ TRANSFER_METHODS: dict[str, dict[str, Any]] = {
     "cktf": dict(preset="transfer"),  # the paper's: γ=0, β=1, θ=0.04, τ=0.07, memory bank
     # The recipe's contrast (in-batch, intermediate pairs cell by cell against the teacher's own features, θ=2), no CE.
     "cktf-recipe": dict(preset="cktf", ce_weight=0.0),
+    # Today's cross-architecture methods without their cross-entropy: OFA's ε-loss at ε = 1 (where the labels cancel)
+    # on the output and the stage branches, and timm's feature distillation.
+    "ofa": dict(preset="ofa", ce_weight=0.0),
+    "timm-feature": dict(preset="timm-feature", ce_weight=0.0),
 }
 
 

@@ -54,8 +54,13 @@ class ClassicObjective(nn.Module):
     """Base class: declares the ``inputs`` kind and builds the objective from feature shapes."""
 
     inputs: ClassVar[InputKind]
-    needs_labels: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False  # whether it reads the ground-truth labels
     warmup: float = 0.0
+
+    @property
+    def labels_required(self) -> bool:
+        """Whether a batch without labels cannot be used: by default whenever the loss reads them."""
+        return self.needs_labels
 
     def weight_factor(self, epoch: int) -> float:
         """Multiplier of this term's weight in training epoch ``epoch`` (counted from 1): ``min(epoch / warmup, 1)``,

@@ -321,7 +321,8 @@ class CKTFObjective(nn.Module):
     ) -> ObjectiveOutput:
         if self.settings.ce_weight > 0 and labels is None:
             raise ValueError("ce_weight > 0 needs labels; set ce_weight=0 (e.g. preset 'transfer') for unlabelled data.")
-        if labels is None and (missing := [name for name, fn in self.classic.items() if fn.needs_labels]):
+        if labels is None and (missing := [name for name, fn in self.classic.items()
+                                          if getattr(fn, "labels_required", getattr(fn, "needs_labels", False))]):
             raise ValueError(
                 f"Objective(s) {missing} need the ground-truth labels: pass labels (a 'labels' column in the batch), "
                 "or drop them for unlabelled data."

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,8 @@ class OFALoss(ClassicObjective):
     cross-entropy against the teacher's soft labels; ε > 1 shrinks the non-target terms and, through the ``+ y``,
     keeps the target class's weight ``(1 + p_t)^ε − 1`` large when the teacher is unsure. ``log p_s`` is computed
     as ``log_softmax`` (the authors take ``torch.log`` of the softmax: equal wherever that is finite).
-    Defaults ε = 1 and T = 1 (``--ofa-eps 1``, ``--ofa-temperature 1``).
+    Defaults ε = 1 and T = 1 (``--ofa-eps 1``, ``--ofa-temperature 1``). At ε = 1 the labels cancel
+    (``(p_t + y) − y = p_t``), so the loss also runs on unlabelled images (``labels`` None); other ε need them.
     """
 
     inputs = "logits"
@@ -61,18 +63,27 @@ class OFALoss(ClassicObjective):
         _check_eps_temperature(eps, temperature)
         self.eps, self.temperature = eps, temperature
 
-    def forward(self, z_s: Tensor, z_t: Tensor, labels: Tensor) -> Tensor:
+    @property
+    def labels_required(self) -> bool:
+        """Only ε ≠ 1 cannot do without the labels."""
+        return self.eps != 1.0
+
+    def forward(self, z_s: Tensor, z_t: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         if z_s.dim() != 2 or z_s.shape != z_t.shape:
             raise ValueError(
                 f"OFA's loss compares class logits of equal shape [batch, classes]; got student {tuple(z_s.shape)} "
                 f"and teacher {tuple(z_t.shape)}. The student needs the teacher's label space (num_labels)."
             )
-        if labels.shape != z_s.shape[:1]:
+        if labels is None and self.labels_required:
+            raise ValueError(f"OFA's loss with eps={self.eps} needs the labels (only at eps=1 do they cancel).")
+        if labels is not None and labels.shape != z_s.shape[:1]:
             raise ValueError(
                 f"OFA's loss needs one label per sample, shape ({z_s.shape[0]},); got {tuple(labels.shape)}.")
         with _float32(z_s):
             log_p_s = F.log_softmax(z_s.float() / self.temperature, dim=1)
             p_t = F.softmax(z_t.detach().float() / self.temperature, dim=1)
+            if labels is None:  # eps = 1: the labels cancel
+                return (-p_t * log_p_s).sum(dim=-1).mean()
             target_mask = F.one_hot(labels.long(), z_s.shape[1]).float()
             weights = (p_t + target_mask) ** self.eps - target_mask
             return (-weights * log_p_s).sum(dim=-1).mean()
@@ -267,7 +278,11 @@ class OFABranchLoss(nn.Module):
         )
         self.loss = OFALoss(eps, temperature)
 
-    def forward(self, stage_features: Sequence[Tensor], z_t: Tensor, labels: Tensor) -> Tensor:
+    @property
+    def labels_required(self) -> bool:
+        return self.loss.labels_required
+
+    def forward(self, stage_features: Sequence[Tensor], z_t: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         if len(stage_features) != len(self.branches):
             raise ValueError(f"Expected {len(self.branches)} stage hidden states, got {len(stage_features)}.")
         return torch.stack([self.loss(branch(h), z_t, labels)
