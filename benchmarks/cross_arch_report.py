@@ -59,7 +59,7 @@ def load_pairs(protocols: list[str], results_dir: str) -> list[dict[str, Any]]:
         teacher_name = teacher.get("architecture") or protocol["teacher"]
         for student in protocol["students"]:
             pair = {"name": f"{family(teacher_name)} → {family(student)}", "protocol": protocol,
-                    "results": repo_relative(path) if results is not None else None, "missing": repo_relative(path),
+                    "results": repo_relative(path) if results is not None else None, "expected_file": repo_relative(path),
                     "student": student, "teacher": teacher, "asked": len(protocol["seeds"]),
                     "rows": {r["method"]: r for r in (results or {}).get("aggregates", []) if r["student"] == student},
                     "grid": {g["method"]: g for g in (results or {}).get("grid", []) if g["student"] == student}}
@@ -114,9 +114,13 @@ def _provisional(met: Optional[bool], short: list[str]) -> Optional[bool]:
     return None if met is True and short else met
 
 
+def _targets_spec(pair: dict[str, Any]) -> dict[str, Any]:
+    return pair["protocol"].get("targets") or {}
+
+
 def target_recipe(pair: dict[str, Any]) -> dict[str, Any]:
     """(a) on one pair: ``cktf`` against each rival that ran, and the rivals it does not beat beyond one std."""
-    spec = pair["protocol"].get("targets", {}).get("recipe")
+    spec = _targets_spec(pair).get("recipe")
     if not spec:
         return {"met": None, "why": "the protocol states no recipe target"}
     recipe, rivals, rows = spec["method"], spec["rivals"], pair["rows"]
@@ -135,7 +139,7 @@ def target_recipe(pair: dict[str, Any]) -> dict[str, Any]:
 def target_combined(pair: dict[str, Any], pairs: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
     """(b) on one pair: each combined row against ``cktf`` (met: none beats it beyond one std); for each one ahead
     in means, its difference to ``cktf`` in the other pairs (what adopting it there would change)."""
-    recipe = pair["protocol"].get("targets", {}).get("recipe", {}).get("method", "cktf")
+    recipe = _targets_spec(pair).get("recipe", {}).get("method", "cktf")
     combined = [m for m in methods if is_combined(m)]
     if recipe not in pair["rows"]:
         return {"met": None, "why": f"{recipe} not run"}
@@ -162,7 +166,7 @@ def target_ordering(pair: Optional[dict[str, Any]]) -> dict[str, Any]:
     """(c) the protocol's ordering (OFA > KD > CRD) on one pair, each step beyond one std."""
     if pair is None:
         return {"met": None, "why": f"no protocol gives the {ORDERING_PAIR} pair"}
-    spec = pair["protocol"].get("targets", {}).get("ordering")
+    spec = _targets_spec(pair).get("ordering")
     if not spec:
         return {"met": None, "why": "the protocol states no ordering target"}
     check = stats.ordering_check(list(pair["rows"].values()), spec["order"])
@@ -279,7 +283,7 @@ def build_report(protocols: list[str], results_dir: str, name: str) -> tuple[dic
     for p in pairs:
         protocol = p["protocol"]["name"]
         source = (f"`{p['results']}` (`python benchmarks/run.py {protocol} --report_only`)" if p["results"] else
-                  f"not run yet: no `{p['missing']}` (`python benchmarks/run.py {protocol} --resume`)")
+                  f"not run yet: no `{p['expected_file']}` (`python benchmarks/run.py {protocol} --resume`)")
         teacher = (f"teacher {p['teacher']['architecture']} {stats.pct(p['teacher']['test_accuracy'])} %"
                    if p["teacher"] else f"teacher {p['protocol']['teacher']}")
         sources.append(f"- **{p['name']}** ({teacher} → `{p['student']}`): {source}")
