@@ -28,6 +28,13 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {**self.dataset[i], "index": i}
 
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch of examples in one call of the wrapped dataset's ``__getitems__`` where it has one (a
+        ``datasets.Dataset`` then runs its transform once per batch, not once per example), as the DataLoader asks."""
+        getitems = getattr(self.dataset, "__getitems__", None)
+        examples = getitems(indices) if getitems else [self.dataset[i] for i in indices]
+        return [{**example, "index": i} for example, i in zip(examples, indices)]
+
 
 def dataset_labels(dataset: Any, label_column: Optional[str] = None) -> Optional[list[int]]:
     """The label of every example, read from the Arrow column when ``dataset`` is a ``datasets.Dataset`` (no image

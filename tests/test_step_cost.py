@@ -78,15 +78,16 @@ def _former_shared_negative_terms(anchors, negatives, weights, log_zc, tau, eps_
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_shared_negative_terms_equal_their_former_formulation(masked):
-    from cktf_hf.objectives.contrastive import SharedNegativeNCE, negative_weights
+    from cktf_hf.objectives.contrastive import SharedNegativeNCE, shared_mask
 
     anchors, negatives = _unit(6, 8, seed=5), _unit(50, 8, seed=6)
     mask = torch.rand(6, 50, generator=torch.Generator().manual_seed(7)) > 0.3 if masked else None
-    weights = negative_weights(mask, 50)
+    if masked:
+        mask[2] = False  # an anchor without a valid negative: no negative term
     args = (2.5, 0.1, 1.5e-6)
-    new = _loss_and_grads(lambda a: SharedNegativeNCE.apply(a, negatives, weights, *args), anchors)
-    ones = torch.ones(6, 50) if weights is None else weights
-    old = _loss_and_grads(lambda a: _former_shared_negative_terms(a, negatives, ones, *args), anchors)
+    new = _loss_and_grads(lambda a: SharedNegativeNCE.apply(a, negatives, shared_mask(mask, 50), *args), anchors)
+    weights = torch.ones(6, 50) if mask is None else mask * (50 / mask.sum(1, keepdim=True).clamp(min=1))
+    old = _loss_and_grads(lambda a: _former_shared_negative_terms(a, negatives, weights, *args), anchors)
     for a, b in zip(new, old):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
