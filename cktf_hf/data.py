@@ -91,7 +91,7 @@ class NegativeSampler:
         negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
         if self.order is None:
             return negatives, None
-        return negatives, self.labels[negatives][None, :] != self.labels[index][:, None]
+        return negatives, self.labels.index_select(0, negatives)[None, :] != self.labels.index_select(0, index)[:, None]
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """``contrast_idx`` of shape ``[B, K+1]``: column 0 is ``index`` itself, columns 1..K the negatives."""

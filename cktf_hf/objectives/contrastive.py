@@ -107,7 +107,7 @@ class SharedNegativeNCE(torch.autograd.Function):
     faster product on CPU when B ≪ K) and written onto ``−shift``, or ``−inf`` where a negative is masked, so that
     softplus and its derivative sigmoid are 0 there and the mask costs no pass of its own; the row weights ``K / K_b``
     scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, one softplus pass, one column sum;
-    backward: one sigmoid pass and one ``[B, K] × [K, D]`` product. Only ``x`` (``[K, B]``) is kept for the backward
+    backward: one sigmoid pass and one ``[D, K] × [K, B]`` product. Only ``x`` (``[K, B]``) is kept for the backward
     pass. Low-precision ``negatives`` (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype,
     the anchors and the gradient rounded to it; everything elementwise stays float32.
     """
@@ -117,13 +117,13 @@ class SharedNegativeNCE(torch.autograd.Function):
                 log_zc: float, temperature: float, eps_c: float) -> torch.Tensor:
         shift = log_zc + math.log1p(eps_c)
         if mask is None:
-            x = anchors.new_full((negatives.shape[0], anchors.shape[0]), -shift, dtype=torch.float32)
+            base = anchors.new_full((negatives.shape[0], anchors.shape[0]), -shift, dtype=torch.float32)
         else:
-            x = torch.sub(mask.bias, shift)
+            base = torch.sub(mask.bias, shift)
         if negatives.dtype == anchors.dtype:
-            x.addmm_(negatives, anchors.t(), alpha=1.0 / temperature)
-        else:
-            x.add_(torch.mm(negatives, anchors.to(negatives.dtype).t()), alpha=1.0 / temperature)
+            x = base.addmm_(negatives, anchors.t(), alpha=1.0 / temperature)
+        else:  # out of place: a float32 result read from the low-precision product in one pass
+            x = torch.add(base, torch.mm(negatives, anchors.to(negatives.dtype).t()), alpha=1.0 / temperature)
         terms = F.softplus(x)  # 0 where masked
         if mask is None:
             value = terms.sum() + math.log1p(eps_c) * terms.numel()
@@ -137,9 +137,10 @@ class SharedNegativeNCE(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None]:
         x, negatives, row_weights = ctx.saved_tensors
         # d/dS log(1 + t + eps/c) = sigmoid(x) / tau (0 where masked); the row weights scale the [B, D] result
-        g = torch.sigmoid(x).t()
-        grad_anchors = torch.mm(g.to(negatives.dtype), negatives).float() if negatives.dtype != g.dtype \
-            else torch.mm(g, negatives)
+        g = torch.sigmoid(x)
+        # (negativesᵀ · g)ᵀ: the [D, B] product of the [K, B] layout, faster on CPU than g's transpose times negatives
+        grad_anchors = torch.mm(negatives.t(), g.to(negatives.dtype)).t().float() if negatives.dtype != g.dtype \
+            else torch.mm(negatives.t(), g).t()
         scale = grad / ctx.temperature
         return grad_anchors.mul_(scale if row_weights is None else (row_weights * scale).unsqueeze(1)), \
             None, None, None, None, None
