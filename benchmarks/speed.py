@@ -18,8 +18,8 @@ process for its peak memory (CPU: peak RSS increase over one call; CUDA: peak al
 ``--scale real``: the sizes users distil, with random weights built from configs (nothing downloaded) and random
 224-px images: a ViT-B/16 teacher → ViT-S/16 and DeiT-Ti-sized students, a ResNet-50 teacher → a DeiT-Ti-sized
 student (1,000 classes), for the student alone, KD, DIST, FitNets, the default ``cktf`` and the bank (shared,
-K = 16,384, N = 50,000); ms/step, images/s, peak memory and the ratios to KD. fp32 with batch 8 on CPU (a few
-minutes on 2 cores), bf16 autocast with batch 256 on a GPU (``benchmarks/speed_gpu.sh``). The report is written
+K = 16,384, N = 50,000); ms/step, images/s, peak memory and the ratios to KD. fp32 with batch 8 on CPU (5 minutes a
+round on 2 cores), bf16 autocast with batch 256 on a GPU (``benchmarks/speed_gpu.sh``). The report is written
 after every scenario, so a run cut short keeps what it measured; ``--tiny`` shrinks the architectures (2 layers,
 32 px) for a dry run of the command on any machine.
 
