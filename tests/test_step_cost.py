@@ -92,6 +92,28 @@ def test_shared_negative_terms_equal_their_former_formulation(masked):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_shared_mask_is_prepared_once_per_batch_mask():
+    from cktf_hf.objectives.contrastive import shared_mask
+
+    mask = torch.rand(4, 10, generator=torch.Generator().manual_seed(11)) > 0.4
+    mask[1] = False
+    prepared = shared_mask(mask, 10)
+    assert prepared.bias.shape == (10, 4) and prepared.bias.is_contiguous()  # the scores' [K, B] layout
+    assert torch.equal(prepared.bias == 0, mask.t()) and torch.equal(prepared.bias == float("-inf"), ~mask.t())
+    counts = mask.sum(1).float()
+    torch.testing.assert_close(prepared.row_weights, 10 / counts.clamp(min=1))
+    torch.testing.assert_close(prepared.total_weight, 10.0 * (counts > 0).sum())
+    assert shared_mask(mask, 10) is prepared  # the pairs of a step share one preparation
+    assert shared_mask(mask.clone(), 10) is not prepared
+    mask[0, :] = True  # changed in place: prepared again
+    again = shared_mask(mask, 10)
+    assert again is not prepared and bool((again.bias[:, 0] == 0).all())
+    with torch.inference_mode():
+        frozen = torch.ones(2, 3, dtype=torch.bool)
+        assert shared_mask(frozen, 3).row_weights.tolist() == [1.0, 1.0]
+    assert shared_mask(None, 10) is None
+
+
 def test_float32_banks_keep_float32_products_and_bfloat16_banks_use_bfloat16_where_native():
     assert product_dtype(torch.float32, torch.device("cpu")) == torch.float32
     assert product_dtype(torch.float16, torch.device("cpu")) == torch.float32

@@ -86,14 +86,16 @@ def shared_mask(mask: Optional[torch.Tensor], k: int) -> Optional[SharedMask]:
     batch's mask, pay for the ``[B, K]`` passes once (a mask changed in place is prepared again)."""
     if mask is None:
         return None
+    key = None if mask.is_inference() else (mask._version, k)  # inference tensors have no version counter
     cached = getattr(mask, "_cktf_shared_mask", None)
-    if cached is not None and cached[0] == (mask._version, k):
+    if key is not None and cached is not None and cached[0] == key:
         return cached[1]
     counts = mask.sum(1).to(torch.float32)
     row_weights = k / counts.clamp(min=1)
     prepared = SharedMask(torch.where(mask.t().contiguous(), 0.0, -math.inf), row_weights,
                           torch.dot(row_weights, counts))
-    mask._cktf_shared_mask = ((mask._version, k), prepared)
+    if key is not None:
+        mask._cktf_shared_mask = (key, prepared)
     return prepared
 
 
