@@ -18,8 +18,10 @@ process for its peak memory (CPU: peak RSS increase over one call; CUDA: peak al
 ``--scale real``: the sizes users distil, with random weights built from configs (nothing downloaded) and random
 224-px images: a ViT-B/16 teacher → ViT-S/16 and DeiT-Ti-sized students, a ResNet-50 teacher → a DeiT-Ti-sized
 student (1,000 classes), for the student alone, KD, DIST, FitNets, the default ``cktf`` and the bank (shared,
-K = 16,384, N = 50,000); ms/step, images/s, peak memory and the ratios to KD. fp32 with batch 8 on CPU (a few
-minutes on 2 cores), bf16 autocast with batch 256 on a GPU (``benchmarks/speed_gpu.sh``).
+K = 16,384, N = 50,000); ms/step, images/s, peak memory and the ratios to KD. fp32 with batch 8 on CPU (5 minutes a
+round on 2 cores), bf16 autocast with batch 256 on a GPU (``benchmarks/speed_gpu.sh``). The report is written
+after every scenario, so a run cut short keeps what it measured; ``--tiny`` shrinks the architectures (2 layers,
+32 px) for a dry run of the command on any machine.
 
 The targets (issues 13 and 29) are checked at the end of the table: met or not met.
 
@@ -27,6 +29,7 @@ The targets (issues 13 and 29) are checked at the end of the table: met or not m
     python benchmarks/speed.py --quick        # 8 timed steps, 1 round, fewer loss-alone points
     python benchmarks/speed.py --scale real   # the real sizes (CPU: batch 8, fp32)
     sh benchmarks/speed_gpu.sh                # the real sizes on a GPU, bf16, batch 256
+    sh benchmarks/speed_gpu.sh --device cpu --tiny --output /tmp/speed   # its dry run on a CPU (tiny models)
 Writes benchmarks/results/speed.json and speed.md (``--name`` changes the stem; ``--scale real``: speed_real).
 """
 
@@ -381,10 +384,11 @@ def real_checks(result: dict) -> list[dict]:
 
 
 def render_real(result: dict) -> str:
+    sizes = ("TINY DRY RUN (2-layer models, 32-px images, 10 classes, bank N = 512, K = 64): not the real sizes"
+             if result.get("tiny") else
+             f"224-px random images, 1,000 classes, bank N = {format_count(REAL_NUM_SAMPLES, 'exact')}")
     lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; random weights from "
-             f"configs, 224-px random images, 1,000 classes, bank N = {format_count(REAL_NUM_SAMPLES, 'exact')}; "
-             f"{result['rounds']} "
-             "interleaved round(s), each configuration in its own process.", ""]
+             f"configs, {sizes}; {result['rounds']} interleaved round(s), each configuration in its own process.", ""]
     for scenario, steps in result["scenarios"].items():
         lines += [f"**{scenario}**", "", "| method | ms/step | images/s | × KD | × student alone | peak memory (MB) |",
                   "|---|---|---|---|---|---|"]
@@ -418,6 +422,9 @@ def main() -> None:
                              "steps up to 100 times slower)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--tiny", action="store_true",
+                        help="--scale real: the scenarios' architectures shrunk to 2 layers at 32 px, a dry run of the "
+                             "command (e.g. sh benchmarks/speed_gpu.sh --device cpu --tiny --output /tmp/speed)")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     parser.add_argument("--name", help="output file stem (default speed, or speed_real with --scale real)")
     parser.add_argument("--configs", nargs="*", help="subset of configurations (default: every one of the scale)")
@@ -445,7 +452,7 @@ def main() -> None:
         return
     if opts.worker and opts.scenario:  # one real-scale configuration, in its own process
         result = run_real_config(opts.worker, opts.scenario, steps, warmup, opts.batch_size, opts.device, opts.bf16,
-                                 opts.cache_dir)
+                                 opts.cache_dir, opts.tiny)
         print("RESULT " + json.dumps(result))
         return
     if opts.worker:  # one configuration, in its own process
@@ -460,7 +467,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--worker", name, "--batch_size", str(opts.batch_size), "--device",
                    opts.device, "--threads", str(opts.threads), "--cache_dir", opts.cache_dir, *extra] + \
                   (["--quick"] if opts.quick else []) + \
-                  (["--bf16"] if opts.bf16 else [])
+                  (["--bf16"] if opts.bf16 else []) + \
+                  (["--tiny"] if opts.tiny else [])
         output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if output.returncode:
             raise RuntimeError(f"{name} failed:\n{output.stderr[-3000:]}")
@@ -479,6 +487,17 @@ def main() -> None:
 
     if real:
         scenarios: dict[str, dict] = {scenario: {} for scenario in opts.scenarios}
+
+        def report(rounds_done: int, final: bool) -> None:
+            measured = {scenario: rows for scenario, rows in scenarios.items() if rows}
+            for rows in measured.values():
+                _summarise(rows)
+            result = {"machine": machine(opts.device), "batch_size": opts.batch_size,
+                      "precision": "bf16 autocast" if opts.bf16 else "fp32", "rounds": rounds_done,
+                      "scenarios": measured, "tiny": opts.tiny}
+            result["checks"] = real_checks(result)
+            _write(opts, result, render_real(result), echo=final)
+
         for round_ in range(rounds):  # interleaved: contention hits every configuration alike
             for scenario in opts.scenarios:
                 for name in opts.configs:
@@ -487,12 +506,8 @@ def main() -> None:
                     print(f"round {round_ + 1}/{rounds} {scenario} {name}: "
                           f"{format_ms(run['median_step_s'] * 1000)} ms/step",
                           flush=True)
-        for rows in scenarios.values():
-            _summarise(rows)
-        result = {"machine": machine(opts.device), "batch_size": opts.batch_size,
-                  "precision": "bf16 autocast" if opts.bf16 else "fp32", "rounds": rounds, "scenarios": scenarios}
-        result["checks"] = real_checks(result)
-        _write(opts, result, render_real(result))
+                report(round_ + 1, final=False)  # after every scenario: a run cut short keeps what it measured
+        report(rounds, final=True)
         return
     steps_result: dict[str, dict] = {}
     for round_ in range(rounds):  # interleaved: contention hits every configuration alike
@@ -514,8 +529,9 @@ def main() -> None:
     _write(opts, result, render(result))
 
 
-def _write(opts: argparse.Namespace, result: dict, table: str) -> None:
-    print(table)
+def _write(opts: argparse.Namespace, result: dict, table: str, echo: bool = True) -> None:
+    if echo:
+        print(table)
     os.makedirs(opts.output, exist_ok=True)
     with open(os.path.join(opts.output, f"{opts.name}.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -28,6 +28,13 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {**self.dataset[i], "index": i}
 
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch of examples in one call of the wrapped dataset's ``__getitems__`` where it has one (a
+        ``datasets.Dataset`` then runs its transform once per batch, not once per example), as the DataLoader asks."""
+        getitems = getattr(self.dataset, "__getitems__", None)
+        examples = getitems(indices) if getitems else [self.dataset[i] for i in indices]
+        return [{**example, "index": i} for example, i in zip(examples, indices)]
+
 
 def dataset_labels(dataset: Any, label_column: Optional[str] = None) -> Optional[list[int]]:
     """The label of every example, read from the Arrow column when ``dataset`` is a ``datasets.Dataset`` (no image
@@ -84,7 +91,7 @@ class NegativeSampler:
         negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
         if self.order is None:
             return negatives, None
-        return negatives, self.labels[negatives][None, :] != self.labels[index][:, None]
+        return negatives, self.labels.index_select(0, negatives)[None, :] != self.labels.index_select(0, index)[:, None]
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """``contrast_idx`` of shape ``[B, K+1]``: column 0 is ``index`` itself, columns 1..K the negatives."""

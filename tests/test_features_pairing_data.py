@@ -324,6 +324,18 @@ def test_indexed_dataset_and_dataset_labels():
     indexed = IndexedDataset(base)
     assert len(indexed) == 3
     assert indexed[1] == {"pixels": [1.0], "label": 0, "index": 1}
+    calls = []
+
+    def batched(batch):
+        calls.append(len(batch["label"]))
+        return {"pixels": [[2 * p[0]] for p in batch["pixels"]], "label": batch["label"]}
+
+    doubled = IndexedDataset(base.with_transform(batched))
+    assert doubled.__getitems__([2, 0]) == [{"pixels": [4.0], "label": 1, "index": 2},
+                                            {"pixels": [0.0], "label": 2, "index": 0}]
+    assert calls == [2]  # one transform call for the batch, as the DataLoader fetches it
+    assert doubled.__getitems__([1]) == [doubled[1]]
+    assert IndexedDataset([{"x": 5}, {"x": 6}]).__getitems__([1]) == [{"x": 6, "index": 1}]  # no __getitems__
     transformed = base.with_transform(_failing_transform)
     assert dataset_labels(transformed) == [2, 0, 1]
     assert dataset_labels(IndexedDataset(transformed)) == [2, 0, 1]

@@ -46,3 +46,4 @@ def test_every_method_of_a_tiny_scenario_trains_and_the_table_reports_ratios_to_
     rows = [line.split("|") for line in lines[start:start + len(names)]]
     assert [row[1].strip() for row in rows] == names  # a row per method
     assert rows[names.index(speed.KD)][4].strip() == "1.00"  # its × KD column
+    assert "TINY DRY RUN" not in table and "TINY DRY RUN" in speed.render_real({**result, "tiny": True})

@@ -78,17 +78,40 @@ def _former_shared_negative_terms(anchors, negatives, weights, log_zc, tau, eps_
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_shared_negative_terms_equal_their_former_formulation(masked):
-    from cktf_hf.objectives.contrastive import SharedNegativeNCE, negative_weights
+    from cktf_hf.objectives.contrastive import SharedNegativeNCE, shared_mask
 
     anchors, negatives = _unit(6, 8, seed=5), _unit(50, 8, seed=6)
     mask = torch.rand(6, 50, generator=torch.Generator().manual_seed(7)) > 0.3 if masked else None
-    weights = negative_weights(mask, 50)
+    if masked:
+        mask[2] = False  # an anchor without a valid negative: no negative term
     args = (2.5, 0.1, 1.5e-6)
-    new = _loss_and_grads(lambda a: SharedNegativeNCE.apply(a, negatives, weights, *args), anchors)
-    ones = torch.ones(6, 50) if weights is None else weights
-    old = _loss_and_grads(lambda a: _former_shared_negative_terms(a, negatives, ones, *args), anchors)
+    new = _loss_and_grads(lambda a: SharedNegativeNCE.apply(a, negatives, shared_mask(mask, 50), *args), anchors)
+    weights = torch.ones(6, 50) if mask is None else mask * (50 / mask.sum(1, keepdim=True).clamp(min=1))
+    old = _loss_and_grads(lambda a: _former_shared_negative_terms(a, negatives, weights, *args), anchors)
     for a, b in zip(new, old):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_mask_is_prepared_once_per_batch_mask():
+    from cktf_hf.objectives.contrastive import shared_mask
+
+    mask = torch.rand(4, 10, generator=torch.Generator().manual_seed(11)) > 0.4
+    mask[1] = False
+    prepared = shared_mask(mask, 10)
+    assert prepared.bias.shape == (10, 4) and prepared.bias.is_contiguous()  # the scores' [K, B] layout
+    assert torch.equal(prepared.bias == 0, mask.t()) and torch.equal(prepared.bias == float("-inf"), ~mask.t())
+    counts = mask.sum(1).float()
+    torch.testing.assert_close(prepared.row_weights, 10 / counts.clamp(min=1))
+    torch.testing.assert_close(prepared.total_weight, 10.0 * (counts > 0).sum())
+    assert shared_mask(mask, 10) is prepared  # the pairs of a step share one preparation
+    assert shared_mask(mask.clone(), 10) is not prepared
+    mask[0, :] = True  # changed in place: prepared again
+    again = shared_mask(mask, 10)
+    assert again is not prepared and bool((again.bias[:, 0] == 0).all())
+    with torch.inference_mode():
+        frozen = torch.ones(2, 3, dtype=torch.bool)
+        assert shared_mask(frozen, 3).row_weights.tolist() == [1.0, 1.0]
+    assert shared_mask(None, 10) is None
 
 
 def test_float32_banks_keep_float32_products_and_bfloat16_banks_use_bfloat16_where_native():

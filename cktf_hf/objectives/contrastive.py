@@ -8,7 +8,7 @@ the teacher's) and return a scalar. Scores and losses are computed in float32 wi
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -70,46 +70,82 @@ def masked_nce_loss(probabilities: torch.Tensor, valid: torch.Tensor, num_sample
     return -(log_d1.sum() + log_d0.sum()) / batch_size
 
 
+class SharedMask(NamedTuple):
+    """The valid shared negatives of a batch as :class:`SharedNegativeNCE` reads them (see :func:`shared_mask`)."""
+
+    bias: torch.Tensor  # [K, B] float32 (the scores' layout): 0 where negative k counts for anchor b, else −inf
+    row_weights: torch.Tensor  # [B] float32, K / K_b (K_b: anchor b's valid negatives, at least 1)
+    total_weight: torch.Tensor  # Σ_b K_b · K / K_b, the sum of every entry's weight
+
+
+def shared_mask(mask: Optional[torch.Tensor], k: int) -> Optional[SharedMask]:
+    """The ``[B, K]`` mask of valid shared negatives (True = another class than the anchor) as :class:`SharedMask`:
+    an entry's weight is ``mask_bk · K / K_b`` (see :func:`shared_nce_loss`); None without a mask (every weight 1).
+
+    Built once per mask: the result is kept on the mask tensor, so the layer pairs of a step, which share their
+    batch's mask, pay for the ``[B, K]`` passes once (a mask changed in place is prepared again)."""
+    if mask is None:
+        return None
+    key = None if mask.is_inference() else (mask._version, k)  # inference tensors have no version counter
+    cached = getattr(mask, "_cktf_shared_mask", None)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    counts = mask.sum(1).to(torch.float32)
+    row_weights = k / counts.clamp(min=1)
+    prepared = SharedMask(torch.where(mask.t().contiguous(), 0.0, -math.inf), row_weights,
+                          torch.dot(row_weights, counts))
+    if key is not None:
+        mask._cktf_shared_mask = (key, prepared)
+    return prepared
+
+
 class SharedNegativeNCE(torch.autograd.Function):
     """The negative half of the NCE loss against K negatives shared by the batch, fused into one function.
 
-    With ``S = anchors @ negativesᵀ`` (``[B, K]``), ``t = exp(S / tau) / (Z·c)`` and weights ``w_bk`` (None: all 1),
-    returns ``Σ_bk w_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ log(c / (P_bk + c + eps))``, ``P = exp(S/tau)/Z``,
+    With ``S = anchors @ negativesᵀ``, ``t = exp(S / tau) / (Z·c)`` and weights ``w_bk = valid_bk · K / K_b`` (no mask:
+    all 1), returns ``Σ_bk w_bk · log(1 + t_bk + eps/c)``, i.e. ``-Σ w log(c / (P_bk + c + eps))``, ``P = exp(S/tau)/Z``,
     computed as ``Σ w · softplus(x) + log(1 + eps/c) · Σ w`` with ``x = S/tau − log(Z·c·(1 + eps/c))`` (the same
-    value: ``1 + e + t = (1 + e)(1 + t/(1 + e))``). Forward: one ``[B, D] × [D, K]`` product with the shift fused in,
-    one softplus pass; backward: ``sigmoid(x)`` and one ``[B, K] × [K, D]`` product. Only ``x`` (``[B, K]``) is kept
-    for the backward pass. ``weights`` already hold the mask (0 for masked entries). Low-precision ``negatives``
-    (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype, the anchors and the gradient rounded
-    to it; everything elementwise stays float32.
+    value: ``1 + e + t = (1 + e)(1 + t/(1 + e))``). The scores are laid out ``[K, B]`` (``negatives @ anchorsᵀ``, the
+    faster product on CPU when B ≪ K) and written onto ``−shift``, or ``−inf`` where a negative is masked, so that
+    softplus and its derivative sigmoid are 0 there and the mask costs no pass of its own; the row weights ``K / K_b``
+    scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, one softplus pass, one column sum;
+    backward: one sigmoid pass and one ``[D, K] × [K, B]`` product. Only ``x`` (``[K, B]``) is kept for the backward
+    pass. Low-precision ``negatives`` (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype,
+    the anchors and the gradient rounded to it; everything elementwise stays float32.
     """
 
     @staticmethod
-    def forward(ctx: Any, anchors: torch.Tensor, negatives: torch.Tensor, weights: Optional[torch.Tensor],
+    def forward(ctx: Any, anchors: torch.Tensor, negatives: torch.Tensor, mask: Optional[SharedMask],
                 log_zc: float, temperature: float, eps_c: float) -> torch.Tensor:
         shift = log_zc + math.log1p(eps_c)
-        if negatives.dtype == anchors.dtype:
-            x = torch.addmm(anchors.new_tensor(-shift), anchors, negatives.t(), alpha=1.0 / temperature)
+        if mask is None:
+            base = anchors.new_full((negatives.shape[0], anchors.shape[0]), -shift, dtype=torch.float32)
         else:
-            x = torch.mm(anchors.to(negatives.dtype), negatives.t()).float().mul_(1.0 / temperature).sub_(shift)
-        terms = F.softplus(x)
-        if weights is None:
+            base = torch.sub(mask.bias, shift)
+        if negatives.dtype == anchors.dtype:
+            x = base.addmm_(negatives, anchors.t(), alpha=1.0 / temperature)
+        else:  # out of place: a float32 result read from the low-precision product in one pass
+            x = torch.add(base, torch.mm(negatives, anchors.to(negatives.dtype).t()), alpha=1.0 / temperature)
+        terms = F.softplus(x)  # 0 where masked
+        if mask is None:
             value = terms.sum() + math.log1p(eps_c) * terms.numel()
         else:
-            value = torch.dot(terms.view(-1), weights.view(-1)) + math.log1p(eps_c) * weights.sum()
-        ctx.save_for_backward(x, negatives, weights)
+            value = torch.dot(terms.sum(0), mask.row_weights) + math.log1p(eps_c) * mask.total_weight
+        ctx.save_for_backward(x, negatives, None if mask is None else mask.row_weights)
         ctx.temperature = temperature
         return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None]:
-        x, negatives, weights = ctx.saved_tensors
-        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau; the scalar factor applied to the [B, D] result
+        x, negatives, row_weights = ctx.saved_tensors
+        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau (0 where masked); the row weights scale the [B, D] result
         g = torch.sigmoid(x)
-        if weights is not None:
-            g.mul_(weights)
-        grad_anchors = torch.mm(g.to(negatives.dtype), negatives).float() if negatives.dtype != g.dtype \
-            else torch.mm(g, negatives)
-        return grad_anchors.mul_(grad / ctx.temperature), None, None, None, None, None
+        # (negativesᵀ · g)ᵀ: the [D, B] product of the [K, B] layout, faster on CPU than g's transpose times negatives
+        grad_anchors = torch.mm(negatives.t(), g.to(negatives.dtype)).t().float() if negatives.dtype != g.dtype \
+            else torch.mm(negatives.t(), g).t()
+        scale = grad / ctx.temperature
+        return grad_anchors.mul_(scale if row_weights is None else (row_weights * scale).unsqueeze(1)), \
+            None, None, None, None, None
 
 
 def product_dtype(bank_dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -125,28 +161,19 @@ def product_dtype(bank_dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def negative_weights(mask: Optional[torch.Tensor], k: int) -> Optional[torch.Tensor]:
-    """``[B, K]`` float32 weights of the shared negatives: ``mask_bk · K / K_b`` with ``K_b`` the anchor's valid
-    negatives (see :func:`shared_nce_loss`), or None without a mask (every weight 1)."""
-    if mask is None:
-        return None
-    weights = mask.to(torch.float32)
-    return weights.mul_(k / weights.sum(1, keepdim=True).clamp_(min=1))
-
-
 def shared_nce_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
     negatives: torch.Tensor,
-    weights: Optional[torch.Tensor],
+    mask: Optional[SharedMask],
     z: float,
     num_samples: int,
     temperature: float,
     eps: float = 1e-7,
 ) -> torch.Tensor:
     """CRD's NCE loss (:func:`nce_loss`) with K negatives shared by the batch: ``positives`` ``[B, D]`` are the bank
-    rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``weights`` ``[B, K]`` from
-    :func:`negative_weights` (0 where a negative is not valid for that anchor, e.g. of its own class) or None.
+    rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``mask`` from :func:`shared_mask`
+    (the negatives valid for each anchor, e.g. of another class) or None.
 
     ``c = K/N`` as in the reference. An anchor with ``K_b`` valid negatives has its negative sum scaled by ``K / K_b``:
     the valid draws are i.i.d. from that anchor's noise distribution, so the scaled sum estimates the same
@@ -156,7 +183,7 @@ def shared_nce_loss(
     c = k / num_samples
     positive = torch.exp((anchors * positives).sum(1) / temperature) / z
     log_d1 = torch.log(positive / (positive + c + eps))
-    noise = SharedNegativeNCE.apply(anchors, negatives, weights, math.log(z * c), temperature, eps / c)
+    noise = SharedNegativeNCE.apply(anchors, negatives, mask, math.log(z * c), temperature, eps / c)
     return -(log_d1.sum() - noise) / batch_size
 
 
@@ -362,9 +389,12 @@ class MemoryBankNCELoss(nn.Module):
         """K negatives shared by the batch: ``[B, D] × [D, K]`` per direction (see :func:`shared_nce_loss`)."""
         memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
         products = product_dtype(memory_s.dtype, v_s.device)  # the shared rows' dtype in the [B, D] × [D, K] products
-        # index_select: a row gather ten times faster on CPU than advanced indexing (``memory[index]``)
-        pos_t, neg_t = memory_t.index_select(0, index).float(), memory_t.index_select(0, negatives).to(products)
-        pos_s, neg_s = memory_s.index_select(0, index).float(), memory_s.index_select(0, negatives).to(products)
+        # one row gather per bank, the anchors' own rows then the negatives (index_select: ten times faster on CPU
+        # than advanced indexing, ``memory[rows]``)
+        rows, batch = torch.cat([index, negatives]), index.shape[0]
+        rows_t, rows_s = memory_t.index_select(0, rows), memory_s.index_select(0, rows)
+        pos_t, neg_t = rows_t[:batch].float(), rows_t[batch:].to(products)
+        pos_s, neg_s = rows_s[:batch].float(), rows_s[batch:].to(products)
         current = self._current_positive(index)
         if current is not None:
             pos_t = torch.where(current.unsqueeze(1), v_t.detach(), pos_t)
@@ -382,10 +412,10 @@ class MemoryBankNCELoss(nn.Module):
                     _shared_scores_exp(anchor, pos, neg, mask, self.temperature)
                     for anchor, pos, neg in ((v_s, pos_t, neg_t), (v_t, pos_s, neg_s))
                 ))
-        weights = negative_weights(mask, negatives.shape[0])  # one [B, K] pass, shared by both directions
-        loss = shared_nce_loss(v_s, pos_t, neg_t, weights, self.z_student.item(), self.num_samples, self.temperature,
+        valid = shared_mask(mask, negatives.shape[0])  # shared by both directions
+        loss = shared_nce_loss(v_s, pos_t, neg_t, valid, self.z_student.item(), self.num_samples, self.temperature,
                                self.eps)
-        return loss + shared_nce_loss(v_t, pos_s, neg_s, weights, self.z_teacher.item(), self.num_samples,
+        return loss + shared_nce_loss(v_t, pos_s, neg_s, valid, self.z_teacher.item(), self.num_samples,
                                       self.temperature, self.eps)
 
     @torch.no_grad()
