@@ -508,7 +508,10 @@ def test_a_protocol_file_refuses_unknown_keys_with_a_suggestion(tmp_path):
             (base.replace("compression", "speed"), "benchmark 'speed' is none of compression, transfer"),
             ("name: x\n", "missing benchmark, seeds"),
             ("- a\n", "a protocol is a mapping"),
-            (base + "budget: {epochs: five}\n", "budget.epochs must be a number")):
+            (base + "budget: {epochs: five}\n", "budget.epochs must be a number"),
+            (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: 1.5}"), "widen_at_edges is how many times"),
+            (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: true}"), "a whole number 0 or more; got True"),
+            (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: -1}"), "a whole number 0 or more; got -1")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(SystemExit, match=message):

@@ -85,6 +85,10 @@ def load_protocol(name_or_path: str) -> dict[str, Any]:
             _check_list(path, key, protocol[key], str)
     _check_list(path, "grid.learning_rates", (protocol.get("grid") or {}).get("learning_rates", [1.0]), float,
                 empty=False)
+    widen = (protocol.get("grid") or {}).get("widen_at_edges", 0)
+    if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
+        raise ProtocolError(f"{path}: grid.widen_at_edges is how many times a side of the grid may be widened, a "
+                            f"whole number 0 or more; got {widen!r}.")
     for key, value in (protocol.get("budget") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProtocolError(f"{path}: budget.{key} must be a number, got {value!r}.")
