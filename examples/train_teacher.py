@@ -189,12 +189,16 @@ def prepare_splits(ds: datasets.DatasetDict, data_args: DataArguments, seed: int
 
 
 class TeacherTrainer(Trainer):
-    """The plain ``Trainer``, resuming the model through ``from_pretrained``: transformers 5 saves ViT's weights under
-    their old names, and the plain ``load_state_dict`` of a resume misses them (a warning, then fresh weights)."""
+    """The plain ``Trainer``, reading checkpoints (a resume, ``load_best_model_at_end``) through ``from_pretrained``:
+    transformers 5 saves ViT's weights under their old names, and the plain ``load_state_dict`` misses them (a
+    warning, then fresh weights)."""
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         target = model if model is not None else self.model
         reload_student(self.accelerator.unwrap_model(target), resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        reload_student(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, TeacherModelArguments, TrainingArguments]:

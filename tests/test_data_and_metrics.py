@@ -500,3 +500,10 @@ def test_train_teacher_resumes_a_vit_with_its_saved_weights(tmp_path, monkeypatc
     trainer._load_from_checkpoint(str(tmp_path / "checkpoint-1"))
     for name, value in saved.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], value), name
+    torch.manual_seed(2)  # load_best_model_at_end reads the best checkpoint the same way
+    best = module.TeacherTrainer(model=ViTForImageClassification(config),
+                                 args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[]))
+    best.state.best_model_checkpoint = str(tmp_path / "checkpoint-1")
+    best._load_best_model()
+    for name, value in saved.state_dict().items():
+        assert torch.equal(best.model.state_dict()[name], value), name
