@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,8 @@ CONFIGS = {
     "CKTF bank K=4096, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 4096, **PER_SAMPLE},
     "CKTF bank K=16384, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 16384, **PER_SAMPLE},
     SHARED_4096: {"preset": "cktf-reference", "nce_k": 4096, **SHARED},
+    SHARED_4096 + ", float32 products": {"preset": "cktf-reference", "nce_k": 4096, **SHARED,
+                                         "bank_products": "float32"},
     SHARED_4096 + ", bf16 banks": {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "bank_dtype": "bfloat16"},
     SHARED_16384: {"preset": "cktf-reference", "nce_k": 16384, **SHARED},
     CACHED: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "teacher_cache_dir": "CACHE"},
@@ -132,12 +135,24 @@ class SyntheticImages(torch.utils.data.Dataset):
         return {"pixel_values": self.pool[i % 64], "labels": int(self.labels[i])}
 
 
+def _trainer(student, teacher_model, train, eval_data, config: dict, max_steps: int, batch_size: int, device: str,
+             bf16: bool, cache_dir: str, callbacks: list, workers: int = 0):
+    """A :class:`ContrastiveDistillationTrainer` for ``max_steps`` timed steps (no saving, logging or evaluation)."""
+    from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
+
+    args = ContrastiveDistillationConfig(
+        output_dir=os.path.join(cache_dir, "out"), per_device_train_batch_size=batch_size,
+        max_steps=max_steps, learning_rate=1e-3, logging_steps=10_000, save_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=device == "cpu", bf16=bf16, dataloader_num_workers=workers, **config,
+    )
+    return ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher_model,
+                                          train_dataset=train, eval_dataset=eval_data, callbacks=callbacks)
+
+
 def _time_training(student, teacher_model, train, eval_data, config: dict, steps: int, warmup: int, batch_size: int,
                    device: str, bf16: bool, cache_dir: str, eval_samples: int = 0, workers: int = 0) -> dict:
     """Train ``student`` for ``warmup + steps`` steps in this process; its median step time and peak memory."""
     from transformers import TrainerCallback
-
-    from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
@@ -149,13 +164,8 @@ def _time_training(student, teacher_model, train, eval_data, config: dict, steps
             self.ends.append(time.perf_counter())
 
     timer = StepTimer()
-    args = ContrastiveDistillationConfig(
-        output_dir=os.path.join(cache_dir, "out"), per_device_train_batch_size=batch_size,
-        max_steps=warmup + steps, learning_rate=1e-3, logging_steps=10_000, save_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=device == "cpu", bf16=bf16, dataloader_num_workers=workers, **config,
-    )
-    trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher_model,
-                                             train_dataset=train, eval_dataset=eval_data, callbacks=[timer])
+    trainer = _trainer(student, teacher_model, train, eval_data, config, warmup + steps, batch_size, device, bf16,
+                       cache_dir, [timer], workers)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -171,10 +181,8 @@ def _time_training(student, teacher_model, train, eval_data, config: dict, steps
     return result
 
 
-def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool, cache_dir: str,
-               eval_samples: int = 0) -> dict:
-    """Train one demo-scale configuration for ``warmup + steps`` steps in this process; return its timings and memory
-    (and the accuracy on the first ``eval_samples`` test images when asked)."""
+def _demo_parts(name: str, cache_dir: str, eval_samples: int = 0) -> tuple:
+    """The student, training set, test subset and trainer options of one demo-scale configuration (:data:`CONFIGS`)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     from cktf_hf.demo import load_fashion_mnist, student_config
@@ -192,8 +200,32 @@ def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str,
     torch.manual_seed(0)  # the same student in every configuration
     student_cfg = student_config(DEMO_STUDENT, AutoConfig.from_pretrained(TEACHER), 28)
     student = AutoModelForImageClassification.from_config(student_cfg)
-    return _time_training(student, None, train, test, {"teacher": TEACHER, **config}, steps, warmup, batch_size,
-                          device, bf16, cache_dir, eval_samples)
+    return student, train, test, {"teacher": TEACHER, **config}
+
+
+def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool, cache_dir: str,
+               eval_samples: int = 0) -> dict:
+    """Train one demo-scale configuration for ``warmup + steps`` steps in this process; return its timings and memory
+    (and the accuracy on the first ``eval_samples`` test images when asked)."""
+    student, train, test, config = _demo_parts(name, cache_dir, eval_samples)
+    return _time_training(student, None, train, test, config, steps, warmup, batch_size, device, bf16, cache_dir,
+                          eval_samples)
+
+
+def run_alternating(names: list[str], steps: int, warmup: int, batch_size: int, device: str, bf16: bool,
+                    cache_dir: str) -> dict:
+    """Every demo-scale configuration of ``names`` trained in this process, one step each in turn
+    (:mod:`harness.alternating`): each one's step times in ms after ``warmup`` steps."""
+    from harness.alternating import time_alternating
+
+    trainers = {}
+    for name in names:  # each its own folder: two runs may not share an output_dir
+        own_dir = os.path.join(cache_dir, f"alternating-{len(trainers)}")
+        student, train, _, config = _demo_parts(name, own_dir)
+        trainers[name] = _trainer(student, None, train, None, config, warmup + steps, batch_size, device, bf16,
+                                  own_dir, [])
+    durations = time_alternating(trainers, warmup, torch.cuda.synchronize if device == "cuda" else None)
+    return {"steps_timed": steps, "step_ms": {name: [d * 1000 for d in times] for name, times in durations.items()}}
 
 
 def run_real_config(name: str, scenario: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool,
@@ -294,6 +326,17 @@ def _ratio(steps: dict, name: str, base: str) -> float:
                              for a, b in zip(steps[name]["rounds"], steps[base]["rounds"]))
 
 
+def _target_ratio(result: dict, name: str, base: str) -> Optional[float]:
+    """``name``'s step time over ``base``'s for a target: step by step in one process when that was measured
+    (:func:`harness.alternating.paired_ratio`, steadier), else the per-round ratio (:func:`_ratio`); None when
+    either was not measured."""
+    alternating = (result.get("alternating") or {}).get("step_ms", {})
+    if name in alternating and base in alternating:
+        return statistics.median(a / b for a, b in zip(alternating[name], alternating[base]))
+    steps = result["steps"]
+    return _ratio(steps, name, base) if name in steps and base in steps else None
+
+
 def _times(steps: dict, name: str, base: str) -> str:
     """A table cell: ``name``'s step time as a multiple of ``base``'s (:func:`_ratio`); ``–`` without ``base``."""
     return f"{_ratio(steps, name, base):.2f}" if base in steps else "–"
@@ -307,21 +350,17 @@ def _mib(n_bytes: float) -> str:
 def checks(result: dict) -> list[dict]:
     """The targets of issues 29 and 13, each with its measured value and whether it was met."""
     out = []
-    steps = result["steps"]
 
     def add(target: str, value: float, met: bool, shown: str) -> None:
         out.append({"target": target, "value": round(value, 4), "met": bool(met), "measured": shown})
 
-    for name, limit in ((DEFAULT, 1.25), (SHARED_4096, 1.5)):  # issue 29, first
-        if name in steps and KD in steps:
-            r = _ratio(steps, name, KD)
-            add(f"{name} ≤ {limit}× KD (issue 29)", r, r <= limit, format_ratio(r))
-    for name in (SHARED_4096, SHARED_16384):
-        if name in steps and KD in steps:
-            r = _ratio(steps, name, KD)
-            add(f"{name} ≤ 1.25× KD", r, r <= 1.25, format_ratio(r))
-    if CACHED in steps and STUDENT in steps:
-        r = _ratio(steps, CACHED, STUDENT)
+    for name, limit, issue in ((DEFAULT, 1.25, " (issue 29)"), (SHARED_4096, 1.5, " (issue 29)"),
+                               (SHARED_4096, 1.25, ""), (SHARED_16384, 1.25, "")):
+        r = _target_ratio(result, name, KD)
+        if r is not None:
+            add(f"{name} ≤ {limit}× KD{issue}", r, r <= limit, format_ratio(r))
+    r = _target_ratio(result, CACHED, STUDENT)
+    if r is not None:
         add(f"{CACHED} ≤ 1.3× student alone", r, r <= 1.3, format_ratio(r))
     points = {(p["formulation"], p["batch_size"], p["nce_k"]): p for p in result["loss_alone"]}
     key = (result["batch_size"], LOSS_CHECK_K)
@@ -334,8 +373,8 @@ def checks(result: dict) -> list[dict]:
         add(f"loss alone, batch {key[0]}, K={key[1]}: shared peak memory ≤ ½ the reference's", memory, memory <= 0.5,
             f"{memory:.3f}× ({_mib(shared['peak_extra_memory_bytes'])} vs "
             f"{_mib(reference['peak_extra_memory_bytes'])} MB)")
-    if BIG_N in steps and SHARED_4096 in steps:
-        r = _ratio(steps, BIG_N, SHARED_4096)
+    r = _target_ratio(result, BIG_N, SHARED_4096)
+    if r is not None:
         add("step time flat from N=60,000 to N=600,000 (shared, K=4096): within 10%", r, abs(r - 1) <= 0.10,
             format_ratio(r))
     return out
@@ -350,22 +389,32 @@ def render(result: dict) -> str:
     for name, row in steps.items():
         lines.append(f"| {name} | {format_count(row['num_samples'], 'exact')} | {row['median_step_s'] * 1000:.1f} | "
                      f"{_times(steps, name, STUDENT)} | {_times(steps, name, KD)} | {_mib(row['peak_memory_bytes'])} |")
+    alternating = (result.get("alternating") or {}).get("step_ms", {})
+    if alternating:
+        lines += ["", f"Step by step in one process: every configuration one optimizer step in turn, "
+                      f"{result['alternating']['steps_timed']} steps each after warm-up; × KD is the median of the "
+                      "ratios of steps taken in the same turn (the targets read these ratios):", "",
+                  "| configuration | median step (ms) | × KD |", "|---|---|---|"]
+        for name, times in alternating.items():
+            ratio = f"{_target_ratio(result, name, KD):.2f}" if KD in alternating else "–"
+            lines.append(f"| {name} | {statistics.median(times):.1f} | {ratio} |")
     check = result.get("cache_accuracy_check", {})
     if check:
         lines += ["", "Same short run with and without the teacher cache (test accuracy on 2,000 images):", ""]
         lines += [f"- {name}: {format_accuracy(row['accuracy'])} after {row['train_steps']} steps"
                   for name, row in check.items()]
-    lines += ["", f"Contrastive loss alone (both directions, forward + backward, N = "
-                  f"{format_count(result['loss_alone'][0]['num_samples'], 'exact')}; peak memory: extra over one "
-                  "call):", "",
-              "| batch | K | per-sample (ms) | shared (ms) | reference gather (ms) | shared speed-up | "
-              "per-sample / shared / reference peak (MB) |", "|---|---|---|---|---|---|---|"]
-    points = {(p["formulation"], p["batch_size"], p["nce_k"]): p for p in result["loss_alone"]}
-    for batch, k in dict.fromkeys((p["batch_size"], p["nce_k"]) for p in result["loss_alone"]):
-        row = [points[(f, batch, k)] for f in LOSS_FORMULATIONS]
-        memory = " / ".join(_mib(p["peak_extra_memory_bytes"]) for p in row)
-        lines.append(f"| {batch} | {k} | {row[0]['ms']:.1f} | {row[1]['ms']:.1f} | {row[2]['ms']:.1f} | "
-                     f"{format_ratio(row[2]['ms'], row[1]['ms'])} | {memory} |")
+    if result["loss_alone"]:
+        lines += ["", f"Contrastive loss alone (both directions, forward + backward, N = "
+                      f"{format_count(result['loss_alone'][0]['num_samples'], 'exact')}; peak memory: extra over one "
+                      "call):", "",
+                  "| batch | K | per-sample (ms) | shared (ms) | reference gather (ms) | shared speed-up | "
+                  "per-sample / shared / reference peak (MB) |", "|---|---|---|---|---|---|---|"]
+        points = {(p["formulation"], p["batch_size"], p["nce_k"]): p for p in result["loss_alone"]}
+        for batch, k in dict.fromkeys((p["batch_size"], p["nce_k"]) for p in result["loss_alone"]):
+            row = [points[(f, batch, k)] for f in LOSS_FORMULATIONS]
+            memory = " / ".join(_mib(p["peak_extra_memory_bytes"]) for p in row)
+            lines.append(f"| {batch} | {k} | {row[0]['ms']:.1f} | {row[1]['ms']:.1f} | {row[2]['ms']:.1f} | "
+                         f"{format_ratio(row[2]['ms'], row[1]['ms'])} | {memory} |")
     lines += ["", "Targets (issues 29 and 13):", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {c['target']} | {c['measured']} | {'met' if c['met'] else 'NOT met'} |" for c in result["checks"]]
     return "\n".join(lines)
@@ -430,6 +479,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", help="subset of configurations (default: every one of the scale)")
     parser.add_argument("--accuracy_steps", type=int, default=None,
                         help="training steps of the cache on/off accuracy check (default 300, quick 100)")
+    parser.add_argument("--alternating_steps", type=int, default=None,
+                        help="demo scale: also time every configuration in one process, one step each in turn, for "
+                             "this many steps (default 60, quick 16; 0: not); the targets then read those ratios")
+    parser.add_argument("--alternating_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--eval_samples", type=int, default=0, help=argparse.SUPPRESS)
@@ -455,6 +508,12 @@ def main() -> None:
                                  opts.cache_dir, opts.tiny)
         print("RESULT " + json.dumps(result))
         return
+    alternating_steps = opts.alternating_steps if opts.alternating_steps is not None else 16 if opts.quick else 60
+    if opts.alternating_worker:  # every configuration in this process, one step each in turn
+        result = run_alternating(opts.configs, alternating_steps, warmup, opts.batch_size, opts.device, opts.bf16,
+                                 opts.cache_dir)
+        print("RESULT " + json.dumps(result))
+        return
     if opts.worker:  # one configuration, in its own process
         if opts.eval_samples:
             steps = opts.accuracy_steps - warmup
@@ -463,15 +522,16 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    def worker(name: str, *extra: str) -> dict:
-        command = [sys.executable, __file__, "--worker", name, "--batch_size", str(opts.batch_size), "--device",
+    def worker(name: Optional[str], *extra: str) -> dict:
+        """One configuration (``name``) or, with ``name=None``, what ``extra`` asks for, in its own process."""
+        command = [sys.executable, __file__, *(["--worker", name] if name else []), "--batch_size", str(opts.batch_size), "--device",
                    opts.device, "--threads", str(opts.threads), "--cache_dir", opts.cache_dir, *extra] + \
                   (["--quick"] if opts.quick else []) + \
                   (["--bf16"] if opts.bf16 else []) + \
                   (["--tiny"] if opts.tiny else [])
         output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if output.returncode:
-            raise RuntimeError(f"{name} failed:\n{output.stderr[-3000:]}")
+            raise RuntimeError(f"{name or ' '.join(extra)} failed:\n{output.stderr[-3000:]}")
         return json.loads(output.stdout.rsplit("RESULT ", 1)[1])
 
     def loss_worker(formulation: str, batch: int, k: int) -> dict:
@@ -517,6 +577,11 @@ def main() -> None:
             row["rounds"].append(run)
             print(f"round {round_ + 1}/{rounds} {name}: {format_ms(run['median_step_s'] * 1000)} ms/step", flush=True)
     _summarise(steps_result)
+    alternating = None
+    if alternating_steps and not real:
+        alternating = worker(None, "--alternating_worker", "--alternating_steps", str(alternating_steps), "--configs",
+                             *opts.configs)
+        print(f"alternating steps: {alternating_steps} per configuration", flush=True)
     accuracy_steps = opts.accuracy_steps or (100 if opts.quick else 300)
     cache_check = {name: worker(name, "--eval_samples", "2000", "--accuracy_steps", str(accuracy_steps))
                    for name in (SHARED_4096, CACHED)} if CACHED in opts.configs else {}
@@ -524,7 +589,8 @@ def main() -> None:
     batch_sizes = sorted({64, opts.batch_size})
     loss_rows = [loss_worker(f, b, k) for b in batch_sizes for k in ks for f in LOSS_FORMULATIONS]
     result = {"machine": machine(opts.device), "batch_size": opts.batch_size, "precision": "bf16" if opts.bf16 else "fp32",
-              "rounds": rounds, "steps": steps_result, "cache_accuracy_check": cache_check, "loss_alone": loss_rows}
+              "rounds": rounds, "steps": steps_result, "alternating": alternating, "cache_accuracy_check": cache_check,
+              "loss_alone": loss_rows}
     result["checks"] = checks(result)
     _write(opts, result, render(result))
 
