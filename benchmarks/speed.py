@@ -9,7 +9,11 @@ with the teacher-output cache, and the same at N = 600,000 (the training set rep
 times larger). Each configuration runs in its own process (so its peak resident memory is its own); the step time
 is the median wall time between consecutive optimizer steps after warm-up, data loading included. The
 configurations run ``--rounds`` times, interleaved, so that contention from other processes hits them alike; a
-ratio is the median over rounds of the ratio within each round.
+ratio is the median over rounds of the ratio within each round. Then every configuration is timed once more, each
+in its own process but all at once, taking one optimizer step each in turn (``--alternating_steps``,
+:mod:`harness.alternating`): the i-th steps of all configurations run seconds apart, so the median of their
+step-by-step ratios cancels the drift from one process to the next (tens of percent on a shared 2-core machine) that
+the per-round ratios keep. The targets read these ratios.
 
 Loss alone: forward + backward of both directions of the bank NCE (``MemoryBankNCELoss``), per-sample and shared
 negatives, against the reference formulation (gather the ``[B, K+1, D]`` bank rows, ``bmm``), each point in its own
@@ -25,7 +29,8 @@ after every scenario, so a run cut short keeps what it measured; ``--tiny`` shri
 
 The targets (issues 13 and 29) are checked at the end of the table: met or not met.
 
-    python benchmarks/speed.py                # demo scale: 20 timed steps per configuration, 3 rounds
+    python benchmarks/speed.py                # demo scale: 20 timed steps per configuration, 3 rounds, then 60
+                                              # steps of each in turn
     python benchmarks/speed.py --quick        # 8 timed steps, 1 round, fewer loss-alone points
     python benchmarks/speed.py --scale real   # the real sizes (CPU: batch 8, fp32)
     sh benchmarks/speed_gpu.sh                # the real sizes on a GPU, bf16, batch 256
@@ -36,6 +41,7 @@ Writes benchmarks/results/speed.json and speed.md (``--name`` changes the stem; 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -71,8 +77,6 @@ CONFIGS = {
     "CKTF bank K=4096, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 4096, **PER_SAMPLE},
     "CKTF bank K=16384, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 16384, **PER_SAMPLE},
     SHARED_4096: {"preset": "cktf-reference", "nce_k": 4096, **SHARED},
-    SHARED_4096 + ", float32 products": {"preset": "cktf-reference", "nce_k": 4096, **SHARED,
-                                         "bank_products": "float32"},
     SHARED_4096 + ", bf16 banks": {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "bank_dtype": "bfloat16"},
     SHARED_16384: {"preset": "cktf-reference", "nce_k": 16384, **SHARED},
     CACHED: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "teacher_cache_dir": "CACHE"},
@@ -212,20 +216,27 @@ def run_config(name: str, steps: int, warmup: int, batch_size: int, device: str,
                           eval_samples)
 
 
+def _demo_trainer(name: str, max_steps: int, batch_size: int, device: str, bf16: bool, cache_dir: str,
+                  threads: int):
+    """A trainer of one demo-scale configuration (:data:`CONFIGS`) for ``max_steps`` steps, in ``cache_dir``."""
+    torch.set_num_threads(threads)
+    student, train, _, config = _demo_parts(name, cache_dir)
+    return _trainer(student, None, train, None, config, max_steps, batch_size, device, bf16, cache_dir, [])
+
+
 def run_alternating(names: list[str], steps: int, warmup: int, batch_size: int, device: str, bf16: bool,
                     cache_dir: str) -> dict:
-    """Every demo-scale configuration of ``names`` trained in this process, one step each in turn
-    (:mod:`harness.alternating`): each one's step times in ms after ``warmup`` steps."""
+    """Every demo-scale configuration of ``names`` in its own process, one step each in turn
+    (:mod:`harness.alternating`): each one's step times in ms after ``warmup`` steps and its peak memory."""
     from harness.alternating import time_alternating
 
-    trainers = {}
-    for name in names:  # each its own folder: two runs may not share an output_dir
-        own_dir = os.path.join(cache_dir, f"alternating-{len(trainers)}")
-        student, train, _, config = _demo_parts(name, own_dir)
-        trainers[name] = _trainer(student, None, train, None, config, warmup + steps, batch_size, device, bf16,
-                                  own_dir, [])
-    durations = time_alternating(trainers, warmup, torch.cuda.synchronize if device == "cuda" else None)
-    return {"steps_timed": steps, "step_ms": {name: [d * 1000 for d in times] for name, times in durations.items()}}
+    builders = {name: functools.partial(_demo_trainer, name, warmup + steps, batch_size, device, bf16,
+                                        os.path.join(cache_dir, f"alternating-{i}"),  # never two runs in one folder
+                                        torch.get_num_threads())
+                for i, name in enumerate(names)}
+    timed = time_alternating(builders, warmup, torch.cuda.synchronize if device == "cuda" else None)
+    return {"steps_timed": steps, "step_ms": {name: [d * 1000 for d in row["step_s"]] for name, row in timed.items()},
+            "peak_memory_bytes": {name: row["peak_memory_bytes"] for name, row in timed.items()}}
 
 
 def run_real_config(name: str, scenario: str, steps: int, warmup: int, batch_size: int, device: str, bf16: bool,
@@ -327,7 +338,7 @@ def _ratio(steps: dict, name: str, base: str) -> float:
 
 
 def _target_ratio(result: dict, name: str, base: str) -> Optional[float]:
-    """``name``'s step time over ``base``'s for a target: step by step in one process when that was measured
+    """``name``'s step time over ``base``'s for a target: step by step (one step each in turn) when that was measured
     (:func:`harness.alternating.paired_ratio`, steadier), else the per-round ratio (:func:`_ratio`); None when
     either was not measured."""
     alternating = (result.get("alternating") or {}).get("step_ms", {})
@@ -391,13 +402,15 @@ def render(result: dict) -> str:
                      f"{_times(steps, name, STUDENT)} | {_times(steps, name, KD)} | {_mib(row['peak_memory_bytes'])} |")
     alternating = (result.get("alternating") or {}).get("step_ms", {})
     if alternating:
-        lines += ["", f"Step by step in one process: every configuration one optimizer step in turn, "
-                      f"{result['alternating']['steps_timed']} steps each after warm-up; × KD is the median of the "
-                      "ratios of steps taken in the same turn (the targets read these ratios):", "",
-                  "| configuration | median step (ms) | × KD |", "|---|---|---|"]
+        memory = result["alternating"].get("peak_memory_bytes", {})
+        lines += ["", f"Step by step: every configuration in its own process, all at once, one optimizer step each "
+                      f"in turn, {result['alternating']['steps_timed']} steps each after warm-up; × KD is the median "
+                      "of the ratios of steps taken in the same turn (the targets read these ratios):", "",
+                  "| configuration | median step (ms) | × KD | peak memory (MB) |", "|---|---|---|---|"]
         for name, times in alternating.items():
             ratio = f"{_target_ratio(result, name, KD):.2f}" if KD in alternating else "–"
-            lines.append(f"| {name} | {statistics.median(times):.1f} | {ratio} |")
+            peak = _mib(memory[name]) if name in memory else "–"
+            lines.append(f"| {name} | {statistics.median(times):.1f} | {ratio} | {peak} |")
     check = result.get("cache_accuracy_check", {})
     if check:
         lines += ["", "Same short run with and without the teacher cache (test accuracy on 2,000 images):", ""]
@@ -480,7 +493,7 @@ def main() -> None:
     parser.add_argument("--accuracy_steps", type=int, default=None,
                         help="training steps of the cache on/off accuracy check (default 300, quick 100)")
     parser.add_argument("--alternating_steps", type=int, default=None,
-                        help="demo scale: also time every configuration in one process, one step each in turn, for "
+                        help="demo scale: also time every configuration side by side, one step each in turn, for "
                              "this many steps (default 60, quick 16; 0: not); the targets then read those ratios")
     parser.add_argument("--alternating_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -1,13 +1,12 @@
-"""benchmarks/harness/alternating.py: trainers timed one step each in turn in one process, and speed.py's targets
-read from those step-by-step ratios."""
+"""benchmarks/harness/alternating.py: trainers, each in its own process, timed one step each in turn; and speed.py's
+targets read from those step-by-step ratios."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
-import threading
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ BENCHMARKS = os.path.join(ROOT, "benchmarks")
 if BENCHMARKS not in sys.path:  # as when the scripts run: their own folder first on the path (benchmarks' `harness`)
     sys.path.insert(0, BENCHMARKS)
 
+from alternating_fakes import fake_trainer, read_log  # noqa: E402
 from harness.alternating import Baton, paired_ratio, time_alternating  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("speed_bench_alternating", os.path.join(BENCHMARKS, "speed.py"))
@@ -23,73 +23,30 @@ speed = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(speed)
 
 
-class FakeTrainer:
-    """Calls its callbacks as ``Trainer.train`` does; each step logs (name, step) and sleeps ``step_s``."""
-
-    def __init__(self, name: str, steps: int, log: list, step_s: float = 0.002, fail_at: int = -1) -> None:
-        self.name, self.steps, self.log, self.step_s, self.fail_at = name, steps, log, step_s, fail_at
-        self.callbacks: list = []
-        self.running = threading.Event()
-
-    def add_callback(self, callback) -> None:
-        self.callbacks.append(callback)
-
-    def train(self) -> None:
-        for callback in self.callbacks:
-            callback.on_train_begin(None, None, None)
-        for step in range(self.steps):
-            if step == self.fail_at:
-                raise ValueError(f"{self.name} broke at step {step}")
-            self.log.append((self.name, step))
-            time.sleep(self.step_s)
-            for callback in self.callbacks:
-                callback.on_step_end(None, None, None)
-
-
-def _run_with_deadline(target, seconds: float = 20.0):
-    """Run ``target`` in a thread; fail (instead of hanging the suite) if it deadlocks."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = target()
-        except BaseException as error:  # handed to the test
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "the trainers deadlocked"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def test_trainers_take_one_step_each_in_turn_and_the_longer_one_finishes_alone():
-    log: list = []
-    trainers = {"a": FakeTrainer("a", 4, log), "b": FakeTrainer("b", 2, log), "c": FakeTrainer("c", 3, log)}
-    durations = _run_with_deadline(lambda: time_alternating(trainers, warmup=1))
-    assert log == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2), ("c", 2), ("a", 3)]
+def test_trainers_take_one_step_each_in_turn_timed_from_receiving_the_baton(tmp_path):
+    log = str(tmp_path / "log")
+    builders = {"a": functools.partial(fake_trainer, "a", 4, log, 0.005),
+                "b": functools.partial(fake_trainer, "b", 2, log, 0.08),
+                "c": functools.partial(fake_trainer, "c", 3, log, 0.005)}
+    timed = time_alternating(builders, warmup=1, timeout_s=300)
+    assert read_log(log) == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2), ("c", 2), ("a", 3)]
+    durations = {name: row["step_s"] for name, row in timed.items()}
     assert [len(durations[name]) for name in "abc"] == [3, 1, 2]  # the first (warm-up) step of each dropped
-    assert all(0.002 <= d < 1.0 for times in durations.values() for d in times)  # a step, not the others' turns
+    assert max(durations["a"] + durations["c"]) < 0.06  # b's 80 ms turns are not counted in a's or c's steps
+    assert min(durations["b"]) >= 0.08
+    assert paired_ratio(durations, "b", "a") > 2
+    assert all(row["peak_memory_bytes"] > 2**20 for row in timed.values())  # each process's own
 
 
-def test_a_step_is_timed_from_receiving_the_baton_not_from_the_previous_step():
-    log: list = []
-    trainers = {"fast": FakeTrainer("fast", 4, log, step_s=0.005), "slow": FakeTrainer("slow", 4, log, step_s=0.05)}
-    durations = _run_with_deadline(lambda: time_alternating(trainers, warmup=0))
-    assert max(durations["fast"]) < 0.04  # the slow trainer's 50 ms turns are not counted in the fast one's steps
-    assert min(durations["slow"]) >= 0.05
-    assert paired_ratio(durations, "slow", "fast") > 2
-
-
-def test_a_failing_trainer_neither_deadlocks_the_others_nor_is_silent():
-    log: list = []
-    trainers = {"a": FakeTrainer("a", 3, log, fail_at=1), "b": FakeTrainer("b", 3, log)}
-    with pytest.raises(RuntimeError, match="a failed while timed in alternation") as caught:
-        _run_with_deadline(lambda: time_alternating(trainers, warmup=0))
-    assert isinstance(caught.value.__cause__, ValueError)
-    assert log == [("a", 0), ("b", 0), ("b", 1), ("b", 2)]  # b went on alone
+def test_a_failing_trainer_neither_deadlocks_the_others_nor_is_silent(tmp_path):
+    log = str(tmp_path / "log")
+    builders = {"a": functools.partial(fake_trainer, "a", 3, log, raise_at=1),
+                "b": functools.partial(fake_trainer, "b", 4, log),
+                "c": functools.partial(fake_trainer, "c", 3, log, die_at=2)}
+    with pytest.raises(RuntimeError, match="Failed while timed in alternation") as caught:
+        time_alternating(builders, warmup=0, timeout_s=300)
+    assert "ValueError: a broke at step 1" in str(caught.value) and "exited with code 3" in str(caught.value)
+    assert read_log(log) == [("a", 0), ("b", 0), ("c", 0), ("b", 1), ("c", 1), ("b", 2), ("b", 3)]  # b went on
 
 
 def test_paired_ratio_is_the_median_of_step_by_step_ratios():
@@ -128,4 +85,4 @@ def test_speed_targets_read_the_step_by_step_ratios_when_measured():
     assert without[f"{speed.SHARED_4096} ≤ 1.5× KD (issue 29)"]["met"] is False  # 1.9× from the rounds
     result["checks"] = list(checks.values())
     table = speed.render(result)
-    assert "Step by step in one process" in table and f"| {speed.SHARED_4096} | 75.0 | 1.40 |" in table
+    assert "Step by step: every configuration in its own process" in table and f"| {speed.SHARED_4096} | 75.0 | 1.40 | – |" in table

@@ -398,11 +398,3 @@ def test_a_saved_config_whose_preset_changed_meaning_is_refused(tmp_path):
     restored = ContrastiveDistillationConfig.from_distillation_config(str(tmp_path / "tuned"),
                                                                       output_dir=str(tmp_path / "d"), temperature=0.2)
     assert restored.objective_settings.layer_weight == 0.5 and restored.objective_settings.temperature == 0.2
-
-
-@pytest.mark.parametrize("products", ["auto", "float32"])
-def test_every_bank_multiplies_shared_negatives_at_the_settings_precision(products):
-    settings = replace(get_preset("cktf-reference"), nce_k=K, feat_dim=FEAT, negative_sampling="shared",
-                       bank_products=products)
-    objective = CKTFObjective(settings, PAIRS, num_samples=N)
-    assert objective.contrastive and {bank.products for bank in objective.contrastive.values()} == {products}

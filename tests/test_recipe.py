@@ -56,7 +56,7 @@ def _run_calls(mode: str, positive: str, warm_start: str, batches: list[torch.Te
     """Three calls of the module against :func:`_naive`, with the momentum update and the written rows tracked."""
     torch.manual_seed(0)
     module = MemoryBankNCELoss(N, feat_dim=DIM, nce_k=K, temperature=TAU, momentum=0.5, positive=positive,
-                               bank_warm_start=warm_start, products="float32")
+                               bank_warm_start=warm_start)
     memory_s, memory_t = module.memory_student.double().clone(), module.memory_teacher.double().clone()
     written = torch.zeros(N, dtype=torch.bool)
     g = torch.Generator().manual_seed(5)
@@ -194,7 +194,7 @@ def _naive_infonce(memory_s, memory_t, v_s, v_t, index, negatives, valid, curren
 @pytest.mark.parametrize("positive, warm_start", [("bank", "none"), ("current", "skip_unwritten")])
 def test_bank_infonce_matches_the_naive_softmax(mode, positive, warm_start):
     torch.manual_seed(0)
-    module = MemoryBankNCELoss(N, feat_dim=DIM, nce_k=K, temperature=TAU, positive=positive, products="float32",
+    module = MemoryBankNCELoss(N, feat_dim=DIM, nce_k=K, temperature=TAU, positive=positive,
                                bank_warm_start=warm_start, loss="infonce")
     memory_s, memory_t = module.memory_student.double().clone(), module.memory_teacher.double().clone()
     g = torch.Generator().manual_seed(5)

@@ -42,7 +42,7 @@ def _batch(g, batch, dim, num_samples, k):
 def test_shared_loss_matches_naive_nce_over_three_calls(masked):
     num_samples, dim, k, tau = 40, 6, 9, 0.1
     torch.manual_seed(0)
-    module = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k, temperature=tau, momentum=0.5, products="float32")
+    module = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k, temperature=tau, momentum=0.5)
     memory_s, memory_t = module.memory_student.double().clone(), module.memory_teacher.double().clone()
     g = torch.Generator().manual_seed(3)
     labels = torch.randint(0, 3, (num_samples,), generator=g)
@@ -73,8 +73,8 @@ def test_unmasked_shared_equals_per_sample_with_identical_rows():
     """Shared negatives are the reference's loss with every row of contrast_idx holding the same K negatives."""
     num_samples, dim, k = 50, 8, 7
     torch.manual_seed(1)
-    shared = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k, products="float32")
-    per_sample = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k, products="float32")
+    shared = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k)
+    per_sample = MemoryBankNCELoss(num_samples, feat_dim=dim, nce_k=k)
     per_sample.load_state_dict(shared.state_dict())
     g = torch.Generator().manual_seed(4)
     for _ in range(2):
@@ -115,8 +115,8 @@ def test_shared_sampler_draws_once_per_batch_and_masks_same_class():
 def test_low_precision_banks_store_half_and_compute_in_float32(dtype_name):
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(2)
-    full = MemoryBankNCELoss(60, feat_dim=16, nce_k=10, products="float32")
-    half = MemoryBankNCELoss(60, feat_dim=16, nce_k=10, bank_dtype=dtype, products="float32")
+    full = MemoryBankNCELoss(60, feat_dim=16, nce_k=10)
+    half = MemoryBankNCELoss(60, feat_dim=16, nce_k=10, bank_dtype=dtype)
     with torch.no_grad():
         half.memory_student.copy_(full.memory_student)
         half.memory_teacher.copy_(full.memory_teacher)

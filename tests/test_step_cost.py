@@ -114,36 +114,25 @@ def test_shared_mask_is_prepared_once_per_batch_mask():
     assert shared_mask(None, 10) is None
 
 
-@pytest.mark.parametrize("native", [False, True])
-def test_auto_products_are_bfloat16_only_where_the_cpu_multiplies_it_natively(monkeypatch, native):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    cpu = torch.device("cpu")
-    assert product_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
-    assert product_dtype("float32", cpu) == torch.float32
-    assert product_dtype("auto", torch.device("meta")) == torch.float32
-    with pytest.raises(ValueError, match="products must be one of"):
-        product_dtype("bfloat32", cpu)
-    with pytest.raises(ValueError, match="products must be one of"):
-        MemoryBankNCELoss(200, products="half")  # refused when built, not at the first step
+def test_float32_banks_keep_float32_products_and_bfloat16_banks_use_bfloat16_where_native():
+    assert product_dtype(torch.float32, torch.device("cpu")) == torch.float32
+    assert product_dtype(torch.float16, torch.device("cpu")) == torch.float32
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert product_dtype(torch.bfloat16, torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
 
 
-@pytest.mark.parametrize("bank_dtype", [torch.float32, torch.bfloat16])
-def test_auto_products_give_the_float32_loss_and_gradients_to_bfloat16_precision(bank_dtype):
+def test_bfloat16_products_give_the_float32_loss_and_gradients_to_bfloat16_precision():
     torch.manual_seed(0)
-    full = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, products="float32")
-    auto = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, bank_dtype=bank_dtype, products="auto")
+    full = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, bank_dtype=torch.float32)
+    half = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, bank_dtype=torch.bfloat16)
     with torch.no_grad():  # the same (bf16-representable) rows in both
         for name in ("memory_student", "memory_teacher"):
-            getattr(full, name).copy_(getattr(auto, name).to(torch.bfloat16).float())
-            getattr(auto, name).copy_(getattr(full, name))
+            getattr(full, name).copy_(getattr(half, name).float())
     g = torch.Generator().manual_seed(8)
     index, negatives = torch.randperm(200, generator=g)[:8], torch.randint(0, 200, (64,), generator=g)
     mask = torch.rand(8, 64, generator=g) > 0.1
     v_s, v_t = _unit(8, 32, seed=9), _unit(8, 32, seed=10)
-    outs = [_loss_and_grads(lambda s, t, m=m: m(s, t, index, negatives, mask), v_s, v_t) for m in (full, auto)]
+    outs = [_loss_and_grads(lambda s, t, m=m: m(s, t, index, negatives, mask), v_s, v_t) for m in (full, half)]
     assert outs[1][0].dtype == torch.float32
     for a, b in zip(*outs):
         torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)
-    if product_dtype("auto", torch.device("cpu")) == torch.bfloat16:  # bfloat16 was really used: not bit-equal
-        assert not all(torch.equal(a, b) for a, b in zip(*outs))

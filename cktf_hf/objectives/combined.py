@@ -148,7 +148,7 @@ class CKTFObjective(nn.Module):
                 self.contrastive[name] = MemoryBankNCELoss(
                     num_samples, embed_dim, settings.nce_k, settings.temperature, settings.nce_momentum,
                     bank_dtype=BANK_DTYPES[settings.bank_dtype], positive=settings.positive,
-                    bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss, products=settings.bank_products)
+                    bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
             else:
                 self.contrastive[name] = InBatchInfoNCELoss(settings.temperature)
         self.kd = get_objective("kd")(settings.kd_temperature) if settings.kd_weight > 0 else None

@@ -70,15 +70,6 @@ def masked_nce_loss(probabilities: torch.Tensor, valid: torch.Tensor, num_sample
     return -(log_d1.sum() + log_d0.sum()) / batch_size
 
 
-BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-POSITIVES = ("bank", "current")
-BANK_WARM_STARTS = ("none", "skip_unwritten")
-BANK_LOSSES = ("nce", "infonce")
-NEGATIVE_MODES = ("memory_bank", "in_batch")
-NEGATIVE_SAMPLING = ("per_sample", "shared")  # memory-bank negatives drawn per sample or once per batch
-BANK_PRODUCTS = ("auto", "float32")  # precision of the shared negatives' products (see product_dtype)
-
-
 class SharedMask(NamedTuple):
     """The valid shared negatives of a batch as :class:`SharedNegativeNCE` reads them (see :func:`shared_mask`)."""
 
@@ -117,11 +108,10 @@ class SharedNegativeNCE(torch.autograd.Function):
     value: ``1 + e + t = (1 + e)(1 + t/(1 + e))``). The scores are laid out ``[K, B]`` (``negatives @ anchorsᵀ``, the
     faster product on CPU when B ≪ K) and written onto ``−shift``, or ``−inf`` where a negative is masked, so that
     softplus and its derivative sigmoid are 0 there and the mask costs no pass of its own; the row weights ``K / K_b``
-    scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, one softplus pass, one column sum, and
+    scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, one softplus pass, one column sum and
     (when a gradient is needed) the sigmoid, in place over ``x`` while it is still in cache; backward: one
-    ``[D, K] × [K, B]`` product. Only ``sigmoid(x)`` (``[K, B]``) is kept for the backward pass. bfloat16
-    ``negatives`` (see :func:`product_dtype`) are multiplied in bfloat16, the anchors and the gradient rounded to it;
-    everything elementwise stays float32.
+    ``[D, K] × [K, B]`` product. Only ``sigmoid(x)`` (``[K, B]``) is kept for the backward pass. Low-precision ``negatives`` (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype,
+    the anchors and the gradient rounded to it; everything elementwise stays float32.
     """
 
     @staticmethod
@@ -159,13 +149,10 @@ class SharedNegativeNCE(torch.autograd.Function):
             None, None, None, None, None
 
 
-def product_dtype(products: str, device: torch.device) -> torch.dtype:
-    """The dtype of the shared-negative products: with ``products="auto"``, bfloat16 on a device that multiplies
-    bfloat16 natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else float32; ``"float32"``:
-    float32 (bank rows of any storage read back to float32)."""
-    if products not in BANK_PRODUCTS:
-        raise ValueError(f"products must be one of {BANK_PRODUCTS}, got {products!r}.")
-    if products == "float32":
+def product_dtype(bank_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype of the shared-negative products: bfloat16 for bfloat16 banks on a device that multiplies bfloat16
+    natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else float32 (rows read back to float32)."""
+    if bank_dtype != torch.bfloat16:
         return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
@@ -238,6 +225,14 @@ def _shared_scores_exp(anchors: torch.Tensor, positives: torch.Tensor, negatives
     return torch.cat([torch.exp((anchors * positives).sum(1) / temperature), e_neg])
 
 
+BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+POSITIVES = ("bank", "current")
+BANK_WARM_STARTS = ("none", "skip_unwritten")
+BANK_LOSSES = ("nce", "infonce")
+NEGATIVE_MODES = ("memory_bank", "in_batch")
+NEGATIVE_SAMPLING = ("per_sample", "shared")  # memory-bank negatives drawn per sample or once per batch
+
+
 def bank_infonce(logits: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MoCo's loss over bank negatives: ``mean_b(logsumexp_k logits[b] − logits[b, 0])`` with column 0 the positive
     and ``valid`` ``[B, K]`` (True = a negative that counts) masking the other columns."""
@@ -266,11 +261,10 @@ class MemoryBankNCELoss(nn.Module):
     Shared negatives (``contrast_idx`` of shape ``[K]``, the same K indices for every anchor, with an optional
     ``contrast_mask`` ``[B, K]`` of the valid ones): the positives are the anchors' own rows, the negatives one
     ``[B, D] × [D, K]`` product per direction (:func:`shared_nce_loss`), so the cost follows K, not N; ``Z`` is fixed
-    from the first call's positive and valid negative scores. With ``products="auto"`` the shared negatives and their
-    anchors are multiplied in bfloat16 where the device does so natively (:func:`product_dtype`; the scores, the loss
-    and everything elementwise stay float32); ``"float32"`` keeps the products float32. ``bank_dtype`` (bfloat16 or
-    float16) stores the banks in half the memory; rows are read back into float32 for every other product and update
-    (per-sample mode converts the whole bank each call). The backward pass reads the banks, so the momentum update of a
+    from the first call's positive and valid negative scores. ``bank_dtype`` (bfloat16 or float16) stores the banks
+    in half the memory; rows are read back into float32 for every product and update (per-sample mode converts the
+    whole bank each call), except that shared negatives in bfloat16 banks are multiplied in bfloat16 where the device
+    does so natively (:func:`product_dtype`; the loss stays float32). The backward pass reads the banks, so the momentum update of a
     call is applied at the start of the next call (or by :meth:`flush`, which ``state_dict()`` runs first): every
     call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
     ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
@@ -303,10 +297,8 @@ class MemoryBankNCELoss(nn.Module):
         positive: str = "bank",
         bank_warm_start: str = "none",
         loss: str = "nce",
-        products: str = "auto",
     ) -> None:
         super().__init__()
-        product_dtype(products, torch.device("cpu"))  # an unknown choice fails here, not at the first step
         if loss not in BANK_LOSSES:
             raise ValueError(f"loss must be one of {BANK_LOSSES}, got {loss!r}.")
         if positive not in POSITIVES:
@@ -319,7 +311,7 @@ class MemoryBankNCELoss(nn.Module):
             raise ValueError(f"The memory bank needs the dataset size (num_samples >= 2), got {num_samples}.")
         self.num_samples, self.feat_dim, self.nce_k = num_samples, feat_dim, nce_k
         self.temperature, self.momentum, self.eps = temperature, momentum, eps
-        self.positive, self.bank_warm_start, self.loss, self.products = positive, bank_warm_start, loss, products
+        self.positive, self.bank_warm_start, self.loss = positive, bank_warm_start, loss
         stdv = 1.0 / math.sqrt(feat_dim / 3)
         for name in ("memory_student", "memory_teacher"):
             bank = torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv)
@@ -397,7 +389,7 @@ class MemoryBankNCELoss(nn.Module):
                      mask: Optional[torch.Tensor]) -> torch.Tensor:
         """K negatives shared by the batch: ``[B, D] × [D, K]`` per direction (see :func:`shared_nce_loss`)."""
         memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
-        products = product_dtype(self.products, v_s.device)  # the shared rows' dtype in the [B, D] × [D, K] products
+        products = product_dtype(memory_s.dtype, v_s.device)  # the shared rows' dtype in the [B, D] × [D, K] products
         # one row gather per bank, the anchors' own rows then the negatives (index_select: ten times faster on CPU
         # than advanced indexing, ``memory[rows]``)
         rows, batch = torch.cat([index, negatives]), index.shape[0]
