@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import shutil
 import tempfile
@@ -59,7 +60,7 @@ FROM_PROTOCOL = {"students": (None, "students"), "methods": (None, "methods"), "
                  "epochs": ("budget", "epochs"), "batch_size": ("budget", "batch_size"),
                  "nce_k": ("budget", "nce_k"), "teacher": (None, "teacher"), "name": (None, "name"),
                  "teacher_cache": (None, "teacher_cache"), "save_students": (None, "save_students"),
-                 "widen_at_edges": ("grid", "widen_at_edges")}
+                 "widen_at_edges": ("grid", "widen_at_edges"), "rates_chosen_in": ("grid", "rates_chosen_in")}
 
 _WORKER: dict[str, Any] = {}
 
@@ -78,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--widen_at_edges", type=int,
                         help="When the rate chosen is the grid's largest (smallest), also try twice (half) it, up to "
                              "this many times per side, until the choice is interior (default 0: the grid as given).")
+    parser.add_argument("--rates_chosen_in",
+                        help="Instead of a grid: each method and student trains at the rate chosen on validation in "
+                             "this compression protocol's report (benchmarks/results/<name>.json), e.g. a long budget "
+                             "at the rates its 10k protocol chose; every choice must be interior to its grid.")
     parser.add_argument("--val_size", type=int, help="Validation images held out of the training split.")
     parser.add_argument("--train_subset", type=int, help="Training images, disjoint from validation (0 = all).")
     parser.add_argument("--test_subset", type=int, help="Test images (0 = all 10,000).")
@@ -122,9 +127,11 @@ def _fill_from_protocol(args: argparse.Namespace, error: Any) -> None:
     args.lr_grid = [float(x) for x in options.parse_list(str(args.lr_grid or ""))]
     args.methods = resolve_methods(options.parse_list(args.methods or ""), error)
     args.students = options.parse_list(args.students or "")
+    if args.rates_chosen_in and args.lr_grid:
+        error("--lr_grid and --rates_chosen_in exclude each other: a grid, or the rates another protocol chose")
     for option in ("seeds", "lr_grid", "methods", "students"):
         options.refuse_repeats(f"--{option}", getattr(args, option), error)
-        if not getattr(args, option):
+        if not getattr(args, option) and not (option == "lr_grid" and args.rates_chosen_in):
             error(f"--{option} needs at least one value")
     for student in args.students:
         if student not in data.KNOWN_STUDENTS:
@@ -134,6 +141,8 @@ def _fill_from_protocol(args: argparse.Namespace, error: Any) -> None:
     if args.widen_at_edges < 0:
         error("--widen_at_edges must be 0 or more")
     args.quick = args.protocol.get("mode") == "quick"
+    args.chosen_rates = (rates_chosen_in(args.rates_chosen_in, args.methods, args.students) if args.rates_chosen_in
+                         else None)
 
 
 def resolve_methods(names: list[str], error: Any) -> list[str]:
@@ -249,15 +258,43 @@ def widened_rate(rates: list[float], chosen: float, widenings: dict[str, int], c
     return None
 
 
+def rates_chosen_in(name: str, methods: list[str], students: list[str]) -> dict[tuple[str, str], float]:
+    """``(method, student)`` → the learning rate chosen on validation in compression protocol ``name``'s report
+    (``--rates_chosen_in``). Refused, naming the fix, when the report is missing, lacks a row, or a choice still sits at
+    an edge of its grid (a rate not known to be the best is not carried over)."""
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--rates_chosen_in {name}: {path} does not exist; write it first with `python "
+                         f"benchmarks/run.py {name}` (--report_only, once its journal holds every row).")
+    with open(path, encoding="utf-8") as f:
+        chosen = {(g["method"], g["student"]): g for g in json.load(f)["grid"]}
+    missing = [f"{m} / {s}" for m in methods for s in students if (m, s) not in chosen]
+    at_edge = [f"{m} / {s}" for m in methods for s in students if chosen.get((m, s), {}).get("at_edge")]
+    if missing or at_edge:
+        raise SystemExit(f"--rates_chosen_in {name}: {path} has no chosen rate for {', '.join(missing) or 'none'}, "
+                         f"and chose at an edge of the grid for {', '.join(at_edge) or 'none'}; finish or widen that "
+                         "protocol's grid first.")
+    return {key: float(row["chosen"]) for key, row in chosen.items()}
+
+
+def first_rates(args: argparse.Namespace, method: str) -> dict[str, list[float]]:
+    """The rates each student of ``method`` tries first: the grid, or the one rate ``--rates_chosen_in`` gives."""
+    if args.chosen_rates is None:
+        return {s: list(args.lr_grid) for s in args.students}
+    return {s: [args.chosen_rates[(method, s)]] for s in args.students}
+
+
 def run_grid(method: str, args: argparse.Namespace, grid_task: Any, execute: Any, resume: bool,
              grid: dict[str, Any], not_run: list[str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Phase 1 of one method: every student runs the grid with the first seed, widened at its edges
-    (``--widen_at_edges``, every method alike), and its rate is chosen on validation. Returns the grid runs and the
-    chosen rate per student; ``grid`` records each student's rates, choice and whether it still sits at an edge."""
-    rates = {s: list(args.lr_grid) for s in args.students}
+    (``--widen_at_edges``, every method alike), and its rate is chosen on validation (with ``--rates_chosen_in``, the
+    one rate chosen before). Returns the grid runs and the chosen rate per student; ``grid`` records each student's
+    rates, choice and whether it still sits at an edge."""
+    first = first_rates(args, method)
+    rates = {s: list(first[s]) for s in args.students}
     widenings = {s: {"up": 0, "down": 0} for s in args.students}
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in args.students}
-    pending = {s: list(args.lr_grid) for s in args.students}
+    pending = {s: list(first[s]) for s in args.students}
     while pending:
         tasks = [grid_task(s, lr) for s, lrs in pending.items() for lr in lrs]
         for result, task in zip(execute(tasks, resume), tasks):
@@ -281,7 +318,7 @@ def run_grid(method: str, args: argparse.Namespace, grid_task: Any, execute: Any
         grid[f"{method}/{student}"] = {
             "method": method, "student": student, "chosen": choice,
             "val": {f"{r['learning_rate']:g}": r["val"] for r in runs[student]},
-            "widened": [f"{lr:g}" for lr in rates[student][len(args.lr_grid):]],
+            "widened": [f"{lr:g}" for lr in rates[student][len(first[student]):]],
             "at_edge": len(rates[student]) > 1 and choice in (min(rates[student]), max(rates[student]))}
         if not args.report_only:
             _keep_chosen_students([grid_task(student, lr) for lr in rates[student]], choice)
@@ -370,10 +407,11 @@ def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, A
                                   journal=path, resume=resume, pool=workers, result_fields=RUN_FIELDS)
 
         try:
-            if len(args.lr_grid) == 1 and not args.report_only:
+            single = {m: first_rates(args, m) for m in args.methods}
+            if all(len(r) == 1 for rates in single.values() for r in rates.values()) and not args.report_only:
                 # One rate: no run waits on a choice, so every run of every method is queued at once (--jobs N keeps
                 # N workers busy across methods); the phases below read them back from the journal.
-                execute([task(m, s, seed, args.lr_grid[0], "grid" if seed == args.seeds[0] else "seeds")
+                execute([task(m, s, seed, single[m][s][0], "grid" if seed == args.seeds[0] else "seeds")
                          for m in args.methods for s in args.students for seed in args.seeds], resume)
                 resume = True
             for method in args.methods:

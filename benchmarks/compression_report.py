@@ -186,8 +186,9 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
         f"# Compression benchmark ({mode})",
         f"Fashion-MNIST: {sizes['train']} training images and a disjoint {sizes['val']}-image validation split (both "
         f"fixed, stratified, from the training images), {sizes['test']} test images; {args.epochs:g} epochs, batch "
-        f"{args.batch_size}, AdamW, cosine, K {args.nce_k}; learning rate per method and student chosen from "
-        f"{args.lr_grid} on validation with seed {args.seeds[0]}"
+        f"{args.batch_size}, AdamW, cosine, K {args.nce_k}; learning rate per method and student "
+        + (f"as chosen on validation in `{args.rates_chosen_in}`" if getattr(args, "rates_chosen_in", None)
+           else f"chosen from {args.lr_grid} on validation with seed {args.seeds[0]}")
         + (f" (a rate chosen at an edge of the rates tried adds twice (half) it, up to {args.widen_at_edges} times per "
            "side, for every method alike)" if getattr(args, "widen_at_edges", 0) else "")
         + f", then seeds {args.seeds}; device {args.device}"
@@ -218,7 +219,9 @@ def write_report(args: argparse.Namespace, bench: dict[str, Any], outcome: dict[
               for s in args.students if any(r["student"] == s for r in rows)]
     figure.dot_panels(paths["png"], panels, f"Fashion-MNIST compression ({args.name}), {sizes['train']} training "
                       f"images, {args.epochs:g} epochs\ntest top-1 at the validation-selected epoch, learning rate "
-                      f"chosen on validation from {args.lr_grid}\ndots: seeds {args.seeds}; diamonds: mean ± std")
+                      + (f"the rates chosen in {args.rates_chosen_in}" if getattr(args, "rates_chosen_in", None)
+                         else f"chosen on validation from {args.lr_grid}")
+                      + f"\ndots: seeds {args.seeds}; diamonds: mean ± std")
     print()
     print(report.text_table(*_table(rows, len(args.seeds))))
     print()
@@ -235,6 +238,7 @@ def _settings(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, Any]
         "mode": "quick" if args.quick else "full", "dataset": "fashion_mnist", "train_subset": sizes["train"],
         "val_images": sizes["val"], "test_images": sizes["test"], "seeds": args.seeds, "grid_seed": args.seeds[0],
         "lr_grid": args.lr_grid,
+        **({"rates_chosen_in": args.rates_chosen_in} if getattr(args, "rates_chosen_in", None) else {}),
         **({"widen_at_edges": args.widen_at_edges} if getattr(args, "widen_at_edges", 0) else {}),
         "methods": args.methods, "method_fields": {m: {"preset": m} for m in args.methods},
         "students": args.students, "epochs": args.epochs, "batch_size": args.batch_size,

@@ -511,13 +511,20 @@ def test_a_protocol_file_refuses_unknown_keys_with_a_suggestion(tmp_path):
             (base + "budget: {epochs: five}\n", "budget.epochs must be a number"),
             (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: 1.5}"), "widen_at_edges is how many times"),
             (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: true}"), "a whole number 0 or more; got True"),
-            (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: -1}"), "a whole number 0 or more; got -1")):
+            (base.replace("[2.0e-3]}", "[2.0e-3], widen_at_edges: -1}"), "a whole number 0 or more; got -1"),
+            (base.replace("[2.0e-3]}", "[2.0e-3], rates_chosen_in: protocol_10k}"),
+             "rates_chosen_in names .* instead of grid.learning_rates; got 'protocol_10k' beside learning_rates"),
+            (base.replace("{learning_rates: [2.0e-3]}", "{rates_chosen_in: [protocol_10k]}"),
+             r"rates_chosen_in names .*; got \['protocol_10k'\]\.")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(SystemExit, match=message):
             protocol.load_protocol(str(bad))
     with pytest.raises(SystemExit, match="No protocol file .*; the protocols are .*protocol_10k"):
         protocol.load_protocol("protocol_1k")
+    chosen = tmp_path / "long.yaml"
+    chosen.write_text(base.replace("{learning_rates: [2.0e-3]}", "{rates_chosen_in: protocol_10k}"))
+    assert protocol.load_protocol(str(chosen))["grid"] == {"rates_chosen_in": "protocol_10k"}
     # The runner's options come from the protocol; one given on the command line wins.
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
     args = accuracy.parse_args(["--protocol", str(good), "--seeds", "3"])
@@ -736,14 +743,15 @@ def test_the_vit_tiny_row_label_builds_the_library_student_without_a_deprecation
 
 
 def _grid_outcome(val_of_rate, widen_at_edges: int, lr_grid=(1e-3, 2e-3, 4e-3), report_only: bool = False,
-                  known=None):
+                  known=None, chosen_rates=None):
     """``accuracy.run_grid`` for one method on two students, each run's validation accuracy ``val_of_rate(student,
     rate)``; ``known``: the runs a journal holds (with ``report_only`` the others are missing)."""
     import argparse
 
     accuracy = _load("benchmarks/accuracy.py", "accuracy")
     args = argparse.Namespace(lr_grid=list(lr_grid), students=["vit-tiny", "resnet-small"],
-                              widen_at_edges=widen_at_edges, report_only=report_only, seeds=[0])
+                              widen_at_edges=widen_at_edges, report_only=report_only, seeds=[0],
+                              chosen_rates=chosen_rates)
     executed = []
 
     def execute(tasks, resume):
@@ -794,3 +802,34 @@ def test_the_report_reads_the_widened_grid_back_and_flags_a_missing_step():
     header, table = compression_report._grid_table(list(grid.values()), [1e-3, 2e-3, 4e-3])
     assert header[-3:] == ["lr 0.008", "chosen", "at an edge"]
     assert table[0][-2:] == ["0.008", "yes (added 0.008)"]
+
+
+def test_a_protocol_can_run_every_row_at_the_rate_another_protocol_chose(tmp_path, monkeypatch):
+    import json
+
+    accuracy = _load("benchmarks/accuracy.py", "accuracy")
+    monkeypatch.setattr(accuracy, "RESULTS_DIR", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"short_10k: .*short_10k.json does not exist; write it first with `python "
+                                         r"benchmarks/run.py short_10k`"):
+        accuracy.rates_chosen_in("short_10k", ["kd"], ["vit-tiny"])
+    grid = [{"method": "kd", "student": "vit-tiny", "chosen": 0.016, "at_edge": False},
+            {"method": "kd", "student": "resnet-small", "chosen": 0.032, "at_edge": False},
+            {"method": "dist", "student": "vit-tiny", "chosen": 0.064, "at_edge": True}]
+    (tmp_path / "short_10k.json").write_text(json.dumps({"grid": grid}))
+    rates = accuracy.rates_chosen_in("short_10k", ["kd"], ["vit-tiny", "resnet-small"])
+    assert rates[("kd", "vit-tiny")] == 0.016 and rates[("kd", "resnet-small")] == 0.032
+    with pytest.raises(SystemExit, match=r"no chosen rate for dist / resnet-small, and chose at an edge of the grid "
+                                         r"for dist / vit-tiny; finish or widen"):
+        accuracy.rates_chosen_in("short_10k", ["kd", "dist"], ["vit-tiny", "resnet-small"])
+    runs, chosen, grid_out, not_run, executed = _grid_outcome(lambda s, lr: 0.9, widen_at_edges=6, lr_grid=(),
+                                                              chosen_rates=rates)
+    assert executed == [[("vit-tiny", 0.016), ("resnet-small", 0.032)]]  # one run each, never widened
+    assert chosen == {"vit-tiny": 0.016, "resnet-small": 0.032} and len(runs) == 2 and not not_run
+    assert grid_out["kd/vit-tiny"]["widened"] == [] and not grid_out["kd/vit-tiny"]["at_edge"]
+    long = tmp_path / "long.yaml"
+    long.write_text("name: long\nbenchmark: compression\nstudents: [vit-tiny, resnet-small]\nmethods: [kd]\n"
+                    "seeds: [0, 1, 2]\ngrid: {rates_chosen_in: short_10k}\n")
+    args = accuracy.parse_args(["--protocol", str(long)])
+    assert args.chosen_rates == rates and args.lr_grid == []
+    with pytest.raises(SystemExit):  # a grid and another protocol's choices exclude each other
+        accuracy.parse_args(["--protocol", str(long), "--lr_grid", "1.0e-3"])

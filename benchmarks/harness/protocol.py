@@ -35,7 +35,7 @@ BUDGET = {
     "transfer": ("train_images", "probe_val_images", "test_images", "epochs", "probe_epochs", "batch_size",
                  "learning_rate", "probe_learning_rate", "nce_k"),
 }
-GRID = ("learning_rates", "widen_at_edges")
+GRID = ("learning_rates", "widen_at_edges", "rates_chosen_in")
 TARGETS = {"compression": ("min_teacher_gap", "recipe", "ordering", "combined"), "transfer": ()}
 TARGET_FIELDS = {"recipe": ("method", "rivals"), "ordering": ("label", "order"),
                  "combined": ("needed", "counted", "pairs")}
@@ -85,6 +85,11 @@ def load_protocol(name_or_path: str) -> dict[str, Any]:
             _check_list(path, key, protocol[key], str)
     _check_list(path, "grid.learning_rates", (protocol.get("grid") or {}).get("learning_rates", [1.0]), float,
                 empty=False)
+    chosen_in = (protocol.get("grid") or {}).get("rates_chosen_in")
+    if chosen_in is not None and (not isinstance(chosen_in, str) or "learning_rates" in protocol["grid"]):
+        raise ProtocolError(f"{path}: grid.rates_chosen_in names the compression protocol whose chosen rates every "
+                            f"row reuses, instead of grid.learning_rates; got {chosen_in!r}"
+                            + (" beside learning_rates." if isinstance(chosen_in, str) else "."))
     widen = (protocol.get("grid") or {}).get("widen_at_edges", 0)
     if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
         raise ProtocolError(f"{path}: grid.widen_at_edges is how many times a side of the grid may be widened, a "
