@@ -43,9 +43,8 @@ def state_differences(saved: dict[str, torch.Tensor], current: dict[str, torch.T
     for key in sorted(set(saved) & set(current)):
         if key.endswith(("memory_student", "memory_teacher")) and saved[key].dtype != current[key].dtype:
             stored, storing = (str(t[key].dtype).removeprefix("torch.") for t in (saved, current))
-            problems.append(f"the memory banks were stored in {stored}, this run stores them in {storing} (bank_dtype: "
-                            f"its default 'auto' stores negatives shared by the batch in bfloat16, 0.2.0 stored them "
-                            f"in float32; pass bank_dtype={stored} to resume this run)")
+            problems.append(f"the memory banks were stored in {stored}, this run stores them in {storing} (bank_dtype "
+                            f"changed: pass bank_dtype={stored} to resume this run)")
         was, now = tuple(saved[key].shape), tuple(current[key].shape)
         if was == now:
             continue

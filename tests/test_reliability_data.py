@@ -402,12 +402,12 @@ def test_a_resume_that_no_longer_fits_says_what_changed(tmp_path):
     with pytest.raises(ValueError, match=r"checkpoint has terms this run lacks \(teacher_projectors\.final\.net\).*"
                                          r"teacher_projector"):
         headless._load_from_checkpoint(str(checkpoint))
-    shared = _trainer(tmp_path, teacher, preset="crd", negative_sampling="shared", bank_dtype="float32")
-    save_file(shared.objective.state_dict(), str(checkpoint / STATE_NAME))  # float32 banks, as before 'auto'
-    upgraded = _trainer(tmp_path, teacher, preset="crd", negative_sampling="shared")  # 'auto': bfloat16 banks
+    shared = _trainer(tmp_path, teacher, preset="crd", negative_sampling="shared")
+    save_file(shared.objective.state_dict(), str(checkpoint / STATE_NAME))  # float32 banks
+    halved = _trainer(tmp_path, teacher, preset="crd", negative_sampling="shared", bank_dtype="bfloat16")
     with pytest.raises(ValueError, match=r"memory banks were stored in float32, this run stores them in bfloat16 "
-                                         r"\(bank_dtype.*pass bank_dtype=float32 to resume"):
-        upgraded._load_from_checkpoint(str(checkpoint))
+                                         r"\(bank_dtype changed: pass bank_dtype=float32 to resume"):
+        halved._load_from_checkpoint(str(checkpoint))  # not rounded into bfloat16 silently
     shared._load_from_checkpoint(str(checkpoint))  # the same storage: resumes
     (checkpoint / STATE_NAME).write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=rf"{re.escape(str(checkpoint / STATE_NAME))} is unreadable.*corrupted"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -11,9 +10,7 @@ import torch.nn.functional as F
 
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
-from cktf_hf.card_facts import objective_from_args
 from cktf_hf.data import DistillationCollator, NegativeSampler
-from cktf_hf.objectives import CKTFObjective, PairShape
 from cktf_hf.objectives.contrastive import MemoryBankNCELoss
 
 
@@ -149,25 +146,12 @@ def test_config_validates_the_new_fields(tmp_path):
     assert args.distillation_dict()["negative_sampling"] == "shared"
 
 
-@pytest.mark.parametrize("sampling, set_to, stored", [("shared", None, "bfloat16"), ("per_sample", None, "float32"),
-                                                      ("shared", "float32", "float32"),
-                                                      ("per_sample", "bfloat16", "bfloat16")])
-def test_auto_storage_is_bfloat16_for_shared_negatives_only_and_the_card_says_which(tmp_path, sampling, set_to, stored):
-    args = ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-reference", negative_sampling=sampling,
-                                         bank_dtype=set_to)
-    settings = args.objective_settings
-    assert settings.bank_dtype == (set_to or "auto") and settings.bank_storage == stored
-    objective = CKTFObjective(replace(settings, layer_weight=0.0), [PairShape("final", 8, 8)], num_samples=40)
-    assert objective.contrastive["final"].memory_student.dtype == getattr(torch, stored)
-    assert objective_from_args(args)["bank_dtype"] == stored  # the card lists what the run stores, not 'auto'
-
-
 def test_trainer_with_shared_negatives_and_bf16_banks(tmp_path):
     args = ContrastiveDistillationConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=3, nce_k=32, learning_rate=3e-3,
-        negative_sampling="shared", logging_steps=1, save_strategy="no", report_to="none",
+        negative_sampling="shared", bank_dtype="bfloat16", logging_steps=1, save_strategy="no", report_to="none",
         disable_tqdm=True, use_cpu=True, preset="cktf-reference",
-    )  # bank_dtype left at 'auto': bfloat16 for shared negatives
+    )
     trainer = ContrastiveDistillationTrainer(model=tiny.vit(32, 2, seed=1), args=args, teacher_model=tiny.vit(64, 4),
                                              train_dataset=tiny.digits("train", 128))
     assert trainer.data_collator.negative_sampler.shared

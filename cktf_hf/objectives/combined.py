@@ -147,7 +147,7 @@ class CKTFObjective(nn.Module):
             elif self.negatives == "memory_bank":
                 self.contrastive[name] = MemoryBankNCELoss(
                     num_samples, embed_dim, settings.nce_k, settings.temperature, settings.nce_momentum,
-                    bank_dtype=BANK_DTYPES[settings.bank_storage], positive=settings.positive,
+                    bank_dtype=BANK_DTYPES[settings.bank_dtype], positive=settings.positive,
                     bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
             else:
                 self.contrastive[name] = InBatchInfoNCELoss(settings.temperature)

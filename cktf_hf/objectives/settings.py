@@ -142,13 +142,10 @@ def _if_projects(s: "ObjectiveSettings", value: Any) -> bool:
 
 
 def _knob(default: Any, label: str, help: str, group: str, when: Callable[["ObjectiveSettings", Any], bool] = _always,
-          choices: Optional[tuple] = None, config: Optional[ConfigForm] = None,
-          resolve: Optional[Callable[["ObjectiveSettings"], Any]] = None) -> Any:
+          choices: Optional[tuple] = None, config: Optional[ConfigForm] = None) -> Any:
     """A field of :class:`ObjectiveSettings` with its metadata: ``label`` (the model card's words), ``help`` (the
-    config's and the command line's), ``group``, ``when`` it matters for a run, its ``choices``, and for a knob with
-    an 'auto' choice, how the run ``resolve``s it (what the card lists)."""
-    metadata = {"label": label, "help": help, "group": group, "when": when, "choices": choices, "config": config,
-                "resolve": resolve}
+    config's and the command line's), ``group``, ``when`` it matters for a run, and its ``choices``."""
+    metadata = {"label": label, "help": help, "group": group, "when": when, "choices": choices, "config": config}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -217,12 +214,8 @@ class ObjectiveSettings:
         "'per_sample' (the reference: K other-class negatives drawn for each sample) or 'shared' (K negatives drawn "
         "once per step for the batch, other-class ones masked per anchor).", "bank", when=_if_bank,
         choices=NEGATIVE_SAMPLING)
-    bank_dtype: str = _knob(
-        "auto", "Memory-bank storage",
-        "Storage of the memory banks: 'auto' (bfloat16 for negatives shared by the batch, float32 for per-sample "
-        "negatives, the reference) or a dtype. Scores and losses stay float32; shared negatives in bfloat16 banks are "
-        "multiplied in bfloat16 where the device does so natively.", "bank", when=_if_bank,
-        choices=("auto",) + tuple(BANK_DTYPES), resolve=lambda s: s.bank_storage)
+    bank_dtype: str = _knob("float32", "Memory-bank storage", "Storage of the memory banks (the math stays float32).",
+                            "bank", when=_if_bank, choices=tuple(BANK_DTYPES))
     nce_momentum: float = _knob(0.5, "Memory-bank momentum", "Memory-bank momentum, in [0, 1).", "bank", when=_if_bank)
     feat_dim: int = _knob(128, "Projection size (feat_dim)", "Projector output dimension.", "projector",
                           when=_if_projects)
@@ -339,22 +332,11 @@ class ObjectiveSettings:
         contrasted = self.final_weight > 0 or (self.layer_weight > 0 and self.pairs_intermediate_layers)
         return self.negatives == "memory_bank" and contrasted
 
-    @property
-    def bank_storage(self) -> str:
-        """The memory banks' storage (a key of ``BANK_DTYPES``): ``bank_dtype``, its 'auto' resolved to bfloat16 for
-        negatives shared by the batch (K rows read per step for the whole batch: half the bytes to gather and, where
-        the device multiplies bfloat16 natively, bfloat16 products) and float32 for per-sample negatives (the
-        reference)."""
-        if self.bank_dtype != "auto":
-            return self.bank_dtype
-        return "bfloat16" if self.negative_sampling == "shared" else "float32"
-
     def knobs_that_matter(self) -> dict[str, Any]:
-        """Knob name → value of every knob that matters for this run, in field order, an 'auto' knob as the run
-        resolves it: no bank knob without a memory bank, no KD temperature without KD, no τ or projector without a
-        contrastive term, an option only when set."""
-        return {spec.name: spec.metadata["resolve"](self) if spec.metadata["resolve"] else getattr(self, spec.name)
-                for spec in fields(self) if spec.metadata["when"](self, getattr(self, spec.name))}
+        """Knob name → value of every knob that matters for this run, in field order: no bank knob without a memory
+        bank, no KD temperature without KD, no τ or projector without a contrastive term, an option only when set."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)
+                if spec.metadata["when"](self, getattr(self, spec.name))}
 
     @classmethod
     def labels(cls) -> dict[str, str]:
