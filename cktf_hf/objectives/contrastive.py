@@ -110,8 +110,9 @@ class SharedNegativeNCE(torch.autograd.Function):
     softplus and its derivative sigmoid are 0 there and the mask costs no pass of its own; the row weights ``K / K_b``
     scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, one softplus pass, one column sum and
     (when a gradient is needed) the sigmoid, in place over ``x`` while it is still in cache; backward: one
-    ``[D, K] × [K, B]`` product. Only ``sigmoid(x)`` (``[K, B]``) is kept for the backward pass. Low-precision ``negatives`` (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype,
-    the anchors and the gradient rounded to it; everything elementwise stays float32.
+    ``[D, K] × [K, B]`` product. Only ``sigmoid(x)`` (``[K, B]``) is kept for the backward pass. Low-precision
+    ``negatives`` (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype, the anchors and the
+    gradient rounded to it; everything elementwise stays float32.
     """
 
     @staticmethod
