@@ -266,8 +266,13 @@ def rates_chosen_in(name: str, methods: list[str], students: list[str]) -> dict[
     if not os.path.isfile(path):
         raise SystemExit(f"--rates_chosen_in {name}: {path} does not exist; write it first with `python "
                          f"benchmarks/run.py {name}` (--report_only, once its journal holds every row).")
-    with open(path, encoding="utf-8") as f:
-        chosen = {(g["method"], g["student"]): g for g in json.load(f)["grid"]}
+    try:
+        with open(path, encoding="utf-8") as f:
+            chosen = {(g["method"], g["student"]): g for g in json.load(f)["grid"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"--rates_chosen_in {name}: {path} is not a compression report with a learning-rate grid "
+                         f"({type(error).__name__}: {error}); write it again with `python benchmarks/run.py {name} "
+                         "--report_only`.") from None
     missing = [f"{m} / {s}" for m in methods for s in students if (m, s) not in chosen]
     at_edge = [f"{m} / {s}" for m in methods for s in students if chosen.get((m, s), {}).get("at_edge")]
     if missing or at_edge:

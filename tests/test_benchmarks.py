@@ -812,6 +812,9 @@ def test_a_protocol_can_run_every_row_at_the_rate_another_protocol_chose(tmp_pat
     with pytest.raises(SystemExit, match=r"short_10k: .*short_10k.json does not exist; write it first with `python "
                                          r"benchmarks/run.py short_10k`"):
         accuracy.rates_chosen_in("short_10k", ["kd"], ["vit-tiny"])
+    (tmp_path / "short_10k.json").write_text('{"runs": []}')  # a JSON, but no grid in it
+    with pytest.raises(SystemExit, match=r"short_10k.json is not a compression report with a learning-rate grid"):
+        accuracy.rates_chosen_in("short_10k", ["kd"], ["vit-tiny"])
     grid = [{"method": "kd", "student": "vit-tiny", "chosen": 0.016, "at_edge": False},
             {"method": "kd", "student": "resnet-small", "chosen": 0.032, "at_edge": False},
             {"method": "dist", "student": "vit-tiny", "chosen": 0.064, "at_edge": True}]
