@@ -342,9 +342,11 @@ def _target_ratio(result: dict, name: str, base: str) -> Optional[float]:
     """``name``'s step time over ``base``'s for a target: step by step (one step each in turn) when that was measured
     (:func:`harness.alternating.paired_ratio`, steadier), else the per-round ratio (:func:`_ratio`); None when
     either was not measured."""
+    from harness.alternating import paired_ratio
+
     alternating = (result.get("alternating") or {}).get("step_ms", {})
     if name in alternating and base in alternating:
-        return statistics.median(a / b for a, b in zip(alternating[name], alternating[base]))
+        return paired_ratio(alternating, name, base)
     steps = result["steps"]
     return _ratio(steps, name, base) if name in steps and base in steps else None
 
