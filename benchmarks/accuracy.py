@@ -43,6 +43,7 @@ from harness import protocol as protocols
 from harness.paths import CACHE_DIR, RESULTS_DIR, absolute, repo_relative
 
 from cktf_hf import PRESETS
+from cktf_hf.cache import model_digest
 from cktf_hf.demo import DEFAULT_TEACHER
 from cktf_hf.formatting import format_duration
 from cktf_hf.measure import count_parameters
@@ -367,24 +368,26 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     encoded = {"test": test} if args.report_only else {
         "train": data.encode(train_split, processor), "val": data.encode(val_split, processor), "test": test}
     return {"encoded": encoded, "sizes": {"train": len(train_split), "val": len(val_split), "test": len(test)},
-            "teacher": teacher, "teacher_accuracy": data.accuracy(teacher, test, args.device),
+            "teacher": teacher, "teacher_weights": model_digest(teacher),
+            "teacher_accuracy": data.accuracy(teacher, test, args.device),
             "teacher_params": count_parameters(teacher),
             "student_params": {s: count_parameters(data.build_student(s, teacher_config, image_size, 0))
                                for s in args.students}}
 
 
-def task_settings(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, Any]:
+def task_settings(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, Any]:
     """The fields every task of this invocation shares (they key the journal)."""
+    sizes = bench["sizes"]
     save_dir = os.path.join(args.save_students, args.name) if args.save_students else None
     return dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size, nce_k=args.nce_k,
-                teacher=args.teacher, train_images=sizes["train"], val_images=sizes["val"], test_images=sizes["test"],
+                teacher=args.teacher, **{journal.WEIGHTS_FIELD: bench["teacher_weights"]}, train_images=sizes["train"], val_images=sizes["val"], test_images=sizes["test"],
                 save_dir=save_dir, **options.task_overrides(args))
 
 
 def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, Any]:
     """Phase 1 (the grid with the first seed, the rate chosen on validation) and phase 2 (the other seeds) for every
     method, or only their results read back from the journal (--report_only)."""
-    base = task_settings(args, bench["sizes"])
+    base = task_settings(args, bench)
     cached = {m: bool(args.teacher_cache) and teacher_reads({"preset": m, **args.overrides}) == "outputs"
               for m in args.methods}
 

@@ -51,6 +51,7 @@ from harness import data, figure, journal, options, pool, report, stats, train
 from harness.paths import RESULTS_DIR, absolute, portable_path, repo_relative
 from harness.protocol import load_protocol
 
+from cktf_hf.cache import model_digest
 from cktf_hf.demo import DEFAULT_TEACHER
 from cktf_hf.demo.transfer import TRANSFER_METHODS, distill_unlabelled, linear_probe, without_labels
 from cktf_hf.formatting import format_duration, format_epochs
@@ -295,6 +296,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     teacher = AutoModelForImageClassification.from_pretrained(args.teacher)
     architectures = list(dict.fromkeys([args.student] + [s["student"] for s in saved]))
     return {"splits": splits, "saved": saved, "skipped": skipped, "teacher": teacher,
+            "teacher_weights": model_digest(teacher),
             "id2label": dict(enumerate(train_split.features["label"].names)),
             "teacher_params": count_parameters(teacher), "architectures": architectures,
             "student_params": {s: count_parameters(data.build_student(s, teacher_config, image_size, 0))
@@ -306,6 +308,7 @@ def make_tasks(args: argparse.Namespace, bench: dict[str, Any]) -> list[dict[str
     shared = dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, nce_k=args.nce_k, probe_epochs=args.probe_epochs,
                   probe_learning_rate=args.probe_learning_rate, teacher=args.teacher,
+                  **{journal.WEIGHTS_FIELD: bench["teacher_weights"]},
                   data={k: len(v) for k, v in bench["splits"].items()}, **options.task_overrides(args))
     tasks = [dict(part="protocol", method=m, student=args.student, seed=seed, **shared)
              for seed in args.seeds for m in args.methods]

@@ -71,10 +71,7 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
     """A hash of the teacher's config and weights, the dataset and its transform, and the pairing."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": CACHE_FORMAT, **description}, sort_keys=True, default=str).encode())
-    digest.update(teacher.config.to_json_string(use_diff=False).encode())
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    add_model(digest, teacher)
     base = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
     transform = _format_transform(base)
     processor = getattr(transform, "image_processor", None)
@@ -85,6 +82,21 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
         "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else None,
         "pairs": [(p.name, p.student_index, p.teacher_index) for p in pairs],
     }, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def add_model(digest: Any, model: nn.Module) -> None:
+    """Feed a model's config and weights to ``digest`` (a ``hashlib`` hash)."""
+    digest.update(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def model_digest(model: nn.Module) -> str:
+    """A sha256 (16 hex digits) of a model's config and weights: what tells two teachers saved in one folder apart."""
+    digest = hashlib.sha256()
+    add_model(digest, model)
     return digest.hexdigest()[:16]
 
 

@@ -690,6 +690,37 @@ def test_journal_keys_do_not_depend_on_where_the_repository_is(tmp_path):
         run_journal.read_back([task], str(journal))
 
 
+def test_a_teacher_retrained_in_its_folder_does_not_reuse_the_old_teachers_runs(tmp_path):
+    """Tasks name their teacher's weights: a teacher overwritten in the same folder runs everything again (--resume and
+    --report_only find none of the old teacher's runs), while a line written before tasks named them still matches."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from cktf_hf.cache import model_digest
+
+    run_journal, pool = _harness("journal"), _harness("pool")
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=3)
+    torch.manual_seed(0)
+    old, new = ResNetForImageClassification(config), ResNetForImageClassification(config)
+    assert model_digest(old) == model_digest(old) and model_digest(old) != model_digest(new)
+    old_copy = ResNetForImageClassification(config)
+    old_copy.load_state_dict(old.state_dict())
+    assert model_digest(old_copy) == model_digest(old)  # weights, not the object, identify a teacher
+    task = {"method": "kd", "seed": 0, "teacher": "teachers/vit", run_journal.WEIGHTS_FIELD: model_digest(old)}
+    journal = tmp_path / "runs.jsonl"
+    pool.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
+    retrained = {**task, run_journal.WEIGHTS_FIELD: model_digest(new)}
+    assert run_journal.read_back([task, retrained], str(journal)) == [{"seed": 0, "double": 0}, None]
+    assert run_journal.pending_tasks([task, retrained], str(journal), resume=True) == [retrained]
+    assert run_journal.rows_outside(str(journal), {"teacher": "teachers/vit", run_journal.WEIGHTS_FIELD:
+                                                   model_digest(new)}, ["dist"], ["s"]) == []
+    # A journal written before tasks named the teacher's weights: its lines match on the other fields.
+    legacy = {key: value for key, value in task.items() if key != run_journal.WEIGHTS_FIELD}
+    journal.write_text(json.dumps({"task": legacy, "result": {"seed": 0}}) + "\n")
+    assert run_journal.read_back([retrained], str(journal)) == [{"seed": 0}]
+    assert run_journal.rows_outside(str(journal), {"teacher": "teachers/vit", run_journal.WEIGHTS_FIELD:
+                                                   model_digest(new)}, ["dist"], ["s"]) == ["kd / None"]
+
+
 def _double_seed(task: dict) -> dict:
     return {"seed": task["seed"], "double": 2 * task["seed"]}
 

@@ -2,7 +2,9 @@
 each run ends, so an interrupted benchmark loses no finished run and ``--resume`` / ``--report_only`` read them back.
 
 A task is keyed by its content (paths inside the repository relative to it, numbers by value), so a journal written in
-one clone serves another. Reading is strict: a line cut short by a crash is tolerated only as the last line (it is
+one clone serves another. A task also names its teacher's weights (``teacher_weights``, :func:`cktf_hf.cache.model_digest`), so a
+teacher retrained in the same folder runs everything again instead of reusing the old teacher's runs; a line written
+before tasks named them matches a task by its other fields. Reading is strict: a line cut short by a crash is tolerated only as the last line (it is
 the run that was being written); any other unreadable or malformed line, and two lines that give the same task
 different results, stop the benchmark with the file and line numbers instead of silently changing a reported row.
 """
@@ -17,6 +19,7 @@ from typing import Any, Iterable, Optional, Union
 from .paths import portable_path
 
 PATH_FIELDS = ("teacher", "teacher_cache_dir", "save_dir", "path")
+WEIGHTS_FIELD = "teacher_weights"
 # The fields a result must hold: names, or names mapped to their type(s).
 Fields = Union[Iterable[str], dict[str, Any]]
 
@@ -36,6 +39,15 @@ def task_key(task: dict[str, Any]) -> str:
     """The identity of a task in a journal: its portable paths, and numbers by value (``--epochs 5`` parses to 5.0,
     the preset's default is 5: the same run)."""
     return json.dumps(numbers_by_value(portable_task(task)), sort_keys=True)
+
+
+def find(done: dict[str, Any], task: dict[str, Any]) -> Any:
+    """The result of ``task`` in a journal read by :func:`read_journal`, or None; a line written before tasks named
+    their teacher's weights matches on the other fields."""
+    result = done.get(task_key(task))
+    if result is None and WEIGHTS_FIELD in task:
+        result = done.get(task_key({key: value for key, value in task.items() if key != WEIGHTS_FIELD}))
+    return result
 
 
 def numbers_by_value(value: Any) -> Any:
@@ -99,14 +111,14 @@ def read_back(tasks: list[dict[str, Any]], path: str, result_fields: Fields = ()
               ) -> list[Optional[dict[str, Any]]]:
     """Each task's result from the run journal, None where it has not run."""
     done = read_journal(path, result_fields)
-    return [done.get(task_key(task)) for task in tasks]
+    return [find(done, task) for task in tasks]
 
 
 def pending_tasks(tasks: list[dict[str, Any]], path: Optional[str], resume: bool,
                   result_fields: Fields = ()) -> list[dict[str, Any]]:
     """The tasks that ``run_tasks(..., journal=path, resume=resume)`` would run (not read back from the journal)."""
     done = read_journal(path, result_fields) if resume else {}
-    return [task for task in tasks if task_key(task) not in done]
+    return [task for task in tasks if find(done, task) is None]
 
 
 def start(path: str, resume: bool) -> None:
@@ -142,6 +154,7 @@ def rows_outside(path: str, settings: dict[str, Any], methods: list[str], studen
     rows = set()
     for key in read_journal(path):
         task = json.loads(key)
+        task.setdefault(WEIGHTS_FIELD, wanted.get(WEIGHTS_FIELD))  # a line from before tasks named them
         if (all(task.get(field) == value for field, value in wanted.items()) and task.keys() >= wanted.keys()
                 and (task.get("method") not in methods or task.get("student") not in students)):
             rows.add(f"{task.get('method')} / {task.get('student')}")

@@ -36,7 +36,7 @@ def run_tasks(fn: Any, tasks: list[dict[str, Any]], jobs: int, initializer: Any,
     a non-empty one first kept as ``<journal>.<time>.bak``). ``result_fields``: what a journal's result must hold.
     """
     done_before = run_journal.read_journal(journal, result_fields) if journal and resume else {}
-    results: list[Any] = [done_before.get(run_journal.task_key(task)) for task in tasks]
+    results: list[Any] = [run_journal.find(done_before, task) for task in tasks]
     pending = [i for i, result in enumerate(results) if result is None]
     if journal:
         run_journal.start(journal, resume)
