@@ -380,8 +380,8 @@ def task_settings(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, 
     sizes = bench["sizes"]
     save_dir = os.path.join(args.save_students, args.name) if args.save_students else None
     return dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size, nce_k=args.nce_k,
-                teacher=args.teacher, **{journal.WEIGHTS_FIELD: bench["teacher_weights"]}, train_images=sizes["train"], val_images=sizes["val"], test_images=sizes["test"],
-                save_dir=save_dir, **options.task_overrides(args))
+                teacher=args.teacher, **{journal.WEIGHTS_FIELD: bench["teacher_weights"]}, train_images=sizes["train"],
+                val_images=sizes["val"], test_images=sizes["test"], save_dir=save_dir, **options.task_overrides(args))
 
 
 def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 each run ends, so an interrupted benchmark loses no finished run and ``--resume`` / ``--report_only`` read them back.
 
 A task is keyed by its content (paths inside the repository relative to it, numbers by value), so a journal written in
-one clone serves another. A task also names its teacher's weights (``teacher_weights``, :func:`cktf_hf.cache.model_digest`), so a
-teacher retrained in the same folder runs everything again instead of reusing the old teacher's runs; a line written
-before tasks named them matches a task by its other fields. Reading is strict: a line cut short by a crash is tolerated only as the last line (it is
-the run that was being written); any other unreadable or malformed line, and two lines that give the same task
-different results, stop the benchmark with the file and line numbers instead of silently changing a reported row.
+one clone serves another. A task also names its teacher's weights (``teacher_weights``,
+:func:`cktf_hf.cache.model_digest`), so a teacher retrained in the same folder runs everything again instead of reusing
+the old teacher's runs; a line written before tasks named them matches a task by its other fields. Reading is strict:
+a line cut short by a crash is tolerated only as the last line (it is the run that was being written); any other
+unreadable or malformed line, and two lines that give the same task different results, stop the benchmark with the
+file and line numbers instead of silently changing a reported row.
 """
 
 from __future__ import annotations
