@@ -86,8 +86,11 @@ def fingerprint(teacher: nn.Module, dataset: Any, pairs: Sequence[LayerPair], de
 
 
 def add_model(digest: Any, model: nn.Module) -> None:
-    """Feed a model's config and weights to ``digest`` (a ``hashlib`` hash)."""
-    digest.update(model.config.to_json_string(use_diff=False).encode())
+    """Feed a model's config and weights to ``digest`` (a ``hashlib`` hash). The folder it was loaded from
+    (``config._name_or_path``) is left out: the same teacher copied to another folder or clone is the same teacher."""
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

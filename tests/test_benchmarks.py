@@ -705,6 +705,11 @@ def test_a_teacher_retrained_in_its_folder_does_not_reuse_the_old_teachers_runs(
     old_copy = ResNetForImageClassification(config)
     old_copy.load_state_dict(old.state_dict())
     assert model_digest(old_copy) == model_digest(old)  # weights, not the object, identify a teacher
+    for folder in ("clone_a/teachers/vit", "clone_b/teachers/vit"):  # nor the folder it is loaded from
+        old.save_pretrained(tmp_path / folder)
+    assert (model_digest(ResNetForImageClassification.from_pretrained(tmp_path / "clone_a/teachers/vit"))
+            == model_digest(ResNetForImageClassification.from_pretrained(tmp_path / "clone_b/teachers/vit"))
+            == model_digest(old))
     task = {"method": "kd", "seed": 0, "teacher": "teachers/vit", run_journal.WEIGHTS_FIELD: model_digest(old)}
     journal = tmp_path / "runs.jsonl"
     pool.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
