@@ -42,7 +42,7 @@ from harness import data, journal, options, pool, stats, train
 from harness import protocol as protocols
 from harness.paths import CACHE_DIR, RESULTS_DIR, absolute, repo_relative
 
-from cktf_hf import PRESETS
+from cktf_hf import PRESETS, get_preset
 from cktf_hf.cache import model_digest
 from cktf_hf.demo import DEFAULT_TEACHER
 from cktf_hf.formatting import format_duration
@@ -393,7 +393,8 @@ def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, A
 
     def task(method: str, student: str, seed: int, learning_rate: float, phase: str) -> dict[str, Any]:
         return dict(method=method, fields={"preset": method}, student=student, seed=seed, learning_rate=learning_rate,
-                    phase=phase, teacher_cache_dir=args.teacher_cache if cached[method] else None, **base)
+                    phase=phase, teacher_cache_dir=args.teacher_cache if cached[method] else None,
+                    **{journal.OBJECTIVE_FIELD: get_preset(method).changed_knobs()}, **base)
 
     runs, grid, final, not_run = [], {}, [], []
     path, resume = options.journal_path(args), args.resume

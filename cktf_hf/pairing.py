@@ -16,7 +16,7 @@ from .features import FeatureLayout, Pooling, batch_l2_normalize, to_map
 from .model_io import ModelFeatures, probe
 from .objectives import FINAL, PairFeatures, PairShape
 from .objectives.combined import StudentStages
-from .objectives.settings import PairSpec, parse_pair_spec
+from .objectives.settings import BY_FAMILY_PAIRING, PairSpec, automatic_pairing, parse_pair_spec
 from .teacher_input import TeacherInput
 
 # OFAKD custom_forward/beit.py and deit.py stage_info: a 12-block ViT's four stages end after blocks 2, 4, 10 and 12.
@@ -51,6 +51,14 @@ def layer_name(index: int, layout: FeatureLayout) -> str:
     if index == 0:
         return "embeddings"
     return f"stage{index}" if layout.kind == "map" else f"layer{index}"
+
+
+def pairs_intermediate_layers_across(student_layouts: Sequence[FeatureLayout],
+                                     teacher_layouts: Sequence[FeatureLayout]) -> bool:
+    """Whether ``layer_pairs="auto-by-family"`` pairs intermediate layers of these two models: always, except from a
+    token (ViT) teacher to a convolutional student, whose stages gain nothing from matching the teacher's intermediate
+    tokens (benchmarks/README.md, the ViT → CNN screens); those two get the final pair alone."""
+    return not (family(teacher_layouts[1:]) == "token" and family(student_layouts[1:]) == "hierarchical")
 
 
 def _relative_depth_pairs(student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
@@ -90,9 +98,12 @@ def build_pairs(
     student_layouts: Sequence[FeatureLayout],
     teacher_layouts: Sequence[FeatureLayout],
 ) -> list[LayerPair]:
-    """The layer pairs for ``spec`` ("auto" or explicit pairs), the final pair last."""
-    if isinstance(spec, str) and spec.strip().lower() == "auto":
+    """The layer pairs for ``spec`` ("auto", "auto-by-family" or explicit pairs), the final pair last."""
+    automatic = automatic_pairing(spec)
+    if automatic:
         indices = _relative_depth_pairs(len(student_layouts) - 1, len(teacher_layouts) - 1)
+        if automatic == BY_FAMILY_PAIRING and not pairs_intermediate_layers_across(student_layouts, teacher_layouts):
+            indices = []
     else:
         indices = []
         for s_key, t_key in parse_pair_spec(spec):
@@ -109,7 +120,7 @@ def build_pairs(
 def student_stage_indices(layouts: Sequence[FeatureLayout]) -> list[int]:
     """The student's hidden states that OFA's per-stage branches read: every stage of a hierarchical model (ResNet,
     ConvNeXt: ``1..L``); OFA's stages of a 12-layer token model (:data:`OFA_VIT_STAGES`); for other depths the ends of
-    ``min(4, L)`` equal groups of layers, as the "auto" pairing splits them."""
+    ``min(4, L)`` equal groups of layers, as the automatic pairing splits them."""
     depth = len(layouts) - 1
     if depth < 1:
         return []
@@ -215,11 +226,14 @@ class PairingPlan:
     pooling: Pooling = Pooling()
     student_stages: Optional[StudentStages] = None
     teacher_input: TeacherInput = TeacherInput()
+    note: str = ""  # why the plan holds fewer pairs than the pairing asked for, when it does
 
     @property
     def table(self) -> str:
-        """The pairing table, then a line on the teacher's input (the student's, or re-normalised / resized)."""
-        return pairing_table(self.rows) + f"\nteacher input: {self.teacher_input.describe()}"
+        """The pairing table, then a line on the teacher's input (the student's, or re-normalised / resized) and the
+        plan's note."""
+        lines = [pairing_table(self.rows), f"teacher input: {self.teacher_input.describe()}"]
+        return "\n".join(lines + ([self.note] if self.note else []))
 
     @property
     def dicts(self) -> list[dict[str, Any]]:
@@ -270,7 +284,15 @@ def plan_pairs(
         ))
         rows.append(_pairing_row(pair, outputs, layouts, final_weight if pair.is_final else layer_weight))
     return PairingPlan(pairs, layouts, shapes, rows, tuple(pixel_values.shape[1:]), pooling,
-                       _student_stages(outputs, layouts["student"]), teacher_input)
+                       _student_stages(outputs, layouts["student"]), teacher_input, _note(layer_pairs, layouts))
+
+
+def _note(layer_pairs: PairSpec, layouts: dict[str, list[FeatureLayout]]) -> str:
+    if automatic_pairing(layer_pairs) != BY_FAMILY_PAIRING or pairs_intermediate_layers_across(
+            layouts["student"], layouts["teacher"]):
+        return ""
+    return (f"layer_pairs={BY_FAMILY_PAIRING!r}: a token (ViT) teacher and a convolutional student are paired on their "
+            "final features alone; set layer_pairs='auto' to pair their intermediate layers too.")
 
 
 def _student_stages(outputs: dict[str, ModelFeatures], layouts: Sequence[FeatureLayout]) -> Optional[StudentStages]:

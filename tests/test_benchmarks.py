@@ -726,6 +726,30 @@ def test_a_teacher_retrained_in_its_folder_does_not_reuse_the_old_teachers_runs(
                                                    model_digest(new)}, ["dist"], ["s"]) == ["kd / None"]
 
 
+def test_a_preset_whose_settings_changed_does_not_reuse_its_old_runs(tmp_path):
+    """Tasks name the knobs their preset sets (``objective``): a preset redefined between two runs of a protocol runs
+    again; lines written before tasks named them (with or without the teacher's weights) match on the other fields."""
+    from cktf_hf import get_preset
+
+    run_journal, pool = _harness("journal"), _harness("pool")
+    before, after = get_preset("cktf-recipe-v1").changed_knobs(), get_preset("cktf").changed_knobs()
+    assert before != after and after["layer_pairs"] == "auto-by-family" and "layer_pairs" not in before
+    task = {"method": "cktf", "seed": 0, "teacher": "teachers/vit", run_journal.WEIGHTS_FIELD: "abc",
+            run_journal.OBJECTIVE_FIELD: before}
+    journal = tmp_path / "runs.jsonl"
+    pool.run_tasks(_double_seed, [task], 1, lambda: None, (), journal=str(journal))
+    redefined = {**task, run_journal.OBJECTIVE_FIELD: after}
+    assert run_journal.read_back([task, redefined], str(journal)) == [{"seed": 0, "double": 0}, None]
+    assert run_journal.pending_tasks([task, redefined], str(journal), resume=True) == [redefined]
+    for legacy_fields in ((run_journal.OBJECTIVE_FIELD,), (run_journal.OBJECTIVE_FIELD, run_journal.WEIGHTS_FIELD)):
+        legacy = {key: value for key, value in task.items() if key not in legacy_fields}
+        journal.write_text(json.dumps({"task": legacy, "result": {"seed": 7}}) + "\n")
+        assert run_journal.read_back([redefined], str(journal)) == [{"seed": 7}]
+    # A legacy line of another teacher's weights still does not match.
+    journal.write_text(json.dumps({"task": {**legacy, run_journal.WEIGHTS_FIELD: "other"}, "result": {}}) + "\n")
+    assert run_journal.read_back([redefined], str(journal)) == [None]
+
+
 def _double_seed(task: dict) -> dict:
     return {"seed": task["seed"], "double": 2 * task["seed"]}
 

@@ -136,6 +136,18 @@ def test_auto_pairs_different_depths():
         (0, 0), (1, 2), (2, 4), (3, 6), (4, 8), (5, 10), (6, 12), (None, None)]
 
 
+def test_auto_by_family_pairs_a_token_teacher_with_a_convolutional_student_on_the_final_features_alone():
+    # A token (ViT) teacher and a convolutional student: the final pair alone; "auto" still pairs them all.
+    assert _indices(build_pairs("auto-by-family", _maps(4), _tokens(6))) == [(None, None)]
+    assert _indices(build_pairs("auto", _maps(4), _tokens(6))) == [(0, 0), (1, 2), (2, 3), (3, 5), (4, 6),
+                                                                   (None, None)]
+    # Every other pair of families is planned exactly as "auto" plans it.
+    for student, teacher in ((_tokens(6), _maps(4)), (_maps(3), _maps(4)), (_tokens(6), _tokens(12))):
+        assert build_pairs("Auto-By-Family", student, teacher) == build_pairs("auto", student, teacher)
+    # Explicit pairs are taken as given whatever the families.
+    assert _indices(build_pairs("stage2:layer3", _maps(4), _tokens(6))) == [(2, 3), (None, None)]
+
+
 def test_explicit_pairs():
     student, teacher = _maps(3), _maps(4)
     assert _indices(build_pairs("0:0,-1:-1", student, teacher)) == [(0, 0), (3, 4), (None, None)]

@@ -269,10 +269,13 @@ def test_reference_presets_hold_the_reference_values(tmp_path):
     assert (recipe.positive, recipe.bank_warm_start, recipe.contrastive_warmup) == ("current", "skip_unwritten", 0.1)
     assert (recipe.negatives, recipe.spatial_contrast, recipe.layer_weight, recipe.final_weight,
             recipe.teacher_projector) == ("in_batch", True, 2.0, 0.8, "none")
+    # 0.2.0's recipe, frozen: the same knobs but "auto" pairing (intermediate pairs for every teacher).
+    assert get_preset("cktf-recipe-v1") == replace(recipe, layer_pairs="auto") and recipe.layer_pairs == "auto-by-family"
     assert get_preset("cktf-reference").teacher_projector == "trained"  # the reference trains both heads
     for x in ("kd", "fitnets", "pkt", "rkd", "dkd"):  # X + the recipe's contrast: X's own weight kept
         combined, paper = get_preset(f"{x}+cktf-recipe"), get_preset("cktf+kd" if x == "kd" else f"{x}+cktf")
-        assert (combined.negatives, combined.spatial_contrast, combined.teacher_projector) == ("in_batch", True, "none")
+        assert (combined.negatives, combined.spatial_contrast, combined.teacher_projector, combined.layer_pairs) == (
+            "in_batch", True, "none", "auto-by-family")
         assert (combined.classic, combined.kd_weight, combined.layer_weight) == (paper.classic, paper.kd_weight, 0.8)
     assert ContrastiveDistillationConfig(output_dir=str(tmp_path), preset="cktf-recipe").negatives == "in_batch"
     assert get_preset("cktf") == recipe  # the default preset is the recipe; the paper's settings stay under -reference
@@ -350,3 +353,39 @@ def test_presets_train(tmp_path, preset, sampling):
     if preset == "cktf-recipe":
         assert bank.state_dict()["filled"].sum() == 32  # two batches of 16 distinct examples written (after flush)
         assert losses[0] == pytest.approx(trainer.state.log_history[0]["ce"])  # warm-up: β = θ = 0 at step 1
+
+
+def _two_steps(tmp_path, preset: str, teacher: torch.nn.Module, student: torch.nn.Module, name: str):
+    args = ContrastiveDistillationConfig(
+        output_dir=str(tmp_path / name), per_device_train_batch_size=16, max_steps=2, learning_rate=3e-3, seed=3,
+        preset=preset, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True)
+    trainer = ContrastiveDistillationTrainer(model=student, args=args, teacher_model=teacher,
+                                             train_dataset=tiny.digits("train", 64))
+    trainer.train()
+    return trainer
+
+
+def test_the_default_pairs_a_vit_teacher_and_a_cnn_student_on_their_final_features_alone(tmp_path, caplog):
+    """ViT teacher → CNN student: the default contrasts the final pair alone and says so in the pairing table;
+    cktf-recipe-v1 (0.2.0's default) still pairs their intermediate layers."""
+    with caplog.at_level("INFO", logger="cktf_hf.trainer"):
+        default = _two_steps(tmp_path, "cktf", tiny.vit(32, 2), tiny.resnet((8, 16), seed=1), "default")
+    assert [p.name for p in default.pairing.pairs] == ["final"]
+    assert "final features alone" in default.pairing.table and "final features alone" in caplog.text
+    assert all(math.isfinite(e["loss"]) for e in default.state.log_history if "loss" in e)
+    v1 = _two_steps(tmp_path, "cktf-recipe-v1", tiny.vit(32, 2), tiny.resnet((8, 16), seed=1), "v1")
+    assert len(v1.pairing.pairs) > 1 and "final features alone" not in v1.pairing.table
+
+
+def test_the_default_trains_exactly_as_before_with_a_cnn_teacher(tmp_path):
+    """With a CNN teacher the by-family pairing plans what "auto" plans: the default's run is bit for bit
+    cktf-recipe-v1's, for a CNN and a ViT student."""
+    for name, student in (("resnet", lambda: tiny.resnet((8, 16), seed=1)), ("vit", lambda: tiny.vit(32, 2, seed=1))):
+        runs = [_two_steps(tmp_path, preset, tiny.resnet((8, 16, 32)), student(), f"{name}-{preset}")
+                for preset in ("cktf", "cktf-recipe-v1")]
+        assert [p.name for p in runs[0].pairing.pairs] == [p.name for p in runs[1].pairing.pairs]
+        assert len(runs[0].pairing.pairs) > 1
+        weights = [run.model.state_dict() for run in runs]
+        assert weights[0].keys() == weights[1].keys()
+        for key in weights[0]:
+            assert torch.equal(weights[0][key], weights[1][key]), key

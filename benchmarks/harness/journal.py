@@ -4,7 +4,10 @@ each run ends, so an interrupted benchmark loses no finished run and ``--resume`
 A task is keyed by its content (paths inside the repository relative to it, numbers by value), so a journal written in
 one clone serves another. A task also names its teacher's weights (``teacher_weights``,
 :func:`cktf_hf.cache.model_digest`), so a teacher retrained in the same folder runs everything again instead of reusing
-the old teacher's runs; a line written before tasks named them matches a task by its other fields. Reading is strict:
+the old teacher's runs, and the knobs its preset sets (``objective``,
+:meth:`cktf_hf.objectives.ObjectiveSettings.changed_knobs`), so a preset whose settings change runs again (a change
+of a knob's default is not seen: the knobs a preset leaves at their defaults are not named). A line written before
+tasks named either matches a task by the fields it has. Reading is strict:
 a line cut short by a crash is tolerated only as the last line (it is the run that was being written); any other
 unreadable or malformed line, and two lines that give the same task different results, stop the benchmark with the
 file and line numbers instead of silently changing a reported row.
@@ -20,7 +23,9 @@ from typing import Any, Iterable, Optional, Union
 from .paths import portable_path
 
 PATH_FIELDS = ("teacher", "teacher_cache_dir", "save_dir", "path")
-WEIGHTS_FIELD = "teacher_weights"
+WEIGHTS_FIELD, OBJECTIVE_FIELD = "teacher_weights", "objective"
+# Fields added to tasks over time, oldest first: a line written before one of them existed matches on those it has.
+LATER_FIELDS = (WEIGHTS_FIELD, OBJECTIVE_FIELD)
 # The fields a result must hold: names, or names mapped to their type(s).
 Fields = Union[Iterable[str], dict[str, Any]]
 
@@ -43,12 +48,14 @@ def task_key(task: dict[str, Any]) -> str:
 
 
 def find(done: dict[str, Any], task: dict[str, Any]) -> Any:
-    """The result of ``task`` in a journal read by :func:`read_journal`, or None; a line written before tasks named
-    their teacher's weights matches on the other fields."""
-    result = done.get(task_key(task))
-    if result is None and WEIGHTS_FIELD in task:
-        result = done.get(task_key({key: value for key, value in task.items() if key != WEIGHTS_FIELD}))
-    return result
+    """The result of ``task`` in a journal read by :func:`read_journal`, or None; a line written before tasks had
+    some of :data:`LATER_FIELDS` matches on the fields it has."""
+    for count in range(len(LATER_FIELDS), -1, -1):
+        dropped = LATER_FIELDS[count:]
+        result = done.get(task_key({key: value for key, value in task.items() if key not in dropped}))
+        if result is not None:
+            return result
+    return None
 
 
 def numbers_by_value(value: Any) -> Any:

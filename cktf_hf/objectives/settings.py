@@ -22,6 +22,17 @@ from .registry import check_choice, get_objective
 
 FINAL = "final"
 PairSpec = Union[str, Sequence[tuple[Union[int, str], Union[int, str]]]]
+# The pairings the plan chooses itself: "auto" pairs the stems, then the ends of equal groups of layers;
+# "auto-by-family" does the same except from a token (ViT) teacher to a convolutional student, which get the final pair
+# alone (pairing.pairs_intermediate_layers_across).
+AUTO_PAIRING, BY_FAMILY_PAIRING = "auto", "auto-by-family"
+
+
+def automatic_pairing(spec: PairSpec) -> Optional[str]:
+    """``"auto"`` or ``"auto-by-family"`` when ``spec`` asks the pairing plan to choose the pairs; None when it lists
+    them."""
+    text = spec.strip().lower() if isinstance(spec, str) else None
+    return text if text in (AUTO_PAIRING, BY_FAMILY_PAIRING) else None
 
 _WEIGHTED_BY_FIELD = {
     "kd": "weight KD with kd_weight (α).",
@@ -237,9 +248,11 @@ class ObjectiveSettings:
     ofa_temperature: float = _knob(1.0, "OFA's softmax temperature",
                                    "Softmax temperature of OFA-KD's loss on both sides (terms 'ofa' and "
                                    "'ofa-branches'; the authors' default 1).", "weights", when=_if_ofa)
-    layer_pairs: str = _knob("auto", "Layer pairs",
-                             "'auto' or explicit 'student:teacher' pairs by hidden-state index or name, e.g. "
-                             "'0:0,2:4,-1:-1' or 'stage1:stage2'; the final pair is always added.", "pairs")
+    layer_pairs: str = _knob(AUTO_PAIRING, "Layer pairs",
+                             "'auto' (the stems, then the ends of equal groups of layers), 'auto-by-family' (the same, "
+                             "except that a token (ViT) teacher and a convolutional student get the final pair alone) "
+                             "or explicit 'student:teacher' pairs by hidden-state index or name, e.g. '0:0,2:4,-1:-1' or "
+                             "'stage1:stage2'; the final pair is always added.", "pairs")
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer_pairs, str):  # a list of (student, teacher) pairs from Python
@@ -263,7 +276,7 @@ class ObjectiveSettings:
         if self.stage_pooling == "fixed_window" and self.grid_size != 1:
             raise ValueError("stage_pooling='fixed_window' sets each stage's grid from pool_window; leave grid_size "
                              f"at 1 (got {self.grid_size}) or use stage_pooling='global'.")
-        if self.layer_pairs.strip().lower() != "auto":
+        if automatic_pairing(self.layer_pairs) is None:
             parse_pair_spec(self.layer_pairs)
         for name in ("ce_weight", "kd_weight", "final_weight", "layer_weight"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
@@ -318,8 +331,9 @@ class ObjectiveSettings:
 
     @property
     def pairs_intermediate_layers(self) -> bool:
-        """Whether ``layer_pairs`` gives any pair besides the final one ("auto" always pairs the stems)."""
-        if self.layer_pairs.strip().lower() == "auto":
+        """Whether ``layer_pairs`` may give any pair besides the final one (an automatic pairing may: "auto" always
+        pairs the stems)."""
+        if automatic_pairing(self.layer_pairs):
             return True
         return any(not (str(s).lower() == FINAL and str(t).lower() == FINAL)
                    for s, t in parse_pair_spec(self.layer_pairs))
@@ -337,6 +351,13 @@ class ObjectiveSettings:
         bank, no KD temperature without KD, no τ or projector without a contrastive term, an option only when set."""
         return {spec.name: getattr(self, spec.name) for spec in fields(self)
                 if spec.metadata["when"](self, getattr(self, spec.name))}
+
+    def changed_knobs(self) -> dict[str, Any]:
+        """Knob name → value of every knob that differs from the spec's default: what sets a preset apart, and what a
+        benchmark's run journal keys it by (a preset whose settings change runs again)."""
+        default = type(self)()
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)
+                if getattr(self, spec.name) != getattr(default, spec.name)}
 
     @classmethod
     def labels(cls) -> dict[str, str]:
