@@ -35,7 +35,10 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
 
 import compression_report
 from harness import data, journal, options, pool, stats, train
@@ -161,7 +164,6 @@ def resolve_methods(names: list[str], error: Any) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ one run
 def _init_worker(teacher: str, data_paths: dict[str, str], threads: int) -> None:
-    import torch
     from transformers import AutoModelForImageClassification
 
     torch.set_num_threads(threads)
@@ -184,17 +186,31 @@ def run_config(task: dict[str, Any], output_dir: str) -> Any:
                                  task["learning_rate"], **fields)
 
 
-def teacher_reads(fields: dict[str, Any]) -> str:
+def teacher_reads(fields: dict[str, Any], planned_pairs: Optional[Callable[[Any], list]] = None) -> str:
     """What a method's objective reads of the teacher: ``nothing`` (scratch), ``outputs`` (its logits and classifier
-    input only) or ``features`` (intermediate features too)."""
+    input only) or ``features`` (intermediate features too). ``planned_pairs(settings)``: the layer pairs the pairing
+    plan holds for the student and teacher at hand (without it, any pair ``layer_pairs`` may give counts)."""
     from cktf_hf import get_objective
 
     settings = train.training_config(tempfile.gettempdir(), "cpu", 0, 1, 8, 1e-3, **fields).objective_settings
     if not (settings.kd_weight or settings.final_weight or settings.layer_weight or settings.classic):
         return "nothing"
-    intermediate = settings.layer_weight > 0 or any(get_objective(name).inputs not in ("logits", "final")
-                                                    for name in settings.classic)
+    paired = (settings.pairs_intermediate_layers if planned_pairs is None
+              else any(not pair.is_final for pair in planned_pairs(settings)))
+    intermediate = (settings.layer_weight > 0 and paired) or any(
+        get_objective(name).inputs not in ("logits", "final") for name in settings.classic)
     return "features" if intermediate else "outputs"
+
+
+def pairs_planner(bench: dict[str, Any], student: str) -> Callable[[Any], list]:
+    """``settings`` → the layer pairs the pairing plan holds for ``student`` and the bench's teacher (one probe)."""
+    from cktf_hf.pairing import plan_pairs
+
+    def planned_pairs(settings: Any) -> list:
+        model = data.build_student(student, bench["teacher"].config, bench["image_size"], 0)
+        return plan_pairs(model, bench["teacher"], bench["probe"], settings.layer_pairs, settings.pooling).pairs
+
+    return planned_pairs
 
 
 def student_folder(task: dict[str, Any]) -> Optional[str]:
@@ -343,8 +359,6 @@ def _keep_chosen_students(grid_tasks: list[dict[str, Any]], chosen: float) -> No
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     data.quiet()
-    import torch
-
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     bench = prepare(args)
@@ -368,7 +382,8 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     encoded = {"test": test} if args.report_only else {
         "train": data.encode(train_split, processor), "val": data.encode(val_split, processor), "test": test}
     return {"encoded": encoded, "sizes": {"train": len(train_split), "val": len(val_split), "test": len(test)},
-            "teacher": teacher, "teacher_weights": model_digest(teacher),
+            "teacher": teacher, "image_size": image_size,
+            "probe": torch.as_tensor(np.asarray(test.select(range(2))["pixel_values"], dtype=np.float32)), "teacher_weights": model_digest(teacher),
             "teacher_accuracy": data.accuracy(teacher, test, args.device),
             "teacher_params": count_parameters(teacher),
             "student_params": {s: count_parameters(data.build_student(s, teacher_config, image_size, 0))
@@ -388,12 +403,13 @@ def run_protocol(args: argparse.Namespace, bench: dict[str, Any]) -> dict[str, A
     """Phase 1 (the grid with the first seed, the rate chosen on validation) and phase 2 (the other seeds) for every
     method, or only their results read back from the journal (--report_only)."""
     base = task_settings(args, bench)
-    cached = {m: bool(args.teacher_cache) and teacher_reads({"preset": m, **args.overrides}) == "outputs"
-              for m in args.methods}
+    cached = {(m, s): bool(args.teacher_cache) and teacher_reads({"preset": m, **args.overrides},
+                                                                  pairs_planner(bench, s)) == "outputs"
+              for m in args.methods for s in args.students}
 
     def task(method: str, student: str, seed: int, learning_rate: float, phase: str) -> dict[str, Any]:
         return dict(method=method, fields={"preset": method}, student=student, seed=seed, learning_rate=learning_rate,
-                    phase=phase, teacher_cache_dir=args.teacher_cache if cached[method] else None,
+                    phase=phase, teacher_cache_dir=args.teacher_cache if cached[method, student] else None,
                     **{journal.OBJECTIVE_FIELD: get_preset(method).changed_knobs()}, **base)
 
     runs, grid, final, not_run = [], {}, [], []

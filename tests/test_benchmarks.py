@@ -17,6 +17,7 @@ import sys
 import pytest
 import torch
 
+import tiny
 from cktf_hf import PRESETS, ContrastiveDistillationConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -488,6 +489,15 @@ def test_method_rows_are_library_presets_and_resolve_aliases():
         "scratch", "kd", "fitnets", "dkd", "crd-reference", "cktf-reference", "cktf-recipe", "fitnets+cktf"]
     assert [accuracy.teacher_reads({"preset": m}) for m in ("scratch", "kd", "dkd", "crd", "pkt", "fitnets", "cktf")
             ] == ["nothing", "outputs", "outputs", "outputs", "outputs", "features", "features"]
+    # Against the plan of a real pair: a ViT teacher and a CNN student are paired on the final features alone by the
+    # default, which then reads the teacher's outputs (cacheable); 0.2.0's default still reads its tokens.
+    from cktf_hf.pairing import plan_pairs
+
+    def planned_pairs(settings):
+        return plan_pairs(tiny.resnet((8, 16)), tiny.vit(32, 2), torch.randn(2, 3, tiny.IMAGE_SIZE, tiny.IMAGE_SIZE), settings.layer_pairs).pairs
+
+    assert [accuracy.teacher_reads({"preset": m}, planned_pairs) for m in ("cktf", "cktf-recipe-v1", "fitnets", "kd")
+            ] == ["outputs", "features", "features", "outputs"]
 
 
 def test_a_protocol_file_refuses_unknown_keys_with_a_suggestion(tmp_path):
