@@ -303,6 +303,15 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
                                for s in architectures}}
 
 
+def transfer_objective(method: str) -> dict[str, Any]:
+    """The knobs a transfer method sets (its preset with its own fields, e.g. no cross-entropy): what keys its
+    distillations in the journal, so a method redefined between two runs distils again."""
+    from cktf_hf import ContrastiveDistillationConfig
+
+    config = ContrastiveDistillationConfig(output_dir=tempfile.gettempdir(), **TRANSFER_METHODS[method])
+    return config.objective_settings.changed_knobs()
+
+
 def make_tasks(args: argparse.Namespace, bench: dict[str, Any]) -> list[dict[str, Any]]:
     """The protocol part's distillations, the reference backbones and the compression students, each probed."""
     shared = dict(device=args.device, epochs=args.epochs, batch_size=args.batch_size,
@@ -310,7 +319,8 @@ def make_tasks(args: argparse.Namespace, bench: dict[str, Any]) -> list[dict[str
                   probe_learning_rate=args.probe_learning_rate, teacher=args.teacher,
                   **{journal.WEIGHTS_FIELD: bench["teacher_weights"]},
                   data={k: len(v) for k, v in bench["splits"].items()}, **options.task_overrides(args))
-    tasks = [dict(part="protocol", method=m, student=args.student, seed=seed, **shared)
+    tasks = [dict(part="protocol", method=m, student=args.student, seed=seed,
+                  **{journal.OBJECTIVE_FIELD: transfer_objective(m)}, **shared)
              for seed in args.seeds for m in args.methods]
     references = [(r, s) for r in args.references for s in (bench["architectures"] if r == "random" else ["teacher"])]
     tasks += [dict(part="reference", method=r, student=s, seed=seed, **shared)

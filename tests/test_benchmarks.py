@@ -283,6 +283,16 @@ def test_transfer_benchmark_skips_a_missing_compression_file(tmp_path):
         transfer.compression_students(str(tmp_path / "gone.json"), [])
 
 
+def test_a_transfer_distillation_is_keyed_by_the_knobs_of_its_method():
+    """The transfer journal names what each method sets (its preset and its own fields), so a redefined method
+    distils again."""
+    transfer = _load("benchmarks/transfer.py", "cktf_benchmarks_transfer")
+    recipe, kd = transfer.transfer_objective("cktf-recipe"), transfer.transfer_objective("kd")
+    assert recipe["ce_weight"] == 0.0 and recipe["layer_pairs"] == "auto-by-family"
+    assert kd == {"ce_weight": 0.0, "kd_weight": 1.0, "final_weight": 0.0, "layer_weight": 0.0,
+                  "feature_batch_norm": False}
+
+
 def test_transfer_protocol_pieces():
     """Unlabelled distillation data has no label column; the probe freezes all but a new head of the target's size."""
     import datasets

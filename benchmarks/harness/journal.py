@@ -4,10 +4,10 @@ each run ends, so an interrupted benchmark loses no finished run and ``--resume`
 A task is keyed by its content (paths inside the repository relative to it, numbers by value), so a journal written in
 one clone serves another. A task also names its teacher's weights (``teacher_weights``,
 :func:`cktf_hf.cache.model_digest`), so a teacher retrained in the same folder runs everything again instead of reusing
-the old teacher's runs, and the knobs its preset sets (``objective``,
-:meth:`cktf_hf.objectives.ObjectiveSettings.changed_knobs`), so a preset whose settings change runs again (a change
-of a knob's default is not seen: the knobs a preset leaves at their defaults are not named). A line written before
-tasks named either matches a task by the fields it has. Reading is strict:
+the old teacher's runs, and the knobs its method sets (``objective``,
+:meth:`cktf_hf.objectives.ObjectiveSettings.changed_knobs`), so a preset redefined since runs again (a changed knob
+default is not seen: the knobs a preset leaves at their defaults are not named). A line written before tasks named
+either matches a task by the fields it has. Reading is strict:
 a line cut short by a crash is tolerated only as the last line (it is the run that was being written); any other
 unreadable or malformed line, and two lines that give the same task different results, stop the benchmark with the
 file and line numbers instead of silently changing a reported row.
