@@ -69,9 +69,9 @@ class DistillationCardInfo:
     ``"KD"``) to a top-1 accuracy or to a metrics dict. ``objective`` holds the resolved objective settings (see
     :func:`objective_from_args`), from which the card's Method text is written; ``pairing`` the layer-pairing rows (keys
     ``pair``, ``student_layer``, ``student_shape``, ``teacher_layer``, ``teacher_shape``, ``weight``) as the trainer
-    writes them to ``distillation_config.json``, ``hyperparameters`` the training settings (see
-    :func:`hyperparameters_from_args`). ``teacher_on_hub`` defaults to "a Hub id, no local path"
-    (:func:`cktf_hf.locations.is_hub_id`), ``dataset_on_hub`` to :func:`is_hub_dataset`.
+    writes them to ``distillation_config.json`` (``pairing_note``: why it holds fewer pairs than asked),
+    ``hyperparameters`` the training settings (see :func:`hyperparameters_from_args`). ``teacher_on_hub`` defaults to
+    "a Hub id, no local path" (:func:`cktf_hf.locations.is_hub_id`), ``dataset_on_hub`` to :func:`is_hub_dataset`.
 
     The evidence: ``eval_samples`` / ``train_samples`` (images evaluated / trained on), ``epochs``, ``steps`` and
     ``train_runtime`` (seconds of training, summed over ``training_segments`` when the run was resumed),
@@ -121,6 +121,7 @@ class DistillationCardInfo:
     example_label: Optional[str] = None
     objective: dict[str, Any] = field(default_factory=dict)
     pairing: list[dict[str, Any]] = field(default_factory=list)
+    pairing_note: str = ""  # why the pairing holds fewer pairs than asked (PairingPlan.note)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None
     checkpoint: Optional[str] = None
@@ -258,6 +259,7 @@ def gather_card_facts(
         loss_components=run.components,
         objective=objective_from_args(args),
         pairing=trainer.pairing.dicts,
+        pairing_note=trainer.pairing.note,
         hyperparameters=hyperparameters_from_args(args),
         seed=args.seed,
         checkpoint=checkpoint_from_args(args),

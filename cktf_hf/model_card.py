@@ -386,6 +386,7 @@ def build_model_card(info: DistillationCardInfo, template_path: Optional[str] = 
         pairing_rows=[{**row, "student_shape": format_shape(row.get("student_shape")),
                        "teacher_shape": format_shape(row.get("teacher_shape")),
                        "weight": format_value(row.get("weight"))} for row in info.pairing],
+        pairing_note=info.pairing_note,
         hyperparameter_rows=_rows(info.hyperparameters, {}),
         seed=info.seed,
         checkpoint=info.checkpoint,

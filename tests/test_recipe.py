@@ -372,6 +372,9 @@ def test_the_default_pairs_a_vit_teacher_and_a_cnn_student_on_their_final_featur
         default = _two_steps(tmp_path, "cktf", tiny.vit(32, 2), tiny.resnet((8, 16), seed=1), "default")
     assert [p.name for p in default.pairing.pairs] == ["final"]
     assert "final features alone" in default.pairing.table and "final features alone" in caplog.text
+    default.create_model_card()
+    card = (tmp_path / "default" / "README.md").read_text()
+    assert "| auto-by-family |" in card and "paired on their final features alone" in card  # the card says why
     assert all(math.isfinite(e["loss"]) for e in default.state.log_history if "loss" in e)
     v1 = _two_steps(tmp_path, "cktf-recipe-v1", tiny.vit(32, 2), tiny.resnet((8, 16), seed=1), "v1")
     assert len(v1.pairing.pairs) > 1 and "final features alone" not in v1.pairing.table
