@@ -144,6 +144,8 @@ def test_auto_by_family_pairs_a_token_teacher_with_a_convolutional_student_on_th
     # Every other pair of families is planned exactly as "auto" plans it.
     for student, teacher in ((_tokens(6), _maps(4)), (_maps(3), _maps(4)), (_tokens(6), _tokens(12))):
         assert build_pairs("Auto-By-Family", student, teacher) == build_pairs("auto", student, teacher)
+    with pytest.raises(ValueError, match="Cannot read layer pair 'auto-by-familly'.*'auto' or 'auto-by-family'"):
+        build_pairs("auto-by-familly", _maps(4), _tokens(6))
     # Explicit pairs are taken as given whatever the families.
     assert _indices(build_pairs("stage2:layer3", _maps(4), _tokens(6))) == [(2, 3), (None, None)]
 

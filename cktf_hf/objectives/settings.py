@@ -51,7 +51,8 @@ def parse_pair_spec(spec: PairSpec) -> list[tuple[Union[int, str], Union[int, st
             continue
         parts = item.split(":")
         if len(parts) != 2:
-            raise ValueError(f"Cannot read layer pair {item!r}: write student:teacher, e.g. '2:4' or 'stage2:stage3'.")
+            raise ValueError(f"Cannot read layer pair {item!r}: write student:teacher, e.g. '2:4' or 'stage2:stage3', "
+                             f"or let the plan choose with {AUTO_PAIRING!r} or {BY_FAMILY_PAIRING!r}.")
         pairs.append((parts[0].strip(), parts[1].strip()))
     return pairs
 
