@@ -197,8 +197,9 @@ def teacher_reads(fields: dict[str, Any], planned_pairs: Optional[Callable[[Any]
         return "nothing"
     paired = (settings.pairs_intermediate_layers if planned_pairs is None
               else any(not pair.is_final for pair in planned_pairs(settings)))
-    intermediate = (settings.layer_weight > 0 and paired) or any(
-        get_objective(name).inputs not in ("logits", "final") for name in settings.classic)
+    # OFA's branches read the student's stages alone, but count here as they always did (the journals' cache keys)
+    branches = any(get_objective(name).inputs == "student_stages" for name in settings.classic)
+    intermediate = (settings.layer_weight > 0 and paired) or settings.classic_reads_pair_maps or branches
     return "features" if intermediate else "outputs"
 
 
@@ -208,7 +209,7 @@ def pairs_planner(bench: dict[str, Any], student: str) -> Callable[[Any], list]:
 
     def planned_pairs(settings: Any) -> list:
         model = data.build_student(student, bench["teacher"].config, bench["image_size"], 0)
-        return plan_pairs(model, bench["teacher"], bench["probe"], settings.layer_pairs, settings.pooling).pairs
+        return plan_pairs(model, bench["teacher"], bench["probe"], settings.planned_layer_pairs, settings.pooling).pairs
 
     return planned_pairs
 

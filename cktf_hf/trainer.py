@@ -84,7 +84,8 @@ class ContrastiveDistillationTrainer(Trainer):
         teacher_input = teacher_input_for(teacher_model if teacher_model is not None else args.teacher, args,
                                           train_dataset, probe_batch["pixel_values"].shape[1:],
                                           kwargs.get("processing_class"), teacher_processing_class)
-        self.pairing: PairingPlan = plan_pairs(model, self.teacher, probe_batch["pixel_values"], settings.layer_pairs,
+        self.pairing: PairingPlan = plan_pairs(model, self.teacher, probe_batch["pixel_values"],
+                                               settings.planned_layer_pairs,
                                                settings.pooling, settings.final_weight, settings.layer_weight,
                                                teacher_input)
         self.objective = CKTFObjective(settings, self.pairing.shapes, num_samples,

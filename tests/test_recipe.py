@@ -380,6 +380,24 @@ def test_the_default_pairs_a_vit_teacher_and_a_cnn_student_on_their_final_featur
     assert len(v1.pairing.pairs) > 1 and "final features alone" not in v1.pairing.table
 
 
+def test_by_family_pairing_keeps_the_intermediate_pairs_a_classic_term_reads(tmp_path):
+    """fitnets+cktf-recipe with a ViT teacher and a CNN student: FitNets' hint needs an intermediate pair, so the
+    by-family rule plans them as "auto" does; a bank whose only contrast the rule dropped trains on cross-entropy."""
+    assert get_preset("fitnets+cktf-recipe").planned_layer_pairs == "auto"
+    assert get_preset("cktf").planned_layer_pairs == get_preset("kd+cktf-recipe").planned_layer_pairs == "auto-by-family"
+    hinted = _two_steps(tmp_path, "fitnets+cktf-recipe", tiny.vit(32, 2), tiny.resnet((8, 16), seed=1), "hint")
+    assert len(hinted.pairing.pairs) > 1 and "fitnets" in hinted.objective.classic
+    args = ContrastiveDistillationConfig(
+        output_dir=str(tmp_path / "bank"), per_device_train_batch_size=16, max_steps=2, learning_rate=3e-3,
+        negatives="memory_bank", final_weight=0.0, nce_k=8, save_strategy="no", report_to="none", disable_tqdm=True,
+        use_cpu=True)
+    trainer = ContrastiveDistillationTrainer(model=tiny.resnet((8, 16), seed=1), args=args,
+                                             teacher_model=tiny.vit(32, 2), train_dataset=tiny.digits("train", 64))
+    assert [p.name for p in trainer.pairing.pairs] == ["final"] and not trainer.objective.contrastive
+    trainer.train()
+    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+
+
 def test_the_default_trains_exactly_as_before_with_a_cnn_teacher(tmp_path):
     """With a CNN teacher the by-family pairing plans what "auto" plans: the default's run is bit for bit
     cktf-recipe-v1's, for a CNN and a ViT student."""

@@ -13,7 +13,7 @@ from torch import nn
 from ..projectors import Normalize, Projector
 from .contrastive import BANK_DTYPES, InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
 from .registry import get_objective
-from .settings import FINAL, ObjectiveSettings
+from .settings import BY_FAMILY_PAIRING, FINAL, ObjectiveSettings, automatic_pairing
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,13 @@ class CKTFObjective(nn.Module):
             pair.name: settings.final_weight if pair.is_final else settings.layer_weight for pair in pairs
         }
         contrastive = [name for name, weight in self.pair_weights.items() if weight > 0]
-        if (self.negatives == "memory_bank" and bool(contrastive)) != settings.uses_memory_bank:
+        # The by-family pairing may plan no contrasted pair where the settings could have one.
+        if (self.negatives == "memory_bank" and bool(contrastive)) != settings.uses_memory_bank and not (
+                automatic_pairing(settings.layer_pairs) == BY_FAMILY_PAIRING and not contrastive):
             raise ValueError(
                 f"The pairs {list(self.pairs)} were not planned from layer_pairs={settings.layer_pairs!r}: plan them "
-                "with cktf_hf.pairing.plan_pairs(..., layer_pairs=settings.layer_pairs), or set layer_pairs to them."
+                "with cktf_hf.pairing.plan_pairs(..., layer_pairs=settings.planned_layer_pairs), or set layer_pairs to "
+                "them."
             )
         if settings.uses_memory_bank and not num_samples:
             raise ValueError(

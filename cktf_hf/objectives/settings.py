@@ -340,6 +340,20 @@ class ObjectiveSettings:
                    for s, t in parse_pair_spec(self.layer_pairs))
 
     @property
+    def classic_reads_pair_maps(self) -> bool:
+        """Whether a classic term reads the spatial maps of intermediate pairs (FitNets' hint, AT's, VID's and NST's
+        stages, SP's last stage), as opposed to the logits, the classifier inputs or the student's own stages."""
+        return any(get_objective(name).inputs not in ("logits", "final", "student_stages") for name in self.classic)
+
+    @property
+    def planned_layer_pairs(self) -> str:
+        """``layer_pairs`` as the pairing plan takes it: "auto-by-family" plans as "auto" when a classic term reads
+        intermediate pairs (:attr:`classic_reads_pair_maps`), which the family rule must not take away."""
+        if automatic_pairing(self.layer_pairs) == BY_FAMILY_PAIRING and self.classic_reads_pair_maps:
+            return AUTO_PAIRING
+        return self.layer_pairs
+
+    @property
     def uses_memory_bank(self) -> bool:
         """Whether the run needs memory banks (and dataset indices and sampled negatives in every batch): memory-bank
         negatives and a contrastive term with weight > 0, i.e. the final pair (β) or, when the pairs include one, an
