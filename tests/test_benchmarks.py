@@ -98,6 +98,7 @@ def _check_run(run: dict, epochs: int) -> None:
     assert "best" not in run and "best_epoch" not in run
 
 
+@pytest.mark.slow  # the whole benchmark script: 12 trainings with reports and saved students (about 70 s)
 def test_accuracy_benchmark_writes_results(tiny_teacher, tmp_path, capsys):
     accuracy = _load("benchmarks/accuracy.py", "cktf_benchmarks_accuracy")
     out = tmp_path / "results"
