@@ -12,7 +12,7 @@ from torch import nn
 
 from ..projectors import Normalize, Projector
 from .contrastive import BANK_DTYPES, InBatchInfoNCELoss, MemoryBankNCELoss, SpatialInfoNCELoss
-from .registry import get_objective
+from .registry import INPUTS_WITHOUT_PAIR_MAPS, get_objective
 from .settings import BY_FAMILY_PAIRING, FINAL, ObjectiveSettings, automatic_pairing
 
 
@@ -254,7 +254,7 @@ class CKTFObjective(nn.Module):
     @property
     def map_pairs(self) -> list[str]:
         """Pairs whose spatial maps the classic terms and the spatial contrast read."""
-        names = {n for name, loss in self.classic.items() if loss.inputs not in ("logits", "final", "student_stages")
+        names = {n for name, loss in self.classic.items() if loss.inputs not in INPUTS_WITHOUT_PAIR_MAPS
                  for n in self._classic_inputs(name, loss.inputs)} | set(self.cell_grids)
         return [name for name in self.pairs if name in names]
 

@@ -9,6 +9,8 @@ from torch import nn
 OBJECTIVES: dict[str, type[nn.Module]] = {}
 
 T = TypeVar("T", bound=type[nn.Module])
+# A term's ``inputs`` that read no intermediate pair's map: the logits, the classifier inputs, the student's own stages.
+INPUTS_WITHOUT_PAIR_MAPS = ("logits", "final", "student_stages")
 
 
 def register_objective(name: str) -> Callable[[T], T]:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union, get_type_h
 from ..features import STAGE_POOLING, TOKEN_POOLING, Pooling
 from ..projectors import PROJECTOR_KINDS, TEACHER_PROJECTORS
 from .contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, NEGATIVE_MODES, NEGATIVE_SAMPLING, POSITIVES
-from .registry import check_choice, get_objective
+from .registry import INPUTS_WITHOUT_PAIR_MAPS, check_choice, get_objective
 
 FINAL = "final"
 PairSpec = Union[str, Sequence[tuple[Union[int, str], Union[int, str]]]]
@@ -343,7 +343,7 @@ class ObjectiveSettings:
     def classic_reads_pair_maps(self) -> bool:
         """Whether a classic term reads the spatial maps of intermediate pairs (FitNets' hint, AT's, VID's and NST's
         stages, SP's last stage), as opposed to the logits, the classifier inputs or the student's own stages."""
-        return any(get_objective(name).inputs not in ("logits", "final", "student_stages") for name in self.classic)
+        return any(get_objective(name).inputs not in INPUTS_WITHOUT_PAIR_MAPS for name in self.classic)
 
     @property
     def planned_layer_pairs(self) -> str:
