@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import os
 import shutil
@@ -207,11 +208,12 @@ def pairs_planner(bench: dict[str, Any], student: str) -> Callable[[Any], list]:
     """``settings`` → the layer pairs the pairing plan holds for ``student`` and the bench's teacher (one probe)."""
     from cktf_hf.pairing import plan_pairs
 
-    def planned_pairs(settings: Any) -> list:
+    @functools.lru_cache(maxsize=None)  # one probe per pairing and pooling, not one per method
+    def plan(layer_pairs: str, pooling: Any) -> list:
         model = data.build_student(student, bench["teacher"].config, bench["image_size"], 0)
-        return plan_pairs(model, bench["teacher"], bench["probe"], settings.planned_layer_pairs, settings.pooling).pairs
+        return plan_pairs(model, bench["teacher"], bench["probe"], layer_pairs, pooling).pairs
 
-    return planned_pairs
+    return lambda settings: plan(settings.planned_layer_pairs, settings.pooling)
 
 
 def student_folder(task: dict[str, Any]) -> Optional[str]:
