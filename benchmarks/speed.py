@@ -78,6 +78,8 @@ CONFIGS = {
     "CKTF bank K=16384, per-sample (reference)": {"preset": "cktf-reference", "nce_k": 16384, **PER_SAMPLE},
     SHARED_4096: {"preset": "cktf-reference", "nce_k": 4096, **SHARED},
     SHARED_4096 + ", bf16 banks": {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "bank_dtype": "bfloat16"},
+    SHARED_4096 + ", bf16 products": {"preset": "cktf-reference", "nce_k": 4096, **SHARED,
+                                      "bank_products": "bfloat16"},
     SHARED_16384: {"preset": "cktf-reference", "nce_k": 16384, **SHARED},
     CACHED: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "teacher_cache_dir": "CACHE"},
     BIG_N: {"preset": "cktf-reference", "nce_k": 4096, **SHARED, "repeat_data": 10},

@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers.utils import logging
 
+from .objectives.contrastive import bank_row_order
+
 if TYPE_CHECKING:
     from .objectives import ObjectiveSettings
 
@@ -52,13 +54,16 @@ def dataset_labels(dataset: Any, label_column: Optional[str] = None) -> Optional
 
 class NegativeSampler:
     """Draws K negative dataset indices per sample: from other classes when labels are known (CRD's "exact" mode),
-    else uniformly over the dataset. With ``shared=True`` it draws K indices once for the whole batch instead (uniform
-    over the dataset) and, when labels are known, a ``[B, K]`` mask of the ones of another class than each anchor.
+    else uniformly over the dataset. With ``shared=True`` it draws K indices once for the whole batch instead and,
+    when labels are known, a ``[B, K]`` mask of the ones of another class than each anchor.
 
-    Negatives are drawn with replacement, as i.i.d. noise samples (the NCE assumption); the reference draws without
-    replacement when the pool allows, which differs only by duplicates (≈ K/(2·pool) of the draws). The draws of a
-    batch are seeded by ``seed`` and the batch's indices, so they need no RNG state: a resumed run, which sees the
-    same batches, draws the same negatives whatever the data loader prefetched before the interruption.
+    Per-sample negatives are drawn with replacement, as i.i.d. noise samples (the NCE assumption); the reference draws
+    without replacement when the pool allows, which differs only by duplicates (≈ K/(2·pool) of the draws). Shared
+    negatives are K consecutive entries (wrapping round) of the fixed shuffle :func:`bank_row_order`, from a start
+    drawn uniformly: every index is in a batch's negatives with probability K/N, as with uniform draws, and a bank
+    that keeps its rows in that shuffle reads them as one slice. The draws of a batch are seeded by ``seed`` and the
+    batch's indices, so they need no RNG state: a resumed run, which sees the same batches, draws the same negatives
+    whatever the data loader prefetched before the interruption.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class NegativeSampler:
         shared: bool = False,
     ) -> None:
         self.num_samples, self.nce_k, self.seed, self.shared = num_samples, nce_k, seed, shared
+        self.window_order = bank_row_order(num_samples) if shared else None
         if labels is None:
             self.order = None
             return
@@ -85,10 +91,11 @@ class NegativeSampler:
         return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
     def sample_shared(self, index: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """``(negatives [K], mask [B, K] or None)``: K indices drawn once for the batch, uniformly with replacement,
-        and (labels known) ``mask[b, k]`` True where negative k is of another class than anchor b."""
-        uniform = torch.rand(self.nce_k, generator=self._generator(index))
-        negatives = (uniform * self.num_samples).long().clamp_(max=self.num_samples - 1)
+        """``(negatives [K], mask [B, K] or None)``: K consecutive entries of :func:`bank_row_order` from a uniformly
+        drawn start, once for the batch, and (labels known) ``mask[b, k]`` True where negative k is of another class
+        than anchor b."""
+        start = torch.randint(self.num_samples, (1,), generator=self._generator(index))
+        negatives = self.window_order[torch.arange(self.nce_k).add_(start).remainder_(self.num_samples)]
         if self.order is None:
             return negatives, None
         return negatives, self.labels.index_select(0, negatives)[None, :] != self.labels.index_select(0, index)[:, None]

@@ -33,7 +33,9 @@ def load_objective_state(objective: nn.Module, path: str, device: str) -> None:
 def state_differences(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> list[str]:
     """What differs between a saved and the current objective state, in the config's words."""
     problems = []
-    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    # a bank's row order (row_of) is not a term: the bank reads a saved state of either order back in its own
+    missing, unexpected = ([key for key in sorted(a - b) if not key.endswith("row_of")]
+                           for a, b in ((set(current), set(saved)), (set(saved), set(current))))
     if missing:
         problems.append(f"this run has terms the checkpoint lacks ({_terms(missing)}): the preset, weights, "
                         "teacher_projector or layer_pairs changed")

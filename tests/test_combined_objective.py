@@ -398,3 +398,15 @@ def test_a_saved_config_whose_preset_changed_meaning_is_refused(tmp_path):
     restored = ContrastiveDistillationConfig.from_distillation_config(str(tmp_path / "tuned"),
                                                                       output_dir=str(tmp_path / "d"), temperature=0.2)
     assert restored.objective_settings.layer_weight == 0.5 and restored.objective_settings.temperature == 0.2
+
+
+@pytest.mark.parametrize("products", ["bfloat16", "bfloat16-gradient", "float32"])
+def test_every_bank_multiplies_shared_negatives_at_the_settings_precision(products):
+    settings = replace(get_preset("cktf-reference"), nce_k=K, feat_dim=FEAT, negative_sampling="shared",
+                       bank_products=products)
+    objective = CKTFObjective(settings, PAIRS, num_samples=N)
+    banks = objective.contrastive.values()
+    assert banks and {bank.products for bank in banks} == {products}
+    assert all(bank.row_of is not None for bank in banks)  # shared negatives: the banks keep the shuffled order
+    per_sample = CKTFObjective(replace(settings, negative_sampling="per_sample"), PAIRS, num_samples=N)
+    assert all(bank.row_of is None for bank in per_sample.contrastive.values())  # the reference's layout

@@ -26,7 +26,7 @@ EXAMPLES = {
     "bank_loss": ("infonce", "infonce"), "spatial_contrast": (False, False),
     "negatives": ("memory_bank", "memory_bank"),
     "teacher_projector": ("trained", "trained"), "nce_k": (64, 64), "negative_sampling": ("shared", "shared"),
-    "bank_dtype": ("bfloat16", "bfloat16"), "nce_momentum": (0.9, 0.9), "feat_dim": (32, 32),
+    "bank_dtype": ("bfloat16", "bfloat16"), "bank_products": ("bfloat16", "bfloat16"), "nce_momentum": (0.9, 0.9), "feat_dim": (32, 32),
     "projector": ("mlp", "mlp"), "token_pooling": ("cls", "cls"), "grid_size": (2, 2),
     "stage_pooling": ("fixed_window", "fixed_window"), "pool_window": (2, 2), "layer_pairs": ("1:1", "1:1"),
     "ofa_eps": (1.5, 1.5), "ofa_temperature": (2.0, 2.0),
@@ -153,7 +153,7 @@ def test_a_distillation_config_written_before_the_spec_still_loads(tmp_path):
                                   if f.name not in ("nce_k", "negative_sampling", "bank_dtype", "nce_momentum",
                                                     "feat_dim", "projector", "token_pooling", "grid_size",
                                                     "stage_pooling", "pool_window", "layer_pairs",
-                                                    "ofa_eps", "ofa_temperature")}}  # knobs added since
+                                                    "ofa_eps", "ofa_temperature", "bank_products")}}  # knobs added since
     assert len(old["resolved_objective"]) == 16
     (tmp_path / CONFIG_NAME).write_text(json.dumps(old))
     args = ContrastiveDistillationConfig.from_distillation_config(str(tmp_path), output_dir=str(tmp_path / "out"))

@@ -409,6 +409,15 @@ def test_a_resume_that_no_longer_fits_says_what_changed(tmp_path):
                                          r"\(bank_dtype changed: pass bank_dtype=float32 to resume"):
         halved._load_from_checkpoint(str(checkpoint))  # not rounded into bfloat16 silently
     shared._load_from_checkpoint(str(checkpoint))  # the same storage: resumes
+    # banks saved in dataset order without row_of (as 0.2.0's shared runs saved them) are read into the shuffled order
+    save_file(first.objective.state_dict(), str(checkpoint / STATE_NAME))
+    shared._load_from_checkpoint(str(checkpoint))
+    everything = torch.arange(32)
+    for name, bank in shared.objective.contrastive.items():
+        saved = first.objective.contrastive[name]
+        assert bank.row_of is not None and saved.row_of is None
+        for a, b in zip(bank.bank_entries(everything), saved.bank_entries(everything)):
+            assert torch.equal(a, b)
     (checkpoint / STATE_NAME).write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=rf"{re.escape(str(checkpoint / STATE_NAME))} is unreadable.*corrupted"):
         first._load_from_checkpoint(str(checkpoint))

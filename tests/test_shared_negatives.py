@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.data import DistillationCollator, NegativeSampler
-from cktf_hf.objectives.contrastive import MemoryBankNCELoss
+from cktf_hf.objectives.contrastive import MemoryBankNCELoss, bank_row_order
 
 
 def _naive_shared(memory_s, memory_t, v_s, v_t, index, negatives, mask, z_s, z_t, num_samples, tau, eps=1e-7):
@@ -111,6 +111,93 @@ def test_shared_sampler_draws_once_per_batch_and_masks_same_class():
     assert batch["contrast_idx"].shape == (64,) and batch["contrast_mask"].shape == (5, 64)
 
 
+def test_shared_sampler_draws_windows_of_the_shuffle_at_the_uniform_rate():
+    """Shared negatives are K consecutive rows of the shuffled order, and every index is drawn at rate K/N, as
+    uniform draws would, though the dataset is sorted by class."""
+    n, k, batches = 100, 30, 3000
+    labels = [i * 4 // n for i in range(n)]  # sorted by class
+    sampler = NegativeSampler(n, k, labels, seed=5, shared=True)
+    rows = torch.argsort(bank_row_order(n))
+    counts = torch.zeros(n)
+    starts = set()
+    for b in range(batches):
+        negatives, mask = sampler.sample_shared(torch.tensor([b % n, b // n]))  # 3,000 distinct batches
+        window = rows[negatives]
+        assert torch.equal(window, (window[0] + torch.arange(k)) % n)  # consecutive rows, wrapping round
+        counts[negatives] += 1
+        starts.add(int(window[0]))
+    assert len(starts) == n  # every start is drawn, the wrapping ones too
+    expected = batches * k / n  # each count is Binomial(batches, K/N)
+    assert (counts - expected).abs().max() < 5 * math.sqrt(expected * (1 - k / n))
+    assert len(set(torch.tensor(labels)[negatives].tolist())) == 4  # one window spans the classes
+
+
+@pytest.mark.parametrize("draw", ["window", "wrapping window", "scattered"])
+def test_shuffled_bank_matches_the_dataset_order_bank(draw):
+    """A bank kept in the shuffled order gives the losses, gradients and updates of one kept in dataset order,
+    reading a window of its rows as one slice (two when it wraps round) and other negatives by a gather."""
+    n, dim, k, tau = 40, 6, 9, 0.1
+    torch.manual_seed(2)
+    plain = MemoryBankNCELoss(n, feat_dim=dim, nce_k=k, temperature=tau)
+    torch.manual_seed(2)
+    shuffled = MemoryBankNCELoss(n, feat_dim=dim, nce_k=k, temperature=tau, row_order="shuffled")
+    everything = torch.arange(n)
+    for a, b in zip(plain.bank_entries(everything), shuffled.bank_entries(everything)):
+        assert torch.equal(a, b)  # every index starts from the same entry
+    assert not torch.equal(plain.memory_student, shuffled.memory_student)  # kept in another order
+    order, g = bank_row_order(n), torch.Generator().manual_seed(6)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    for call in range(3):
+        v_s, v_t, index, negatives = _batch(g, 5, dim, n, k)
+        start = {"window": 3 + call, "wrapping window": n - 4 + call, "scattered": None}[draw]
+        if start is not None:
+            negatives = order[(start + torch.arange(k)) % n]
+        assert shuffled._window(negatives) == start and plain._window(negatives) is None
+        if draw == "window":  # a view of the bank, not a copy
+            rows = shuffled._negative_rows(shuffled.memory_student, negatives, start)
+            assert rows.data_ptr() == shuffled.memory_student[start].data_ptr()
+        mask = labels[negatives][None, :] != labels[index][:, None]
+        leaves = [[v.clone().requires_grad_() for v in (v_s, v_t)] for _ in range(2)]
+        losses = [module(*vs, index, negatives, mask) for module, vs in zip((plain, shuffled), leaves)]
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+        for loss in losses:
+            loss.backward()
+        for a, b in zip(*leaves):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7)
+    for a, b in zip(plain.bank_entries(everything), shuffled.bank_entries(everything)):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+def test_banks_are_read_back_in_the_order_they_were_saved():
+    """A checkpoint's banks load into a bank of either row order, and from a shuffle other than this one's (e.g.
+    written where randperm differs): every dataset index gets its own entry back."""
+    n, dim = 30, 4
+    torch.manual_seed(3)
+    shuffled = MemoryBankNCELoss(n, feat_dim=dim, nce_k=5, row_order="shuffled")
+    v = F.normalize(torch.randn(6, dim), dim=1)
+    shuffled(v, v.flip(0), torch.arange(6), torch.arange(10, 15))  # an update pending, flushed by state_dict()
+    everything = torch.arange(n)
+    entries = shuffled.bank_entries(everything)
+    state = shuffled.state_dict()
+    assert torch.equal(state["row_of"], torch.argsort(bank_row_order(n)))
+    plain = MemoryBankNCELoss(n, feat_dim=dim, nce_k=5)
+    plain.load_state_dict(state)
+    assert "row_of" not in plain.state_dict() and plain.z_student == shuffled.z_student
+    again = MemoryBankNCELoss(n, feat_dim=dim, nce_k=5, row_order="shuffled")
+    again.load_state_dict(plain.state_dict())  # saved in dataset order, before banks were shuffled
+    foreign_order = torch.randperm(n, generator=torch.Generator().manual_seed(9))
+    foreign = {**state, "row_of": torch.argsort(foreign_order),
+               "memory_student": entries[0][foreign_order], "memory_teacher": entries[1][foreign_order]}
+    third = MemoryBankNCELoss(n, feat_dim=dim, nce_k=5, row_order="shuffled")
+    third.load_state_dict(foreign)
+    for module in (plain, again, third):
+        for a, b in zip(module.bank_entries(everything), entries):
+            assert torch.equal(a, b)
+    assert torch.equal(third.row_of, shuffled.row_of)  # kept in this version's shuffle
+    with pytest.raises(ValueError, match="row order has 29 entries"):
+        third.load_state_dict({**state, "row_of": state["row_of"][:-1]})
+
+
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
 def test_low_precision_banks_store_half_and_compute_in_float32(dtype_name):
     dtype = getattr(torch, dtype_name)
@@ -159,5 +246,6 @@ def test_trainer_with_shared_negatives_and_bf16_banks(tmp_path):
     trainer.train()
     bank = trainer.objective.contrastive["final"]
     assert bank.memory_student.dtype == torch.bfloat16 and not torch.equal(before, bank.memory_student)
+    assert bank.row_of is not None  # the shared sampler's windows are slices of these banks
     losses = [e["contrast_final"] for e in trainer.state.log_history if "contrast_final" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)

@@ -1,5 +1,6 @@
 """The cheaper step (issue 29): the in-batch and per-cell InfoNCE and the shared-negative bank NCE give the losses and
-gradients of their former formulations (written out here), and bfloat16 banks multiply in bfloat16 where supported."""
+gradients of their former formulations (written out here), and the bfloat16 product options multiply in bfloat16 only
+where the device does so natively."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from cktf_hf.objectives import InBatchInfoNCELoss, SpatialInfoNCELoss
 from cktf_hf.objectives.combined import _cells
-from cktf_hf.objectives.contrastive import MemoryBankNCELoss, product_dtype
+from cktf_hf.objectives.contrastive import MemoryBankNCELoss, product_dtypes
 
 
 def _unit(*shape: int, seed: int) -> torch.Tensor:
@@ -76,15 +77,16 @@ def _former_shared_negative_terms(anchors, negatives, weights, log_zc, tau, eps_
     return (torch.log1p(t + eps_c) * weights).sum()
 
 
+@pytest.mark.parametrize("log_zc", [2.5, 12.0, -5.0])  # 12: every x below 4 (softplus from the sigmoid); -5: above
 @pytest.mark.parametrize("masked", [False, True])
-def test_shared_negative_terms_equal_their_former_formulation(masked):
+def test_shared_negative_terms_equal_their_former_formulation(masked, log_zc):
     from cktf_hf.objectives.contrastive import SharedNegativeNCE, shared_mask
 
     anchors, negatives = _unit(6, 8, seed=5), _unit(50, 8, seed=6)
     mask = torch.rand(6, 50, generator=torch.Generator().manual_seed(7)) > 0.3 if masked else None
     if masked:
         mask[2] = False  # an anchor without a valid negative: no negative term
-    args = (2.5, 0.1, 1.5e-6)
+    args = (log_zc, 0.1, 1.5e-6)
     new = _loss_and_grads(lambda a: SharedNegativeNCE.apply(a, negatives, shared_mask(mask, 50), *args), anchors)
     weights = torch.ones(6, 50) if mask is None else mask * (50 / mask.sum(1, keepdim=True).clamp(min=1))
     old = _loss_and_grads(lambda a: _former_shared_negative_terms(a, negatives, weights, *args), anchors)
@@ -114,25 +116,41 @@ def test_shared_mask_is_prepared_once_per_batch_mask():
     assert shared_mask(None, 10) is None
 
 
-def test_float32_banks_keep_float32_products_and_bfloat16_banks_use_bfloat16_where_native():
-    assert product_dtype(torch.float32, torch.device("cpu")) == torch.float32
-    assert product_dtype(torch.float16, torch.device("cpu")) == torch.float32
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert product_dtype(torch.bfloat16, torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_products_only_where_the_cpu_multiplies_it_natively(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu, low = torch.device("cpu"), torch.bfloat16 if native else torch.float32
+    assert product_dtypes("float32", cpu) == (torch.float32, torch.float32)
+    assert product_dtypes("bfloat16-gradient", cpu) == (torch.float32, low)
+    assert product_dtypes("bfloat16", cpu) == (low, low)
+    assert product_dtypes("bfloat16", torch.device("meta")) == (torch.float32, torch.float32)
+    with pytest.raises(ValueError, match="products must be one of"):
+        product_dtypes("auto", cpu)
+    with pytest.raises(ValueError, match="products must be one of"):
+        MemoryBankNCELoss(200, products="half")  # refused when built, not at the first step
 
 
-def test_bfloat16_products_give_the_float32_loss_and_gradients_to_bfloat16_precision():
+@pytest.mark.parametrize("products", ["bfloat16-gradient", "bfloat16"])
+@pytest.mark.parametrize("bank_dtype", [torch.float32, torch.bfloat16])
+def test_bfloat16_products_give_the_float32_loss_and_gradients_to_bfloat16_precision(bank_dtype, products):
     torch.manual_seed(0)
-    full = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, bank_dtype=torch.float32)
-    half = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, bank_dtype=torch.bfloat16)
+    full = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, products="float32")
+    low = MemoryBankNCELoss(200, feat_dim=32, nce_k=64, bank_dtype=bank_dtype, products=products)
     with torch.no_grad():  # the same (bf16-representable) rows in both
         for name in ("memory_student", "memory_teacher"):
-            getattr(full, name).copy_(getattr(half, name).float())
+            getattr(full, name).copy_(getattr(low, name).to(torch.bfloat16).float())
+            getattr(low, name).copy_(getattr(full, name))
     g = torch.Generator().manual_seed(8)
     index, negatives = torch.randperm(200, generator=g)[:8], torch.randint(0, 200, (64,), generator=g)
     mask = torch.rand(8, 64, generator=g) > 0.1
     v_s, v_t = _unit(8, 32, seed=9), _unit(8, 32, seed=10)
-    outs = [_loss_and_grads(lambda s, t, m=m: m(s, t, index, negatives, mask), v_s, v_t) for m in (full, half)]
+    outs = [_loss_and_grads(lambda s, t, m=m: m(s, t, index, negatives, mask), v_s, v_t) for m in (full, low)]
     assert outs[1][0].dtype == torch.float32
     for a, b in zip(*outs):
         torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)
+    scores, gradient = product_dtypes(products, torch.device("cpu"))
+    if gradient == torch.bfloat16:  # bfloat16 was really used: the gradients are not bit-equal
+        assert not all(torch.equal(a, b) for a, b in zip(outs[0][1:], outs[1][1:]))
+    if scores == torch.float32:  # the loss itself is the float32 one
+        assert torch.equal(outs[0][0], outs[1][0])

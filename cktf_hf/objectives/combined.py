@@ -151,7 +151,10 @@ class CKTFObjective(nn.Module):
                 self.contrastive[name] = MemoryBankNCELoss(
                     num_samples, embed_dim, settings.nce_k, settings.temperature, settings.nce_momentum,
                     bank_dtype=BANK_DTYPES[settings.bank_dtype], positive=settings.positive,
-                    bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss)
+                    bank_warm_start=settings.bank_warm_start, loss=settings.bank_loss,
+                    # shared negatives are drawn as a window of the shuffled row order: one slice per bank
+                    row_order="shuffled" if settings.negative_sampling == "shared" else "dataset",
+                    products=settings.bank_products)
             else:
                 self.contrastive[name] = InBatchInfoNCELoss(settings.temperature)
         self.kd = get_objective("kd")(settings.kd_temperature) if settings.kd_weight > 0 else None

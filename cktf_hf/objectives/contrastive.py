@@ -108,16 +108,17 @@ class SharedNegativeNCE(torch.autograd.Function):
     value: ``1 + e + t = (1 + e)(1 + t/(1 + e))``). The scores are laid out ``[K, B]`` (``negatives @ anchorsᵀ``, the
     faster product on CPU when B ≪ K) and written onto ``−shift``, or ``−inf`` where a negative is masked, so that
     softplus and its derivative sigmoid are 0 there and the mask costs no pass of its own; the row weights ``K / K_b``
-    scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, one softplus pass, one column sum and
-    (when a gradient is needed) the sigmoid, in place over ``x`` while it is still in cache; backward: one
-    ``[D, K] × [K, B]`` product. Only ``sigmoid(x)`` (``[K, B]``) is kept for the backward pass. Low-precision
-    ``negatives`` (bfloat16 banks, see :func:`product_dtype`) are multiplied in their own dtype, the anchors and the
-    gradient rounded to it; everything elementwise stays float32.
+    scale the ``[B]`` sums and the ``[B, D]`` gradient. Forward: one product, the sigmoid in place over ``x`` while it
+    is still in cache, softplus as ``−log(1 − sigmoid)`` and one column sum; backward: one
+    ``[D, K] × [K, B]`` product. Only ``sigmoid(x)`` (``[K, B]``) is kept for the backward pass. bfloat16
+    ``negatives`` (see :func:`product_dtypes`) are multiplied in bfloat16, the anchors and the gradient rounded to it;
+    everything elementwise stays float32.
     """
 
     @staticmethod
     def forward(ctx: Any, anchors: torch.Tensor, negatives: torch.Tensor, mask: Optional[SharedMask],
-                log_zc: float, temperature: float, eps_c: float) -> torch.Tensor:
+                log_zc: float, temperature: float, eps_c: float,
+                gradient_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         shift = log_zc + math.log1p(eps_c)
         if mask is None:
             base = anchors.new_full((negatives.shape[0], anchors.shape[0]), -shift, dtype=torch.float32)
@@ -127,39 +128,59 @@ class SharedNegativeNCE(torch.autograd.Function):
             x = base.addmm_(negatives, anchors.t(), alpha=1.0 / temperature)
         else:  # out of place: a float32 result read from the low-precision product in one pass
             x = torch.add(base, torch.mm(negatives, anchors.to(negatives.dtype).t()), alpha=1.0 / temperature)
-        terms = F.softplus(x)  # 0 where masked
-        if mask is None:
-            value = terms.sum() + math.log1p(eps_c) * terms.numel()
+        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau (0 where masked), taken now while x is in cache; softplus(x) =
+        # −log(1 − sigmoid(x)) then costs one pass less than softplus itself, exact to float32 rounding while
+        # 1 − sigmoid(x) is not small (x ≤ 4; beyond, softplus itself)
+        if float(x.amax()) <= 4.0:
+            g = torch.sigmoid_(x)
+            sums = torch.neg(g).log1p_().sum(0).neg_()
         else:
-            value = torch.dot(terms.sum(0), mask.row_weights) + math.log1p(eps_c) * mask.total_weight
-        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau (0 where masked), taken now while x is in cache
-        g = torch.sigmoid_(x) if ctx.needs_input_grad[0] else None
+            sums = F.softplus(x).sum(0)
+            g = torch.sigmoid_(x)
+        if mask is None:
+            value = sums.sum() + math.log1p(eps_c) * x.numel()
+        else:
+            value = torch.dot(sums, mask.row_weights) + math.log1p(eps_c) * mask.total_weight
+        g = g if ctx.needs_input_grad[0] else None
         ctx.save_for_backward(g, negatives, None if mask is None else mask.row_weights)
-        ctx.temperature = temperature
+        ctx.temperature, ctx.gradient_dtype = temperature, gradient_dtype or negatives.dtype
         return value
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None, None]:
         g, negatives, row_weights = ctx.saved_tensors
         # the row weights scale the [B, D] result
         # (negativesᵀ · g)ᵀ: the [D, B] product of the [K, B] layout, faster on CPU than g's transpose times negatives
-        grad_anchors = torch.mm(negatives.t(), g.to(negatives.dtype)).t().float() if negatives.dtype != g.dtype \
+        dtype = ctx.gradient_dtype
+        grad_anchors = torch.mm(negatives.to(dtype).t(), g.to(dtype)).t().float() if dtype != g.dtype \
             else torch.mm(negatives.t(), g).t()
         scale = grad / ctx.temperature
         return grad_anchors.mul_(scale if row_weights is None else (row_weights * scale).unsqueeze(1)), \
-            None, None, None, None, None
+            None, None, None, None, None, None
 
 
-def product_dtype(bank_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The dtype of the shared-negative products: bfloat16 for bfloat16 banks on a device that multiplies bfloat16
-    natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else float32 (rows read back to float32)."""
-    if bank_dtype != torch.bfloat16:
-        return torch.float32
+# precision of the shared negatives' products (see product_dtypes)
+BANK_PRODUCTS = ("float32", "bfloat16-gradient", "bfloat16")
+
+
+def product_dtypes(products: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """The dtypes of the shared-negative products, ``(scores, gradient)``: float32 for ``"float32"`` (bank rows of any
+    storage read back to float32); bfloat16 for the gradient's product alone (``"bfloat16-gradient"``) or for both
+    (``"bfloat16"``) on a device that multiplies bfloat16 natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that
+    supports it), else float32."""
+    if products not in BANK_PRODUCTS:
+        raise ValueError(f"products must be one of {BANK_PRODUCTS}, got {products!r}.")
+    low = torch.bfloat16 if products != "float32" and _multiplies_bfloat16(device) else torch.float32
+    return (low if products == "bfloat16" else torch.float32), low
+
+
+def _multiplies_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        return torch.bfloat16 if native else torch.float32
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
     return torch.float32
 
 
@@ -172,10 +193,12 @@ def shared_nce_loss(
     num_samples: int,
     temperature: float,
     eps: float = 1e-7,
+    gradient_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
     """CRD's NCE loss (:func:`nce_loss`) with K negatives shared by the batch: ``positives`` ``[B, D]`` are the bank
     rows of the anchors' own indices, ``negatives`` ``[K, D]`` the shared bank rows, ``mask`` from :func:`shared_mask`
-    (the negatives valid for each anchor, e.g. of another class) or None.
+    (the negatives valid for each anchor, e.g. of another class) or None; ``gradient_dtype``: the dtype of the
+    gradient's ``[D, K] × [K, B]`` product (default: the negatives').
 
     ``c = K/N`` as in the reference. An anchor with ``K_b`` valid negatives has its negative sum scaled by ``K / K_b``:
     the valid draws are i.i.d. from that anchor's noise distribution, so the scaled sum estimates the same
@@ -185,7 +208,7 @@ def shared_nce_loss(
     c = k / num_samples
     positive = torch.exp((anchors * positives).sum(1) / temperature) / z
     log_d1 = torch.log(positive / (positive + c + eps))
-    noise = SharedNegativeNCE.apply(anchors, negatives, mask, math.log(z * c), temperature, eps / c)
+    noise = SharedNegativeNCE.apply(anchors, negatives, mask, math.log(z * c), temperature, eps / c, gradient_dtype)
     return -(log_d1.sum() - noise) / batch_size
 
 
@@ -214,7 +237,7 @@ class BankScores(torch.autograd.Function):
 
 
 def _products(anchors: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-    """``anchors @ negativesᵀ`` in float32, multiplied in the negatives' dtype (see :func:`product_dtype`)."""
+    """``anchors @ negativesᵀ`` in float32, multiplied in the negatives' dtype (see :func:`product_dtypes`)."""
     return torch.mm(anchors.to(negatives.dtype), negatives.t()).float()
 
 
@@ -227,6 +250,16 @@ def _shared_scores_exp(anchors: torch.Tensor, positives: torch.Tensor, negatives
 
 
 BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ROW_ORDERS = ("dataset", "shuffled")  # a bank's row r holds dataset index r, or bank_row_order(N)[r]
+_ROW_ORDER_SEED = 0
+
+
+def bank_row_order(num_samples: int) -> torch.Tensor:
+    """The fixed shuffle of the ``num_samples`` dataset indices in which a bank with ``row_order="shuffled"`` keeps its
+    rows (row r holds dataset index ``order[r]``). The shared sampler (:class:`cktf_hf.data.NegativeSampler`) draws
+    its K negatives as consecutive entries of this order, so such a bank reads them as one slice of its rows instead
+    of K scattered ones; the shuffle keeps a window a uniform draw whatever order the dataset is in (e.g. by class)."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(_ROW_ORDER_SEED))
 POSITIVES = ("bank", "current")
 BANK_WARM_STARTS = ("none", "skip_unwritten")
 BANK_LOSSES = ("nce", "infonce")
@@ -262,13 +295,20 @@ class MemoryBankNCELoss(nn.Module):
     Shared negatives (``contrast_idx`` of shape ``[K]``, the same K indices for every anchor, with an optional
     ``contrast_mask`` ``[B, K]`` of the valid ones): the positives are the anchors' own rows, the negatives one
     ``[B, D] × [D, K]`` product per direction (:func:`shared_nce_loss`), so the cost follows K, not N; ``Z`` is fixed
-    from the first call's positive and valid negative scores. ``bank_dtype`` (bfloat16 or float16) stores the banks
+    from the first call's positive and valid negative scores. With ``row_order="shuffled"`` the banks keep their rows in
+    the fixed shuffle :func:`bank_row_order` (``row_of`` maps a dataset index to its row; a saved bank is read back in
+    whichever order it was saved), so that the shared sampler's negatives, consecutive entries of that shuffle, are
+    one slice of each bank instead of K scattered rows; the values are the same as with rows in dataset order
+    (``row_order="dataset"``, the reference). ``bank_dtype`` (bfloat16 or float16) stores the banks
     in half the memory; rows are read back into float32 for every product and update (per-sample mode converts the
-    whole bank each call), except that shared negatives in bfloat16 banks are multiplied in bfloat16 where the device
-    does so natively (:func:`product_dtype`; the loss stays float32). The backward pass reads the banks, so the momentum update of a
-    call is applied at the start of the next call (or by :meth:`flush`, which ``state_dict()`` runs first): every
-    call still sees every earlier update, as in the reference. Under torch.distributed the update gathers
-    ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
+    whole bank each call). ``products`` (the trainer's setting ``bank_products``) sets the precision of the shared
+    negatives' products (:func:`product_dtypes`): ``"float32"`` (the default, whatever the banks' storage);
+    ``"bfloat16-gradient"``, the gradient's product in bfloat16 where the device multiplies it natively (the scores
+    and the loss stay float32); ``"bfloat16"``, the scores' product too (the scores rounded to bfloat16). Everything
+    elementwise stays float32. The backward pass
+    reads the banks, so the momentum update of a call is applied at the start of the next call (or by :meth:`flush`,
+    which ``state_dict()`` runs first): every call still sees every earlier update, as in the reference. Under
+    torch.distributed the update gathers ``(index, v_s, v_t)`` from every rank, so every rank's banks stay identical.
 
     Three options depart from the reference (all off by default):
 
@@ -298,8 +338,13 @@ class MemoryBankNCELoss(nn.Module):
         positive: str = "bank",
         bank_warm_start: str = "none",
         loss: str = "nce",
+        row_order: str = "dataset",
+        products: str = "float32",
     ) -> None:
         super().__init__()
+        product_dtypes(products, torch.device("cpu"))  # an unknown choice fails here, not at the first step
+        if row_order not in ROW_ORDERS:
+            raise ValueError(f"row_order must be one of {ROW_ORDERS}, got {row_order!r}.")
         if loss not in BANK_LOSSES:
             raise ValueError(f"loss must be one of {BANK_LOSSES}, got {loss!r}.")
         if positive not in POSITIVES:
@@ -312,11 +357,23 @@ class MemoryBankNCELoss(nn.Module):
             raise ValueError(f"The memory bank needs the dataset size (num_samples >= 2), got {num_samples}.")
         self.num_samples, self.feat_dim, self.nce_k = num_samples, feat_dim, nce_k
         self.temperature, self.momentum, self.eps = temperature, momentum, eps
-        self.positive, self.bank_warm_start, self.loss = positive, bank_warm_start, loss
+        self.positive, self.bank_warm_start, self.loss, self.products = positive, bank_warm_start, loss, products
         stdv = 1.0 / math.sqrt(feat_dim / 3)
+        order = bank_row_order(num_samples) if row_order == "shuffled" else None
+        # row_of[i]: the bank row of dataset index i (saved: a checkpoint's rows are read in the order they were kept)
+        self.row_of: Optional[torch.Tensor]
+        self.register_buffer("row_of", None if order is None else torch.argsort(order))
+        self.register_buffer("_order", order, persistent=False)
         for name in ("memory_student", "memory_teacher"):
-            bank = torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv)
-            self.register_buffer(name, bank if bank_dtype == torch.float32 else bank.to(bank_dtype))
+            if order is None:
+                bank = torch.rand(num_samples, feat_dim).mul_(2 * stdv).add_(-stdv)
+                bank = bank if bank_dtype == torch.float32 else bank.to(bank_dtype)
+            else:  # the same draws, index by index, written in blocks to their rows (no second bank-sized copy)
+                bank = torch.empty(num_samples, feat_dim, dtype=bank_dtype)
+                for start in range(0, num_samples, 4096):
+                    block = torch.rand(min(4096, num_samples - start), feat_dim).mul_(2 * stdv).add_(-stdv)
+                    bank.index_copy_(0, self.row_of[start:start + block.shape[0]], block.to(bank_dtype))
+            self.register_buffer(name, bank)
         # Normalising constants, -1 until the first call fixes them.
         self.register_buffer("z_student", torch.tensor(-1.0, dtype=torch.float64))
         self.register_buffer("z_teacher", torch.tensor(-1.0, dtype=torch.float64))
@@ -325,6 +382,58 @@ class MemoryBankNCELoss(nn.Module):
         self._pending: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.flush())
         self.register_load_state_dict_pre_hook(self._drop_pending)
+        self.register_load_state_dict_pre_hook(self._adopt_row_order)
+
+    def _rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The bank rows of dataset indices ``index``."""
+        return index if self.row_of is None else self.row_of.index_select(0, index.reshape(-1)).view_as(index)
+
+    def bank_entries(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student and the teacher bank entries of dataset indices ``index`` (pending updates applied), whatever
+        order the rows are kept in."""
+        self.flush()
+        rows = self._rows(index)
+        return self.memory_student.index_select(0, rows), self.memory_teacher.index_select(0, rows)
+
+    def _window(self, negatives: torch.Tensor) -> Optional[int]:
+        """The first bank row of ``negatives`` when they are consecutive rows (wrapping round), as the shared
+        sampler draws them for a shuffled bank; else None."""
+        if self.row_of is None or negatives.numel() > self.num_samples:
+            return None
+        rows = self._rows(negatives)
+        start = int(rows[0])
+        expected = torch.arange(start, start + rows.numel(), device=rows.device).remainder_(self.num_samples)
+        return start if torch.equal(rows, expected) else None
+
+    def _negative_rows(self, memory: torch.Tensor, negatives: torch.Tensor, window: Optional[int]) -> torch.Tensor:
+        """The bank rows of shared ``negatives``: a slice of ``memory`` for a window of its rows (two pieces joined
+        when it wraps round), else a row gather."""
+        if window is None:
+            return memory.index_select(0, self._rows(negatives))
+        end = window + negatives.numel()
+        if end <= self.num_samples:
+            return memory[window:end]
+        return torch.cat([memory[window:], memory[:end - self.num_samples]])
+
+    def _adopt_row_order(self, module: nn.Module, state_dict: dict, prefix: str, *args: object,
+                         **kwargs: object) -> None:
+        """Read a saved bank in this module's row order, whichever order it was saved in (its ``row_of``, or none:
+        dataset order)."""
+        saved = state_dict.pop(prefix + "row_of", None)
+        if self.row_of is not None:
+            state_dict[prefix + "row_of"] = self.row_of
+        for name in ("memory_student", "memory_teacher"):
+            bank = state_dict.get(prefix + name)
+            if bank is None or bank.shape[0] != self.num_samples or (saved is None and self._order is None):
+                continue  # nothing to reorder, or a size the load will report
+            if saved is not None:
+                if saved.shape != (self.num_samples,):
+                    raise ValueError(f"A saved memory bank's row order has {saved.numel()} entries, its bank "
+                                     f"{bank.shape[0]} rows.")
+                bank = bank.index_select(0, saved.to(bank.device))  # dataset order
+            if self._order is not None:
+                bank = bank.index_select(0, self._order.to(bank.device))  # this module's order
+            state_dict[prefix + name] = bank
 
     def _scores(self, anchors: torch.Tensor, memory: torch.Tensor, contrast_idx: torch.Tensor) -> torch.Tensor:
         """``<memory[contrast_idx[b, k]], anchors[b]>`` for every b, k, as ``[B, K+1]``."""
@@ -363,8 +472,9 @@ class MemoryBankNCELoss(nn.Module):
                          contrast_idx: torch.Tensor) -> torch.Tensor:
         """The reference: K negatives per sample, scored through :class:`BankScores`."""
         memory_s, memory_t = self.memory_student.detach().float(), self.memory_teacher.detach().float()
-        s_s = self._scores(v_s, memory_t, contrast_idx)
-        s_t = self._scores(v_t, memory_s, contrast_idx)
+        rows = self._rows(contrast_idx)
+        s_s = self._scores(v_s, memory_t, rows)
+        s_t = self._scores(v_t, memory_s, rows)
         current = self._current_positive(index)
         if current is not None:  # column 0 from the other side's current (detached) embedding
             s_s = torch.cat([torch.where(current, (v_s * v_t.detach()).sum(1), s_s[:, 0]).unsqueeze(1), s_s[:, 1:]], 1)
@@ -390,13 +500,14 @@ class MemoryBankNCELoss(nn.Module):
                      mask: Optional[torch.Tensor]) -> torch.Tensor:
         """K negatives shared by the batch: ``[B, D] × [D, K]`` per direction (see :func:`shared_nce_loss`)."""
         memory_s, memory_t = self.memory_student.detach(), self.memory_teacher.detach()
-        products = product_dtype(memory_s.dtype, v_s.device)  # the shared rows' dtype in the [B, D] × [D, K] products
-        # one row gather per bank, the anchors' own rows then the negatives (index_select: ten times faster on CPU
-        # than advanced indexing, ``memory[rows]``)
-        rows, batch = torch.cat([index, negatives]), index.shape[0]
-        rows_t, rows_s = memory_t.index_select(0, rows), memory_s.index_select(0, rows)
-        pos_t, neg_t = rows_t[:batch].float(), rows_t[batch:].to(products)
-        pos_s, neg_s = rows_s[:batch].float(), rows_s[batch:].to(products)
+        # the shared rows' dtypes in the [B, D] × [D, K] products of the scores and of their gradient
+        products, gradient_dtype = product_dtypes(self.products, v_s.device)
+        # the negatives: one slice per bank when they are a window of a shuffled bank's rows, else one row gather
+        # (index_select: ten times faster on CPU than advanced indexing, ``memory[rows]``)
+        own, window = self._rows(index), self._window(negatives)
+        pos_t, pos_s = memory_t.index_select(0, own).float(), memory_s.index_select(0, own).float()
+        neg_t = self._negative_rows(memory_t, negatives, window).to(products)
+        neg_s = self._negative_rows(memory_s, negatives, window).to(products)
         current = self._current_positive(index)
         if current is not None:
             pos_t = torch.where(current.unsqueeze(1), v_t.detach(), pos_t)
@@ -416,9 +527,9 @@ class MemoryBankNCELoss(nn.Module):
                 ))
         valid = shared_mask(mask, negatives.shape[0])  # shared by both directions
         loss = shared_nce_loss(v_s, pos_t, neg_t, valid, self.z_student.item(), self.num_samples, self.temperature,
-                               self.eps)
+                               self.eps, gradient_dtype)
         return loss + shared_nce_loss(v_t, pos_s, neg_s, valid, self.z_teacher.item(), self.num_samples,
-                                      self.temperature, self.eps)
+                                      self.temperature, self.eps, gradient_dtype)
 
     @torch.no_grad()
     def _fix_normalisers(self, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
@@ -436,10 +547,11 @@ class MemoryBankNCELoss(nn.Module):
             return
         index, v_s, v_t = self._pending
         self._pending = None
+        rows = self._rows(index)
         for memory, v in ((self.memory_student, v_s), (self.memory_teacher, v_t)):
-            updated = F.normalize(memory.index_select(0, index).float() * self.momentum + v * (1 - self.momentum),
+            updated = F.normalize(memory.index_select(0, rows).float() * self.momentum + v * (1 - self.momentum),
                                   dim=1)
-            memory.index_copy_(0, index, updated.to(memory.dtype))
+            memory.index_copy_(0, rows, updated.to(memory.dtype))
         if self.bank_warm_start == "skip_unwritten":
             self.filled[index] = True
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union, get_type_h
 
 from ..features import STAGE_POOLING, TOKEN_POOLING, Pooling
 from ..projectors import PROJECTOR_KINDS, TEACHER_PROJECTORS
-from .contrastive import BANK_DTYPES, BANK_LOSSES, BANK_WARM_STARTS, NEGATIVE_MODES, NEGATIVE_SAMPLING, POSITIVES
+from .contrastive import (BANK_DTYPES, BANK_LOSSES, BANK_PRODUCTS, BANK_WARM_STARTS, NEGATIVE_MODES, NEGATIVE_SAMPLING,
+                          POSITIVES)
 from .registry import INPUTS_WITHOUT_PAIR_MAPS, check_choice, get_objective
 
 FINAL = "final"
@@ -129,6 +130,10 @@ def _if_bank(s: "ObjectiveSettings", value: Any) -> bool:
     return s.uses_memory_bank
 
 
+def _if_shared_bank(s: "ObjectiveSettings", value: Any) -> bool:
+    return s.uses_memory_bank and s.negative_sampling == "shared"
+
+
 def _if_teacher_head_dropped(s: "ObjectiveSettings", value: Any) -> bool:
     return _if_contrasts(s, value) and value != "trained"
 
@@ -228,6 +233,13 @@ class ObjectiveSettings:
         choices=NEGATIVE_SAMPLING)
     bank_dtype: str = _knob("float32", "Memory-bank storage", "Storage of the memory banks (the math stays float32).",
                             "bank", when=_if_bank, choices=tuple(BANK_DTYPES))
+    bank_products: str = _knob(
+        "float32", "Shared-negative products",
+        "Precision of the shared negatives' [B, D] x [D, K] products, whatever the banks' storage: 'float32', "
+        "'bfloat16-gradient' (the gradient's product alone in bfloat16 where the device multiplies it natively, a CPU "
+        "with AVX512-BF16 or AMX or a CUDA GPU) or 'bfloat16' (both). The loss stays float32. Either bfloat16 option "
+        "cost about 0.35 validation points (benchmarks/README.md, 'Shared-bank precision and accuracy').",
+        "bank", when=_if_shared_bank, choices=BANK_PRODUCTS)
     nce_momentum: float = _knob(0.5, "Memory-bank momentum", "Memory-bank momentum, in [0, 1).", "bank", when=_if_bank)
     feat_dim: int = _knob(128, "Projection size (feat_dim)", "Projector output dimension.", "projector",
                           when=_if_projects)
