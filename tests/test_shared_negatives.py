@@ -168,6 +168,21 @@ def test_shuffled_bank_matches_the_dataset_order_bank(draw):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
 
 
+def test_more_shared_negatives_than_bank_rows_wrap_round_and_are_gathered():
+    n, k = 10, 25
+    sampler = NegativeSampler(n, k, [i % 3 for i in range(n)], seed=1, shared=True)
+    negatives, mask = sampler.sample_shared(torch.tensor([0, 4]))
+    assert sorted(torch.bincount(negatives, minlength=n).tolist()) == [2] * 5 + [3] * 5  # each index 2 or 3 times
+    torch.manual_seed(4)
+    plain = MemoryBankNCELoss(n, feat_dim=4, nce_k=k)
+    torch.manual_seed(4)
+    shuffled = MemoryBankNCELoss(n, feat_dim=4, nce_k=k, row_order="shuffled")
+    assert shuffled._window(negatives) is None  # longer than the bank: a gather
+    v = F.normalize(torch.randn(2, 4), dim=1)
+    torch.testing.assert_close(shuffled(v, v.flip(0), torch.tensor([0, 4]), negatives, mask),
+                               plain(v, v.flip(0), torch.tensor([0, 4]), negatives, mask), rtol=1e-6, atol=0)
+
+
 def test_banks_are_read_back_in_the_order_they_were_saved():
     """A checkpoint's banks load into a bank of either row order, and from a shuffle other than this one's (e.g.
     written where randperm differs): every dataset index gets its own entry back."""
