@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import tiny
 from cktf_hf import ContrastiveDistillationConfig, ContrastiveDistillationTrainer
 from cktf_hf.data import DistillationCollator, NegativeSampler
+from cktf_hf.objective_state import state_differences
 from cktf_hf.objectives.contrastive import MemoryBankNCELoss, bank_row_order
 
 
@@ -153,6 +154,7 @@ def test_shuffled_bank_matches_the_dataset_order_bank(draw):
         if start is not None:
             negatives = order[(start + torch.arange(k)) % n]
         assert shuffled._window(negatives) == start and plain._window(negatives) is None
+        assert shuffled._window(negatives.to("meta")) is None  # not checked on an accelerator (a device sync)
         if draw == "window":  # a view of the bank, not a copy
             rows = shuffled._negative_rows(shuffled.memory_student, negatives, start)
             assert rows.data_ptr() == shuffled.memory_student[start].data_ptr()
@@ -211,6 +213,11 @@ def test_banks_are_read_back_in_the_order_they_were_saved():
     assert torch.equal(third.row_of, shuffled.row_of)  # kept in this version's shuffle
     with pytest.raises(ValueError, match="row order has 29 entries"):
         third.load_state_dict({**state, "row_of": state["row_of"][:-1]})
+    # a resume into another training-set size names the size once, not the row order as a changed term
+    bigger = MemoryBankNCELoss(n + 5, feat_dim=dim, nce_k=5, row_order="shuffled").state_dict()
+    assert state_differences(state, bigger) == [
+        f"the training set had {n} examples, now {n + 5} (the memory banks hold one row per example)"]
+    assert state_differences(state, plain.state_dict()) == []  # the row order is no term
 
 
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])

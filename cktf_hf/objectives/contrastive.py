@@ -128,10 +128,10 @@ class SharedNegativeNCE(torch.autograd.Function):
             x = base.addmm_(negatives, anchors.t(), alpha=1.0 / temperature)
         else:  # out of place: a float32 result read from the low-precision product in one pass
             x = torch.add(base, torch.mm(negatives, anchors.to(negatives.dtype).t()), alpha=1.0 / temperature)
-        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau (0 where masked), taken now while x is in cache; softplus(x) =
-        # −log(1 − sigmoid(x)) then costs one pass less than softplus itself, exact to float32 rounding while
-        # 1 − sigmoid(x) is not small (x ≤ 4; beyond, softplus itself)
-        if float(x.amax()) <= 4.0:
+        # d/dS log(1 + t + eps/c) = sigmoid(x) / tau (0 where masked), taken now while x is in cache; on a CPU,
+        # softplus(x) = −log(1 − sigmoid(x)) then costs one pass less than softplus itself, exact to float32 rounding
+        # while 1 − sigmoid(x) is not small (x ≤ 4; beyond, softplus itself; no such check, a sync, on an accelerator)
+        if x.device.type == "cpu" and float(x.amax()) <= 4.0:
             g = torch.sigmoid_(x)
             sums = torch.neg(g).log1p_().sum(0).neg_()
         else:
@@ -397,8 +397,9 @@ class MemoryBankNCELoss(nn.Module):
 
     def _window(self, negatives: torch.Tensor) -> Optional[int]:
         """The first bank row of ``negatives`` when they are consecutive rows (wrapping round), as the shared
-        sampler draws them for a shuffled bank; else None."""
-        if self.row_of is None or negatives.numel() > self.num_samples:
+        sampler draws them for a shuffled bank; else None. On an accelerator, where a gather is cheap and the check
+        would wait for the device, always None."""
+        if self.row_of is None or negatives.numel() > self.num_samples or negatives.device.type != "cpu":
             return None
         rows = self._rows(negatives)
         start = int(rows[0])
