@@ -398,13 +398,21 @@ class MemoryBankNCELoss(nn.Module):
     def _window(self, negatives: torch.Tensor) -> Optional[int]:
         """The first bank row of ``negatives`` when they are consecutive rows (wrapping round), as the shared
         sampler draws them for a shuffled bank; else None. On an accelerator, where a gather is cheap and the check
-        would wait for the device, always None."""
+        would wait for the device, always None. Checked once per negatives tensor: the result is kept on it, so the
+        banks of a step, which share their batch's negatives (and the row order of ``bank_row_order``), check once."""
         if self.row_of is None or negatives.numel() > self.num_samples or negatives.device.type != "cpu":
             return None
+        key = None if negatives.is_inference() else (negatives._version, self.num_samples)
+        cached = getattr(negatives, "_cktf_window", None)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
         rows = self._rows(negatives)
         start = int(rows[0])
         expected = torch.arange(start, start + rows.numel(), device=rows.device).remainder_(self.num_samples)
-        return start if torch.equal(rows, expected) else None
+        window = start if torch.equal(rows, expected) else None
+        if key is not None:
+            negatives._cktf_window = (key, window)
+        return window
 
     def _negative_rows(self, memory: torch.Tensor, negatives: torch.Tensor, window: Optional[int]) -> torch.Tensor:
         """The bank rows of shared ``negatives``: a slice of ``memory`` for a window of its rows (two pieces joined
